@@ -1,0 +1,419 @@
+"""Python side of the harness: imports models, traces and scripts them, runs eager.
+
+The Rust harness starts one worker process and sends it line-delimited JSON requests on stdin;
+each request gets exactly one JSON reply line on the *protocol* channel. Before anything else the
+worker moves the protocol channel to a private file descriptor and points fd 1 at stderr, so
+whatever a model prints (from Python or from C) can never corrupt the protocol. Tensors never
+travel in JSON: inputs arrive as safetensors files written by the harness, eager outputs leave as
+safetensors files plus a small JSON tree that describes their structure (tuple, list, dict,
+scalars) and names the tensor leaves by key.
+
+Protocol version 1. Requests: hello, load, export, eager, release, shutdown. Every reply has
+"id" (echoed) and "ok"; a failed reply carries "error": {"kind", "message", "traceback"}.
+"""
+
+import contextlib
+import copy
+import hashlib
+import importlib
+import importlib.util
+import io
+import json
+import linecache
+import os
+import re
+import sys
+import sysconfig
+import time
+import traceback
+import warnings
+
+PROTOCOL = 1
+TRACEBACK_TAIL = 12
+
+
+def _claim_protocol_channel():
+    """Return (requests, replies) file objects that user code cannot reach."""
+    req_fd = os.dup(0)
+    rep_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # prints from models (Python or C) land on stderr
+    sys.stdin = open(os.devnull, "r")
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
+    requests = os.fdopen(req_fd, "rb", buffering=0)
+    replies = os.fdopen(rep_fd, "w", buffering=1, encoding="utf-8")
+    return requests, replies
+
+
+REQUESTS, REPLIES = _claim_protocol_channel()
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+import torch  # noqa: E402  (after the channel is claimed: torch may print at import)
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+_WORKER_FILE = os.path.abspath(__file__)
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+_STDLIB_DIR = os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
+_SITE_DIRS = tuple(
+    os.path.abspath(p) + os.sep
+    for p in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+)
+_LOCATION = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+class HarnessError(Exception):
+    """An error with a kind the harness understands (model_import, model_entry, ...)."""
+
+    def __init__(self, kind, message, tb=None):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.tb = tb or []
+
+
+def _traceback_tail(exc):
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    text = "".join(lines).rstrip().splitlines()
+    return text[-TRACEBACK_TAIL:]
+
+
+def _error(kind, exc):
+    return {
+        "kind": kind,
+        "message": f"{type(exc).__name__}: {exc}".strip(),
+        "traceback": _traceback_tail(exc),
+    }
+
+
+def _is_user_frame(filename, allow_site):
+    path = os.path.abspath(filename)
+    if path == _WORKER_FILE or path.startswith(_TORCH_DIR) or filename.startswith("<"):
+        return False
+    if path.startswith(_SITE_DIRS):
+        return allow_site
+    return not path.startswith(_STDLIB_DIR)
+
+
+def _user_location(stack):
+    """The innermost frame of the user's code: their files first, then other libraries."""
+    for allow_site in (False, True):
+        frames = [f for f in stack if _is_user_frame(f.filename, allow_site)]
+        if frames:
+            return frames[-1].filename, frames[-1].lineno
+    return None, None
+
+
+@contextlib.contextmanager
+def capture_warnings():
+    """Record every non-deprecation warning with the user's file and line, merging duplicates."""
+    merged = {}
+
+    def hook(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DeprecationWarning):
+            return
+        ufile, uline = _user_location(traceback.extract_stack()[:-1])
+        if ufile is None:
+            ufile, uline = filename, lineno
+        key = (category.__name__, ufile, uline, str(message))
+        if key in merged:
+            merged[key]["count"] += 1
+            return
+        merged[key] = {
+            "category": category.__name__,
+            "message": str(message).strip(),
+            "file": os.path.abspath(ufile),
+            "line": uline,
+            "source_line": linecache.getline(ufile, uline).strip(),
+            "count": 1,
+        }
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.showwarning = hook
+        records = []
+        yield records
+        records.extend(merged.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+class Worker:
+    def __init__(self):
+        self.models = {}  # case -> (model, model spec)
+        self.modules = {}  # (path, mtime) -> module
+        self.module_names = {}  # module name -> path
+
+    # ---- model loading
+    def _module_from_source(self, path):
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            raise HarnessError("model_import", f"model source {path} does not exist")
+        key = (path, os.stat(path).st_mtime_ns)
+        if key in self.modules:
+            return self.modules[key]
+        stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+        name = stem
+        n = 1
+        while self.module_names.get(name, path) != path:
+            n += 1
+            name = f"{stem}_{n}"
+        self.module_names[name] = path
+        directory = os.path.dirname(path)
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # torch.jit.script looks classes up through sys.modules
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as exc:  # noqa: BLE001 - a model may raise anything, SystemExit too
+            sys.modules.pop(name, None)
+            raise HarnessError(
+                "model_import", f"importing {path} failed: {type(exc).__name__}: {exc}",
+                _traceback_tail(exc),
+            ) from exc
+        self.modules[key] = module
+        return module
+
+    def op_load(self, req):
+        case = req["case"]
+        if req.get("source"):
+            module = self._module_from_source(req["source"])
+            where = req["source"]
+        else:
+            where = req["import"]
+            try:
+                module = importlib.import_module(where)
+            except BaseException as exc:  # noqa: BLE001
+                raise HarnessError(
+                    "model_import", f"importing {where} failed: {type(exc).__name__}: {exc}",
+                    _traceback_tail(exc),
+                ) from exc
+        entry = req["entry"]
+        factory = module
+        for part in entry.split("."):
+            factory = getattr(factory, part, None)
+            if factory is None:
+                raise HarnessError("model_entry", f"{where} has no attribute {entry!r}")
+        if not callable(factory):
+            raise HarnessError("model_entry", f"{where}:{entry} is not callable")
+        torch.manual_seed(int(req.get("seed", 0)))
+        try:
+            model = factory(**(req.get("kwargs") or {}))
+        except BaseException as exc:  # noqa: BLE001
+            raise HarnessError(
+                "model_construct", f"{entry}(**kwargs) raised {type(exc).__name__}: {exc}",
+                _traceback_tail(exc),
+            ) from exc
+        if not isinstance(model, torch.nn.Module):
+            raise HarnessError(
+                "model_entry", f"{entry} returned {type(model).__name__}, not a torch.nn.Module"
+            )
+        if req.get("eval", True):
+            model.eval()
+        self.models[case] = model
+        files = sorted({os.path.abspath(m.__file__) for m in [module] if getattr(m, "__file__", None)})
+        return {"class": type(model).__qualname__, "files": files, "state": _state_digest(model)}
+
+    def _model(self, req):
+        case = req["case"]
+        if case not in self.models:
+            raise HarnessError("protocol", f"case {case!r} is not loaded")
+        return self.models[case]
+
+    # ---- export
+    def op_export(self, req):
+        model = self._model(req)
+        inputs = _load_inputs(req["input"], req["names"])
+        out_dir = req["out_dir"]
+        os.makedirs(out_dir, exist_ok=True)
+        before = _state_digest(model)
+        result = {}
+        for variant in req["variants"]:
+            path = os.path.join(out_dir, f"{variant}.pt")
+            if os.path.exists(path):
+                os.remove(path)
+            start = time.perf_counter()
+            with capture_warnings() as records:
+                try:
+                    fresh = copy.deepcopy(model)
+                    if variant == "traced":
+                        with torch.no_grad():
+                            artifact = torch.jit.trace(fresh, tuple(inputs), check_trace=False)
+                    elif variant == "scripted":
+                        artifact = torch.jit.script(fresh)
+                    else:
+                        raise HarnessError("protocol", f"unknown variant {variant!r}")
+                    code = artifact.code
+                    graph = str(artifact.inlined_graph)
+                    artifact.save(path)
+                    entry = {"ok": True, "path": path, "code": code, "graph": graph}
+                except HarnessError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - an export failure is data
+                    entry = {"ok": False, "error": _export_error(variant, exc)}
+            entry["warnings"] = records
+            entry["seconds"] = time.perf_counter() - start
+            result[variant] = entry
+        after = _state_digest(model)
+        result["eager_state_changed"] = before != after
+        return result
+
+    # ---- eager
+    def op_eager(self, req):
+        model = self._model(req)
+        out_dir = req["out_dir"]
+        os.makedirs(out_dir, exist_ok=True)
+        results = []
+        for sample in req["samples"]:
+            sid = sample["id"]
+            try:
+                inputs = _load_inputs(sample["path"], req["names"])
+            except Exception as exc:  # noqa: BLE001
+                raise HarnessError("protocol", f"cannot read sample {sid}: {exc}") from exc
+            start = time.perf_counter()
+            try:
+                with torch.no_grad():
+                    output = model(*inputs)
+            except Exception as exc:  # noqa: BLE001 - reported per sample
+                results.append({"id": sid, "ok": False, "error": _error("eager_raised", exc)})
+                continue
+            seconds = time.perf_counter() - start
+            tensors = {}
+            try:
+                tree = _encode(output, "o", tensors)
+            except TypeError as exc:
+                results.append({"id": sid, "ok": False, "error": _error("unsupported_output", exc)})
+                continue
+            path = os.path.join(out_dir, f"eager-{sid}.safetensors")
+            save_file(tensors, path)
+            results.append({"id": sid, "ok": True, "output": tree, "path": path, "seconds": seconds})
+        return {"results": results}
+
+    def op_release(self, req):
+        self.models.pop(req["case"], None)
+        return {}
+
+    def op_hello(self, req):
+        return {
+            "protocol": PROTOCOL,
+            "torch": torch.__version__.split("+")[0],
+            "python": sys.version.split()[0],
+            "pid": os.getpid(),
+        }
+
+
+def _state_digest(model):
+    """A digest of parameters and buffers: tracing or scripting must never change the eager model."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        t = t.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _load_inputs(path, names):
+    tensors = load_file(path)
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise HarnessError("protocol", f"{path} lacks inputs {missing}")
+    return [tensors[n] for n in names]
+
+
+def _export_error(variant, exc):
+    err = _error("trace_error" if variant == "traced" else "script_compile_error", exc)
+    message = str(exc)
+    # Script errors carry the user's source location: "File "...", line N".
+    for file, line in _LOCATION.findall(message) + [
+        (f.filename, f.lineno) for f in reversed(traceback.extract_tb(exc.__traceback__))
+    ]:
+        if _is_user_frame(file, allow_site=True):
+            err["file"] = os.path.abspath(file)
+            err["line"] = int(line)
+            err["source_line"] = linecache.getline(file, int(line)).strip()
+            break
+    lines = message.strip().splitlines()
+    err["message"] = "\n".join(lines[:40])
+    return err
+
+
+def _encode(value, key, tensors):
+    """Describe an output as a JSON tree; tensor leaves go into `tensors` under their key."""
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "cpu":
+            value = value.cpu()
+        tensors[key] = value.detach().clone().contiguous()
+        return {"t": "tensor", "key": key}
+    if isinstance(value, bool):
+        return {"t": "bool", "v": value}
+    if isinstance(value, int):
+        return {"t": "int", "v": value}
+    if isinstance(value, float):
+        return {"t": "float", "v": repr(value)}
+    if isinstance(value, str):
+        return {"t": "str", "v": value}
+    if value is None:
+        return {"t": "none"}
+    if isinstance(value, tuple):
+        return {"t": "tuple", "items": [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return {"t": "list", "items": [_encode(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, dict):
+        items = []
+        for i, (k, v) in enumerate(value.items()):
+            if not isinstance(k, (str, int, bool, float)):
+                raise TypeError(f"dict key of type {type(k).__name__} cannot be compared")
+            items.append([_encode(k, f"{key}.k{i}", tensors), _encode(v, f"{key}.{i}", tensors)])
+        return {"t": "dict", "items": items}
+    raise TypeError(f"output of type {type(value).__name__} cannot be compared")
+
+
+def _reply(obj):
+    REPLIES.write(json.dumps(obj, allow_nan=False, default=str) + "\n")
+    REPLIES.flush()
+
+
+def main():
+    worker = Worker()
+    while True:
+        line = REQUESTS.readline()
+        if not line:
+            return
+        try:
+            req = json.loads(line)
+        except ValueError as exc:
+            _reply({"id": None, "ok": False, "error": _error("protocol", exc)})
+            continue
+        rid = req.get("id")
+        op = req.get("op")
+        if op == "shutdown":
+            _reply({"id": rid, "ok": True})
+            return
+        handler = getattr(worker, f"op_{op}", None)
+        if handler is None:
+            _reply({"id": rid, "ok": False, "error": {"kind": "protocol", "message": f"unknown op {op!r}", "traceback": []}})
+            continue
+        try:
+            body = handler(req)
+            body.update({"id": rid, "ok": True})
+            _reply(body)
+        except HarnessError as exc:
+            _reply({"id": rid, "ok": False, "error": {"kind": exc.kind, "message": exc.message, "traceback": exc.tb}})
+        except Exception as exc:  # noqa: BLE001 - the worker must answer, whatever happened
+            _reply({"id": rid, "ok": False, "error": _error("internal", exc)})
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,757 @@
+//! Case files: the version-1 YAML format, its parsing and its validation.
+//!
+//! A case pairs one model with input generators and symbolic dims (see the README for the
+//! format). Parsing is strict: unknown fields, wrong types and undeclared dims are errors, and
+//! every error is one line that names the file and the line and column (from the YAML parser) or
+//! the field path (for checks made after parsing). Nothing here touches Python or libtorch.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pitfall::Pitfall;
+
+/// The variants of a model that the harness builds and checks against eager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    Traced,
+    Scripted,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 2] = [Variant::Traced, Variant::Scripted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Traced => "traced",
+            Variant::Scripted => "scripted",
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Element types an input may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    Float32,
+    Float64,
+    Float16,
+    Bfloat16,
+    Uint8,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Bool,
+}
+
+impl DType {
+    pub fn kind(self) -> tch::Kind {
+        use tch::Kind;
+        match self {
+            DType::Float32 => Kind::Float,
+            DType::Float64 => Kind::Double,
+            DType::Float16 => Kind::Half,
+            DType::Bfloat16 => Kind::BFloat16,
+            DType::Uint8 => Kind::Uint8,
+            DType::Int8 => Kind::Int8,
+            DType::Int16 => Kind::Int16,
+            DType::Int32 => Kind::Int,
+            DType::Int64 => Kind::Int64,
+            DType::Bool => Kind::Bool,
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(
+            self,
+            DType::Float32 | DType::Float64 | DType::Float16 | DType::Bfloat16
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::Float32 => "float32",
+            DType::Float64 => "float64",
+            DType::Float16 => "float16",
+            DType::Bfloat16 => "bfloat16",
+            DType::Uint8 => "uint8",
+            DType::Int8 => "int8",
+            DType::Int16 => "int16",
+            DType::Int32 => "int32",
+            DType::Int64 => "int64",
+            DType::Bool => "bool",
+        }
+    }
+
+    /// The value generator used when an input names none.
+    pub fn default_values(self) -> ValueGen {
+        match self {
+            DType::Bool => ValueGen::Bool(0.5),
+            DType::Uint8 => ValueGen::Int([0, 255]),
+            d if d.is_float() => ValueGen::Uniform([-1.0, 1.0]),
+            _ => ValueGen::Int([-10, 10]),
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the values of an input are drawn: a one-key mapping such as `{uniform: [-1, 1]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ValueGenRepr", into = "ValueGenRepr")]
+pub enum ValueGen {
+    /// Uniform in `[lo, hi)`.
+    Uniform([f64; 2]),
+    /// Normal with `[mean, std]`.
+    Normal([f64; 2]),
+    /// Integers in `[lo, hi]`.
+    Int([i64; 2]),
+    /// `true` with probability `p`.
+    Bool(f64),
+}
+
+/// The written form of [`ValueGen`] (serde_yaml reads enums as `!tags`, not one-key maps).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValueGenRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uniform: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    normal: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    int: Option<[i64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bool: Option<f64>,
+}
+
+impl TryFrom<ValueGenRepr> for ValueGen {
+    type Error = String;
+    fn try_from(r: ValueGenRepr) -> Result<ValueGen, String> {
+        let mut found: Vec<ValueGen> = Vec::new();
+        found.extend(r.uniform.map(ValueGen::Uniform));
+        found.extend(r.normal.map(ValueGen::Normal));
+        found.extend(r.int.map(ValueGen::Int));
+        found.extend(r.bool.map(ValueGen::Bool));
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            _ => Err(
+                "`values` expects exactly one of `uniform: [lo, hi]`, `normal: [mean, std]`, \
+                      `int: [lo, hi]`, `bool: p`"
+                    .into(),
+            ),
+        }
+    }
+}
+
+impl From<ValueGen> for ValueGenRepr {
+    fn from(v: ValueGen) -> ValueGenRepr {
+        let mut r = ValueGenRepr::default();
+        match v {
+            ValueGen::Uniform(x) => r.uniform = Some(x),
+            ValueGen::Normal(x) => r.normal = Some(x),
+            ValueGen::Int(x) => r.int = Some(x),
+            ValueGen::Bool(p) => r.bool = Some(p),
+        }
+        r
+    }
+}
+
+/// One entry of a shape: a fixed size or the name of a dim declared under `dims`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DimRef {
+    Fixed(i64),
+    Named(String),
+}
+
+impl fmt::Display for DimRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DimRef::Fixed(n) => write!(f, "{n}"),
+            DimRef::Named(s) => f.write_str(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default, rename = "import")]
+    pub import: Option<String>,
+    pub entry: String,
+    #[serde(default)]
+    pub kwargs: BTreeMap<String, serde_json::Value>,
+    #[serde(default = "yes")]
+    pub eval: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub shape: Vec<DimRef>,
+    #[serde(default)]
+    pub dtype: Option<DType>,
+    #[serde(default)]
+    pub dtypes: Option<Vec<DType>>,
+    #[serde(default)]
+    pub values: Option<ValueGen>,
+}
+
+impl InputSpec {
+    /// The dtypes this input is checked with; the first is the one used for tracing.
+    pub fn dtypes(&self) -> Vec<DType> {
+        match (&self.dtypes, self.dtype) {
+            (Some(list), _) if !list.is_empty() => list.clone(),
+            (_, Some(d)) => vec![d],
+            _ => vec![DType::Float32],
+        }
+    }
+
+    pub fn trace_dtype(&self) -> DType {
+        self.dtypes()[0]
+    }
+
+    /// The value generator, drawn in the input's trace dtype.
+    pub fn values(&self) -> ValueGen {
+        self.values
+            .clone()
+            .unwrap_or_else(|| self.trace_dtype().default_values())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimSpec {
+    pub trace: i64,
+    pub min: i64,
+    pub max: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_rtol")]
+    pub rtol: f64,
+    #[serde(default = "default_atol")]
+    pub atol: f64,
+}
+
+impl Default for CheckSpec {
+    fn default() -> Self {
+        CheckSpec {
+            samples: default_samples(),
+            seed: 0,
+            rtol: default_rtol(),
+            atol: default_atol(),
+        }
+    }
+}
+
+/// A case file as written (format version 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub model: ModelSpec,
+    pub inputs: Vec<InputSpec>,
+    #[serde(default)]
+    pub dims: BTreeMap<String, DimSpec>,
+    #[serde(default = "default_variants")]
+    pub variants: Vec<Variant>,
+    #[serde(default)]
+    pub check: CheckSpec,
+    #[serde(default)]
+    pub expect: BTreeMap<Variant, Vec<Pitfall>>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_samples() -> usize {
+    24
+}
+fn default_rtol() -> f64 {
+    1e-5
+}
+fn default_atol() -> f64 {
+    1e-6
+}
+fn default_variants() -> Vec<Variant> {
+    Variant::ALL.to_vec()
+}
+
+/// Where the model comes from, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelOrigin {
+    /// A Python file, absolute path.
+    Source(PathBuf),
+    /// An importable module name.
+    Import(String),
+}
+
+/// A parsed and validated case, ready to plan and run.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// The file stem.
+    pub name: String,
+    /// The case file as given on the command line (or found in a folder).
+    pub file: PathBuf,
+    pub origin: ModelOrigin,
+    pub spec: CaseFile,
+}
+
+/// A case file that could not be used: one line, naming the file and the place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{place}: {message}")]
+pub struct CaseError {
+    pub file: String,
+    /// `:line:column` from the parser, or `: field.path` for later checks, or empty.
+    pub place: String,
+    pub message: String,
+}
+
+impl CaseError {
+    fn at_field(file: &Path, field: &str, message: impl Into<String>) -> Self {
+        CaseError {
+            file: file.display().to_string(),
+            place: format!(": {field}"),
+            message: message.into(),
+        }
+    }
+}
+
+impl Case {
+    /// Read, parse and validate a case file.
+    pub fn load(file: &Path) -> Result<Case, CaseError> {
+        let bytes = std::fs::read(file).map_err(|e| CaseError {
+            file: file.display().to_string(),
+            place: String::new(),
+            message: format!("cannot read the case file: {e}"),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| CaseError {
+            file: file.display().to_string(),
+            place: String::new(),
+            message: format!(
+                "the case file is not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        })?;
+        Case::parse(file, &text)
+    }
+
+    /// Parse and validate case text that came from `file`.
+    pub fn parse(file: &Path, text: &str) -> Result<Case, CaseError> {
+        if text.trim().is_empty() {
+            return Err(CaseError {
+                file: file.display().to_string(),
+                place: String::new(),
+                message: "the case file is empty; expected a mapping with `model` and `inputs`"
+                    .into(),
+            });
+        }
+        let spec: CaseFile = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "case".into());
+        let origin = validate(file, &spec)?;
+        Ok(Case {
+            name,
+            file: file.to_path_buf(),
+            origin,
+            spec,
+        })
+    }
+
+    /// The inputs' names, in forward's positional order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.spec.inputs.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// The pitfalls the case file expects for a variant (empty: it must pass).
+    pub fn expected(&self, variant: Variant) -> &[Pitfall] {
+        self.spec
+            .expect
+            .get(&variant)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+fn yaml_error(file: &Path, e: &serde_yaml::Error) -> CaseError {
+    let mut message = e.to_string();
+    let place = match e.location() {
+        Some(loc) => {
+            // serde_yaml writes " at line L column C" into the message; the place is said once,
+            // up front.
+            let re = regex::Regex::new(r" at line \d+ column \d+").expect("valid regex");
+            message = re.replacen(&message, 1, "").into_owned();
+            format!(":{}:{}", loc.line(), loc.column())
+        }
+        None => String::new(),
+    };
+    CaseError {
+        file: file.display().to_string(),
+        place,
+        message,
+    }
+}
+
+fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
+    let err = |field: &str, msg: String| Err(CaseError::at_field(file, field, msg));
+    let model = &spec.model;
+    let origin = match (&model.source, &model.import) {
+        (Some(_), Some(_)) => {
+            return err(
+                "model",
+                "give exactly one of `source` and `import`, not both".into(),
+            )
+        }
+        (None, None) => {
+            return err(
+                "model",
+                "missing `source` (a Python file) or `import` (a module)".into(),
+            )
+        }
+        (Some(src), None) => {
+            let base = file.parent().unwrap_or(Path::new("."));
+            let path = base.join(src);
+            if !path.is_file() {
+                return err(
+                    "model.source",
+                    format!("{src} does not exist (looked for {})", path.display()),
+                );
+            }
+            let path = path.canonicalize().unwrap_or(path);
+            ModelOrigin::Source(path)
+        }
+        (None, Some(module)) => {
+            let ok = !module.is_empty()
+                && module.split('.').all(|p| {
+                    p.chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphabetic() || c == '_')
+                        && p.chars().all(|c| c.is_alphanumeric() || c == '_')
+                });
+            if !ok {
+                return err(
+                    "model.import",
+                    format!("`{module}` is not a Python module name"),
+                );
+            }
+            ModelOrigin::Import(module.clone())
+        }
+    };
+    if model.entry.trim().is_empty() {
+        return err(
+            "model.entry",
+            "expected the name of a class or factory callable".into(),
+        );
+    }
+    if spec.inputs.is_empty() {
+        return err("inputs", "expected at least one input".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, input) in spec.inputs.iter().enumerate() {
+        if !seen.insert(input.name.as_str()) {
+            return err(
+                &format!("inputs[{i}].name"),
+                format!("duplicate input `{}`", input.name),
+            );
+        }
+        if input.dtype.is_some() && input.dtypes.is_some() {
+            return err(
+                &format!("inputs[{i}]"),
+                "give `dtype` or `dtypes`, not both".into(),
+            );
+        }
+        if input.dtypes.as_ref().is_some_and(|d| d.is_empty()) {
+            return err(
+                &format!("inputs[{i}].dtypes"),
+                "expected at least one dtype".into(),
+            );
+        }
+        for (j, d) in input.shape.iter().enumerate() {
+            match d {
+                DimRef::Fixed(n) if *n < 0 => {
+                    return err(
+                        &format!("inputs[{i}].shape[{j}]"),
+                        format!("size {n} is negative"),
+                    )
+                }
+                DimRef::Named(name) if !spec.dims.contains_key(name) => {
+                    return err(
+                        &format!("inputs[{i}].shape[{j}]"),
+                        format!("dim `{name}` is not declared under `dims`"),
+                    )
+                }
+                _ => {}
+            }
+        }
+        match input.values() {
+            ValueGen::Uniform([lo, hi]) if !(lo < hi && lo.is_finite() && hi.is_finite()) => {
+                return err(
+                    &format!("inputs[{i}].values.uniform"),
+                    format!("expected finite [lo, hi] with lo < hi, got [{lo}, {hi}]"),
+                )
+            }
+            ValueGen::Normal([_, std]) if !(std >= 0.0 && std.is_finite()) => {
+                return err(
+                    &format!("inputs[{i}].values.normal"),
+                    format!("expected a finite std >= 0, got {std}"),
+                )
+            }
+            ValueGen::Int([lo, hi]) if lo > hi => {
+                return err(
+                    &format!("inputs[{i}].values.int"),
+                    format!("expected [lo, hi] with lo <= hi, got [{lo}, {hi}]"),
+                )
+            }
+            ValueGen::Bool(p) if !(0.0..=1.0).contains(&p) => {
+                return err(
+                    &format!("inputs[{i}].values.bool"),
+                    format!("expected a probability in [0, 1], got {p}"),
+                )
+            }
+            _ => {}
+        }
+    }
+    for (name, d) in &spec.dims {
+        if d.min < 0 || d.min > d.max {
+            return err(
+                &format!("dims.{name}"),
+                format!("expected 0 <= min <= max, got min {} max {}", d.min, d.max),
+            );
+        }
+        if d.trace < d.min || d.trace > d.max {
+            return err(
+                &format!("dims.{name}.trace"),
+                format!(
+                    "trace {} is outside [min {}, max {}]",
+                    d.trace, d.min, d.max
+                ),
+            );
+        }
+    }
+    if spec.variants.is_empty() {
+        return err(
+            "variants",
+            "expected at least one of `traced`, `scripted`".into(),
+        );
+    }
+    for v in spec.expect.keys() {
+        if !spec.variants.contains(v) {
+            return err(
+                &format!("expect.{v}"),
+                format!("`{v}` is not among the case's variants"),
+            );
+        }
+    }
+    if spec.check.samples > 10_000 {
+        return err("check.samples", "expected at most 10000 samples".into());
+    }
+    for (field, v) in [
+        ("check.rtol", spec.check.rtol),
+        ("check.atol", spec.check.atol),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return err(field, format!("expected a finite tolerance >= 0, got {v}"));
+        }
+    }
+    Ok(origin)
+}
+
+/// Every case file under the given files and folders (`.yaml`/`.yml`, sorted, deduplicated).
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CaseError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
+                let entry = entry.map_err(|e| CaseError {
+                    file: p.display().to_string(),
+                    place: String::new(),
+                    message: format!("cannot list the folder: {e}"),
+                })?;
+                let path = entry.path();
+                let is_yaml =
+                    path.extension().is_some_and(|e| e == "yaml" || e == "yml") && path.is_file();
+                if is_yaml {
+                    files.push(path.to_path_buf());
+                }
+            }
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(CaseError {
+                file: p.display().to_string(),
+                place: String::new(),
+                message: "no such case file or folder".into(),
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    files.retain(|f| seen.insert(f.canonicalize().unwrap_or_else(|_| f.clone())));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+description: MyCell
+model:
+  source: MODEL
+  entry: MyCell
+inputs:
+  - name: x
+    shape: [B, 4]
+  - {name: h, shape: [B, 4], dtypes: [float32, float64]}
+dims:
+  B: {trace: 3, min: 1, max: 8}
+expect:
+  traced: [control_flow_erasure]
+"#;
+
+    fn with_model(text: &str) -> (tempfile::TempDir, PathBuf, String) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.py"), "import torch\n").unwrap();
+        let file = dir.path().join("case.yaml");
+        (dir, file, text.replace("MODEL", "m.py"))
+    }
+
+    /// Parse `text` as a case file and compare the error (or "ok") with `expect`.
+    #[track_caller]
+    fn check(text: &str, expect: &str) {
+        let (dir, file, text) = with_model(text);
+        let got = match Case::parse(&file, &text) {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e
+                .to_string()
+                .replace(&file.display().to_string(), "case.yaml")
+                .replace(&dir.path().display().to_string(), "DIR"),
+        };
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn good_case_parses_with_defaults() {
+        let (_dir, file, text) = with_model(GOOD);
+        let case = Case::parse(&file, &text).unwrap();
+        assert_eq!(case.name, "case");
+        assert_eq!(case.spec.variants, vec![Variant::Traced, Variant::Scripted]);
+        assert_eq!(case.spec.check, CheckSpec::default());
+        assert_eq!(case.spec.inputs[0].trace_dtype(), DType::Float32);
+        assert_eq!(
+            case.spec.inputs[1].dtypes(),
+            vec![DType::Float32, DType::Float64]
+        );
+        assert_eq!(case.spec.inputs[0].values(), ValueGen::Uniform([-1.0, 1.0]));
+        assert_eq!(
+            case.expected(Variant::Traced),
+            &[Pitfall::ControlFlowErasure]
+        );
+        assert!(case.expected(Variant::Scripted).is_empty());
+        assert!(matches!(case.origin, ModelOrigin::Source(ref p) if p.ends_with("m.py")));
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        check(GOOD, "ok");
+        check(
+            "",
+            "case.yaml: the case file is empty; expected a mapping with `model` and `inputs`",
+        );
+        check(
+            "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\nvariant: [traced]\n",
+            "case.yaml:3:1: unknown field `variant`, expected one of `description`, `model`, \
+             `inputs`, `dims`, `variants`, `check`, `expect`",
+        );
+        check(
+            "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}\n",
+            "case.yaml:3:1: did not find expected ',' or ']', while parsing a flow sequence at line 2 column 9",
+        );
+        check(
+            "model: {source: MODEL, entry: E}\ninputs:\n  - {name: x, shape: [2], dtype: float33}\n",
+            "case.yaml:3:34: inputs[0].dtype: unknown variant `float33`, expected one of \
+             `float32`, `float64`, `float16`, `bfloat16`, `uint8`, `int8`, `int16`, `int32`, \
+             `int64`, `bool`",
+        );
+        check(
+            "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [C]}]\n",
+            "case.yaml: inputs[0].shape[0]: dim `C` is not declared under `dims`",
+        );
+        check(
+            "model: {source: nope.py, entry: E}\ninputs: [{name: x, shape: [2]}]\n",
+            "case.yaml: model.source: nope.py does not exist (looked for DIR/nope.py)",
+        );
+    }
+
+    #[test]
+    fn semantic_errors() {
+        let base = "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [B]}]\n";
+        check(
+            &format!("{base}dims: {{B: {{trace: 9, min: 1, max: 8}}}}\n"),
+            "case.yaml: dims.B.trace: trace 9 is outside [min 1, max 8]",
+        );
+        check(
+            &format!("{base}dims: {{B: {{trace: 2, min: 1, max: 8}}}}\nvariants: [traced]\nexpect: {{scripted: [runtime_error]}}\n"),
+            "case.yaml: expect.scripted: `scripted` is not among the case's variants",
+        );
+        check(
+            "model: {source: MODEL, import: os, entry: E}\ninputs: [{name: x, shape: [2]}]\n",
+            "case.yaml: model: give exactly one of `source` and `import`, not both",
+        );
+        check(
+            "model: {import: torchvision.models, entry: resnet18}\ninputs: [{name: x, shape: [2], values: {int: [3, 1]}}]\n",
+            "case.yaml: inputs[0].values.int: expected [lo, hi] with lo <= hi, got [3, 1]",
+        );
+        check(
+            "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2], values: {unifrm: [0, 1]}}]\n",
+            "case.yaml:2:41: inputs[0].values: unknown field `unifrm`, expected one of `uniform`, \
+             `normal`, `int`, `bool`",
+        );
+        check(
+            "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2], values: {}}]\n",
+            "case.yaml:2:10: inputs[0]: `values` expects exactly one of `uniform: [lo, hi]`, \
+             `normal: [mean, std]`, `int: [lo, hi]`, `bool: p`",
+        );
+    }
+
+    #[test]
+    fn non_utf8_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, b"model: \xff\xfe\n").unwrap();
+        let e = Case::load(&bad).unwrap_err();
+        assert!(e.message.contains("not UTF-8"), "{e}");
+        let e = discover(&[dir.path().join("missing")]).unwrap_err();
+        assert!(
+            e.to_string().ends_with("no such case file or folder"),
+            "{e}"
+        );
+        assert_eq!(discover(&[dir.path().to_path_buf()]).unwrap(), vec![bad]);
+    }
+}

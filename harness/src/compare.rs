@@ -1,0 +1,326 @@
+//! Structural comparison of an expected (eager) output with an actual (variant) output.
+//!
+//! Same structure (tensor, tuple, list, dict, scalar), then per tensor the same shape and dtype,
+//! then `isclose(rtol, atol)` element-wise with NaN equal to NaN and infinities equal to
+//! themselves. Every mismatch carries the output path (`output[0]["boxes"]`) and, for values,
+//! the max absolute and relative error, so a report can say where and by how much.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::value::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    pub rtol: f64,
+    pub atol: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    Structure,
+    Shape,
+    Dtype,
+    Device,
+    Values,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mismatch {
+    pub path: String,
+    pub kind: MismatchKind,
+    pub detail: String,
+}
+
+/// The result of comparing two outputs: mismatches (empty means equal within tolerance) and
+/// the error statistics over every tensor leaf whose shape and dtype agree.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub mismatches: Vec<Mismatch>,
+    pub max_abs: f64,
+    pub max_rel: f64,
+    /// The smallest `atol` that would have passed at the given `rtol` (values only).
+    pub min_atol: f64,
+}
+
+impl Comparison {
+    pub fn is_match(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+pub fn compare(expected: &Value, actual: &Value, tol: Tolerance) -> Comparison {
+    let mut out = Comparison::default();
+    walk("output", expected, actual, tol, &mut out);
+    out
+}
+
+fn walk(path: &str, e: &Value, a: &Value, tol: Tolerance, out: &mut Comparison) {
+    let mut mismatch = |kind, detail: String| {
+        out.mismatches.push(Mismatch {
+            path: path.to_string(),
+            kind,
+            detail,
+        });
+    };
+    match (e, a) {
+        (Value::Tensor(e), Value::Tensor(a)) => tensors(path, e, a, tol, out),
+        (Value::Tuple(es), Value::Tuple(as_)) | (Value::List(es), Value::List(as_)) => {
+            if es.len() != as_.len() {
+                mismatch(
+                    MismatchKind::Structure,
+                    format!("expected {} items, got {}", es.len(), as_.len()),
+                );
+                return;
+            }
+            for (i, (e, a)) in es.iter().zip(as_).enumerate() {
+                walk(&format!("{path}[{i}]"), e, a, tol, out);
+            }
+        }
+        (Value::Dict(es), Value::Dict(as_)) => {
+            let ekeys: Vec<String> = es.iter().map(|(k, _)| k.to_string()).collect();
+            let akeys: Vec<String> = as_.iter().map(|(k, _)| k.to_string()).collect();
+            let mut sorted_e = ekeys.clone();
+            let mut sorted_a = akeys.clone();
+            sorted_e.sort();
+            sorted_a.sort();
+            if sorted_e != sorted_a {
+                mismatch(
+                    MismatchKind::Structure,
+                    format!(
+                        "expected keys [{}], got [{}]",
+                        ekeys.join(", "),
+                        akeys.join(", ")
+                    ),
+                );
+                return;
+            }
+            for (k, ev) in es {
+                let key = k.to_string();
+                let av = &as_
+                    .iter()
+                    .find(|(ak, _)| ak.to_string() == key)
+                    .expect("same keys")
+                    .1;
+                walk(&format!("{path}[{key}]"), ev, av, tol, out);
+            }
+        }
+        (Value::Int(x), Value::Int(y)) if x == y => {}
+        (Value::Bool(x), Value::Bool(y)) if x == y => {}
+        (Value::Str(x), Value::Str(y)) if x == y => {}
+        (Value::None, Value::None) => {}
+        (Value::Float(x), Value::Float(y)) => {
+            let d = (x - y).abs();
+            let ok = x == y || (x.is_nan() && y.is_nan()) || d <= tol.atol + tol.rtol * x.abs();
+            if !ok {
+                mismatch(MismatchKind::Values, format!("expected {x}, got {y}"));
+            }
+            if !(x == y || x.is_nan() && y.is_nan()) {
+                out.max_abs = out.max_abs.max(if d.is_nan() { f64::INFINITY } else { d });
+            }
+        }
+        (Value::Int(_), Value::Int(_))
+        | (Value::Bool(_), Value::Bool(_))
+        | (Value::Str(_), Value::Str(_)) => {
+            mismatch(MismatchKind::Values, format!("expected {e}, got {a}"))
+        }
+        _ => mismatch(
+            MismatchKind::Structure,
+            format!("expected {}, got {}", e.kind(), a.kind()),
+        ),
+    }
+}
+
+fn tensors(path: &str, e: &Tensor, a: &Tensor, tol: Tolerance, out: &mut Comparison) {
+    let mut mismatch = |kind, detail: String| {
+        out.mismatches.push(Mismatch {
+            path: path.to_string(),
+            kind,
+            detail,
+        });
+    };
+    if e.device() != a.device() {
+        mismatch(
+            MismatchKind::Device,
+            format!("expected device {:?}, got {:?}", e.device(), a.device()),
+        );
+        return;
+    }
+    if e.size() != a.size() {
+        mismatch(
+            MismatchKind::Shape,
+            format!("expected shape {:?}, got {:?}", e.size(), a.size()),
+        );
+        return;
+    }
+    if e.kind() != a.kind() {
+        mismatch(
+            MismatchKind::Dtype,
+            format!("expected dtype {:?}, got {:?}", e.kind(), a.kind()),
+        );
+        return;
+    }
+    if e.numel() == 0 {
+        return;
+    }
+    let e64 = e.to_kind(Kind::Double);
+    let a64 = a.to_kind(Kind::Double);
+    let both_nan = e64.isnan().logical_and(&a64.isnan());
+    let same = e64.eq_tensor(&a64).logical_or(&both_nan);
+    let diff = (&a64 - &e64).abs();
+    // Where the two agree exactly (incl. equal infinities and NaN with NaN) the error is 0;
+    // where one side is NaN and the other is not, it is infinite.
+    let err = diff
+        .where_self(&same.logical_not(), &diff.zeros_like())
+        .nan_to_num(Some(f64::INFINITY), Some(f64::INFINITY), None);
+    let scale = e64.abs();
+    let allowed = &scale * tol.rtol + tol.atol;
+    // Non-finite errors (NaN against a number, inf against -inf) fail whatever the tolerance.
+    let bad = err.gt_tensor(&allowed).logical_or(&err.isinf());
+    let bad_count = bad.sum(Kind::Int64).int64_value(&[]);
+    let max_abs = err.max().double_value(&[]);
+    let rel = (&err / scale.clamp_min(f64::MIN_POSITIVE)).nan_to_num(
+        Some(f64::INFINITY),
+        Some(f64::INFINITY),
+        None,
+    );
+    let max_rel = rel
+        .where_self(&err.gt(0.0), &rel.zeros_like())
+        .max()
+        .double_value(&[]);
+    let min_atol = (&err - &scale * tol.rtol)
+        .clamp_min(0.0)
+        .max()
+        .double_value(&[]);
+    out.max_abs = out.max_abs.max(max_abs);
+    out.max_rel = out.max_rel.max(max_rel);
+    out.min_atol = out.min_atol.max(min_atol);
+    if bad_count > 0 {
+        mismatch(
+            MismatchKind::Values,
+            format!(
+                "{bad_count} of {} elements differ: max abs error {}, max rel error {}",
+                e.numel(),
+                fmt_err(max_abs),
+                fmt_err(max_rel)
+            ),
+        );
+    }
+}
+
+/// Errors in a short scientific form (`1.2e-3`), `inf` when infinite.
+pub fn fmt_err(x: f64) -> String {
+    if x.is_infinite() {
+        "inf".into()
+    } else if x == 0.0 {
+        "0".into()
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOL: Tolerance = Tolerance {
+        rtol: 1e-5,
+        atol: 1e-6,
+    };
+
+    fn t(v: &[f32]) -> Value {
+        Value::Tensor(Tensor::from_slice(v))
+    }
+
+    /// Compare `e` with `a` and check the mismatch details (empty: they match).
+    #[track_caller]
+    fn check(e: Value, a: Value, expect: &[&str]) {
+        let c = compare(&e, &a, TOL);
+        let got: Vec<String> = c
+            .mismatches
+            .iter()
+            .map(|m| format!("{}: {}", m.path, m.detail))
+            .collect();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn tensors_compare_within_tolerance() {
+        check(t(&[1.0, 2.0]), t(&[1.0, 2.0 + 1e-6]), &[]);
+        check(
+            t(&[1.0, 2.0]),
+            t(&[1.0, 2.5]),
+            &["output: 1 of 2 elements differ: max abs error 5.00e-1, max rel error 2.50e-1"],
+        );
+        check(
+            t(&[1.0, 2.0]),
+            t(&[1.0]),
+            &["output: expected shape [2], got [1]"],
+        );
+        check(
+            t(&[1.0]),
+            Value::Tensor(Tensor::from_slice(&[1.0f64])),
+            &["output: expected dtype Float, got Double"],
+        );
+    }
+
+    #[test]
+    fn nan_and_inf_in_the_same_places_are_equal() {
+        let nan = f32::NAN;
+        let inf = f32::INFINITY;
+        check(t(&[nan, inf, -inf, 0.0]), t(&[nan, inf, -inf, 0.0]), &[]);
+        check(
+            t(&[nan, 1.0]),
+            t(&[1.0, 1.0]),
+            &["output: 1 of 2 elements differ: max abs error inf, max rel error inf"],
+        );
+        check(
+            t(&[inf]),
+            t(&[-inf]),
+            &["output: 1 of 1 elements differ: max abs error inf, max rel error inf"],
+        );
+    }
+
+    #[test]
+    fn structures_compare_by_path() {
+        check(
+            Value::Tuple(vec![t(&[1.0]), Value::Dict(vec![(Value::Str("a".into()), t(&[2.0]))])]),
+            Value::Tuple(vec![t(&[1.0]), Value::Dict(vec![(Value::Str("a".into()), t(&[3.0]))])]),
+            &["output[1][\"a\"]: 1 of 1 elements differ: max abs error 1.00e0, max rel error 5.00e-1"],
+        );
+        check(
+            Value::Tuple(vec![t(&[1.0]), t(&[1.0])]),
+            Value::Tuple(vec![t(&[1.0])]),
+            &["output: expected 2 items, got 1"],
+        );
+        check(
+            Value::Tuple(vec![]),
+            Value::List(vec![]),
+            &["output: expected tuple of 0, got list of 0"],
+        );
+        check(
+            Value::Dict(vec![(Value::Str("a".into()), Value::None)]),
+            Value::Dict(vec![(Value::Str("b".into()), Value::None)]),
+            &["output: expected keys [\"a\"], got [\"b\"]"],
+        );
+        check(Value::Int(3), Value::Int(4), &["output: expected 3, got 4"]);
+        check(Value::Float(f64::NAN), Value::Float(f64::NAN), &[]);
+    }
+
+    #[test]
+    fn integers_must_be_exact_and_stats_are_kept() {
+        let e = Value::Tensor(Tensor::from_slice(&[1i64, 2, 3]));
+        let a = Value::Tensor(Tensor::from_slice(&[1i64, 2, 4]));
+        let c = compare(&e, &a, TOL);
+        assert_eq!(c.mismatches.len(), 1);
+        assert_eq!(c.max_abs, 1.0);
+        let c = compare(&t(&[1.0, 2.0]), &t(&[1.0, 2.001]), TOL);
+        assert!(!c.is_match());
+        assert!(
+            (c.min_atol - (0.001 - 2.0 * 1e-5)).abs() < 1e-6,
+            "{}",
+            c.min_atol
+        );
+    }
+}

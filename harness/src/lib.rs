@@ -1,0 +1,22 @@
+//! The trace-versus-script verification harness, as a library.
+//!
+//! A case file (`case`) pairs a model with input generators; the `plan` turns it into samples;
+//! the Python `worker` loads the model, traces and scripts it and runs eager; `run` executes the
+//! traced and scripted artifacts in libtorch through `tch` and `compare`s them with eager;
+//! `results` records verdicts as results.json and decides the exit code; `console` prints them.
+//! See ARCHITECTURE.md for the pipeline and its invariants.
+
+pub mod case;
+pub mod compare;
+pub mod console;
+pub mod pitfall;
+pub mod plan;
+pub mod results;
+pub mod run;
+pub mod tensors;
+pub mod value;
+pub mod verify;
+pub mod worker;
+
+/// The tch crate this harness links (pinned in Cargo.toml).
+pub const TCH_VERSION: &str = "0.26.0";

@@ -1,0 +1,107 @@
+//! The `harness` command line: `harness verify [PATHS]...` runs cases and writes results.json.
+//!
+//! Exit codes: 0 every outcome as the case files expect, 1 a divergence or stale expectation,
+//! 2 the harness itself failed (bad case file, missing model, broken environment).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use harness::console::Console;
+use harness::results::exit;
+use harness::run::Options;
+use harness::verify::{verify, Request};
+
+#[derive(Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Trace-versus-script verification for TorchScript"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify cases: trace and script each model, run the artifacts in libtorch, compare with eager.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Case files or folders of case files.
+    #[arg(default_value = "cases")]
+    paths: Vec<PathBuf>,
+    /// Only cases whose name matches this regular expression.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Seed for every case (overrides `check.seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to write results.json (default: OUT/results.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Output folder for results and artifacts.
+    #[arg(long, default_value = "reports/latest")]
+    out: PathBuf,
+    /// Python interpreter with torch 2.13.0 (default: $HARNESS_PYTHON, then .venv/bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Seconds one worker request (load, export, eager) may take.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify(args) => match run_verify(args) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(exit::HARNESS_ERROR)
+            }
+        },
+    }
+}
+
+fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
+    let filter = args
+        .filter
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--filter: {e}"))?;
+    let python = args
+        .python
+        .or_else(|| std::env::var_os("HARNESS_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| {
+            let venv = PathBuf::from(".venv/bin/python");
+            if venv.exists() {
+                venv
+            } else {
+                PathBuf::from("python3")
+            }
+        });
+    let req = Request {
+        paths: args.paths,
+        filter,
+        options: Options {
+            python,
+            out_dir: args.out.clone(),
+            seed: args.seed,
+            timeout: Duration::from_secs(args.timeout),
+        },
+    };
+    let console = Console::default();
+    let results = verify(&req, |case| console.print_case(case))?;
+    let json = args.json.unwrap_or_else(|| args.out.join("results.json"));
+    results.write(&json)?;
+    println!("{}", Console::summary(&results));
+    println!("results: {}", json.display());
+    Ok(results.exit_code())
+}

@@ -1,0 +1,407 @@
+//! The sample plan: which inputs a case is checked on, in named groups.
+//!
+//! Sample 0 is always the trace input (every dim at its `trace` value). The rest come from
+//! proptest strategies built from the case, drawn with a fixed seed so the same case and seed
+//! always give the same samples: the trace shapes with new values (`values`), each dim alone at
+//! its `min` and `max` (`dim:B`), each extra declared dtype (`dtype:x=float64`), then random
+//! joint shapes (`joint`). A sample is a small description (dims, dtypes, a value seed); its
+//! tensors are made on demand by [`materialize`], so plans are cheap to keep and to shrink.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::Rng;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::case::{Case, DType, DimRef, ValueGen};
+
+/// What a group of samples varies, relative to the trace input.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Group {
+    /// The trace input itself.
+    Trace,
+    /// Trace shapes, new values.
+    Values,
+    /// One dim moved, the others at their trace values.
+    Dim(String),
+    /// One input cast to another declared dtype.
+    Dtype { input: String, dtype: DType },
+    /// Every dim drawn at random within its range.
+    Joint,
+}
+
+impl From<Group> for String {
+    fn from(g: Group) -> String {
+        match g {
+            Group::Trace => "trace".into(),
+            Group::Values => "values".into(),
+            Group::Dim(d) => format!("dim:{d}"),
+            Group::Dtype { input, dtype } => format!("dtype:{input}={dtype}"),
+            Group::Joint => "joint".into(),
+        }
+    }
+}
+
+impl TryFrom<String> for Group {
+    type Error = String;
+    fn try_from(s: String) -> Result<Group, String> {
+        Ok(match s.as_str() {
+            "trace" => Group::Trace,
+            "values" => Group::Values,
+            "joint" => Group::Joint,
+            _ => {
+                if let Some(d) = s.strip_prefix("dim:") {
+                    Group::Dim(d.to_string())
+                } else if let Some((input, dtype)) =
+                    s.strip_prefix("dtype:").and_then(|r| r.split_once('='))
+                {
+                    let dtype = serde_json::from_value(serde_json::Value::String(dtype.into()))
+                        .map_err(|e| e.to_string())?;
+                    Group::Dtype {
+                        input: input.to_string(),
+                        dtype,
+                    }
+                } else {
+                    return Err(format!("unknown sample group `{s}`"));
+                }
+            }
+        })
+    }
+}
+
+/// One planned input: enough to make its tensors again, bit for bit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleSpec {
+    /// `s0` is the trace input; ids are unique within a case.
+    pub id: String,
+    pub group: Group,
+    /// Every declared dim's value.
+    pub dims: BTreeMap<String, i64>,
+    /// Each input's dtype, in input order.
+    pub dtypes: Vec<DType>,
+    /// Seeds the value generators.
+    pub value_seed: u64,
+}
+
+/// The plan for one case.
+pub fn plan(case: &Case, seed: u64) -> Vec<SampleSpec> {
+    let spec = &case.spec;
+    let trace_dims: BTreeMap<String, i64> = spec
+        .dims
+        .iter()
+        .map(|(k, d)| (k.clone(), d.trace))
+        .collect();
+    let trace_dtypes: Vec<DType> = spec.inputs.iter().map(|i| i.trace_dtype()).collect();
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes(seed, &case.name)),
+    );
+    let draw_seed = |runner: &mut TestRunner| runner.rng().next_u64();
+
+    let trace = SampleSpec {
+        id: String::new(),
+        group: Group::Trace,
+        dims: trace_dims.clone(),
+        dtypes: trace_dtypes.clone(),
+        value_seed: draw_seed(&mut runner),
+    };
+
+    let budget = spec.check.samples;
+    let values_count = budget.div_ceil(4).max(1);
+    let mut values = Vec::new();
+    for _ in 0..values_count {
+        values.push(SampleSpec {
+            group: Group::Values,
+            value_seed: draw_seed(&mut runner),
+            ..trace.clone()
+        });
+    }
+    let mut bounds = Vec::new();
+    for (name, d) in &spec.dims {
+        for v in [d.min, d.max] {
+            if v != d.trace
+                && !bounds
+                    .iter()
+                    .any(|s: &SampleSpec| s.dims[name] == v && s.group == Group::Dim(name.clone()))
+            {
+                let mut dims = trace_dims.clone();
+                dims.insert(name.clone(), v);
+                bounds.push(SampleSpec {
+                    group: Group::Dim(name.clone()),
+                    dims,
+                    value_seed: draw_seed(&mut runner),
+                    ..trace.clone()
+                });
+            }
+        }
+    }
+    let mut dtypes = Vec::new();
+    for (i, input) in spec.inputs.iter().enumerate() {
+        for d in input.dtypes().into_iter().skip(1) {
+            let mut dts = trace_dtypes.clone();
+            dts[i] = d;
+            dtypes.push(SampleSpec {
+                group: Group::Dtype {
+                    input: input.name.clone(),
+                    dtype: d,
+                },
+                dtypes: dts,
+                value_seed: draw_seed(&mut runner),
+                ..trace.clone()
+            });
+        }
+    }
+    // Joint shapes: each dim uniformly within its range, as a proptest strategy.
+    let names: Vec<String> = spec.dims.keys().cloned().collect();
+    let ranges: Vec<std::ops::RangeInclusive<i64>> =
+        spec.dims.values().map(|d| d.min..=d.max).collect();
+    let joint_strategy = (ranges, proptest::num::u64::ANY);
+    let mut joint = Vec::new();
+    let joint_count = budget.saturating_sub(values.len() + bounds.len() + dtypes.len());
+    for _ in 0..joint_count {
+        let (vals, value_seed) = joint_strategy
+            .new_tree(&mut runner)
+            .expect("range strategies always produce a value")
+            .current();
+        let dims = names.iter().cloned().zip(vals).collect();
+        joint.push(SampleSpec {
+            group: Group::Joint,
+            dims,
+            value_seed,
+            ..trace.clone()
+        });
+    }
+
+    // Priority when the budget is small: one new-values sample, the boundaries, the dtypes,
+    // the remaining new-values samples, then joint shapes.
+    let mut rest = Vec::new();
+    let mut values = values.into_iter();
+    rest.extend(values.next());
+    rest.extend(bounds);
+    rest.extend(dtypes);
+    rest.extend(values);
+    rest.extend(joint);
+    rest.truncate(budget);
+
+    let mut out = vec![trace];
+    out.extend(rest);
+    for (i, s) in out.iter_mut().enumerate() {
+        s.id = format!("s{i}");
+    }
+    out
+}
+
+fn seed_bytes(seed: u64, case: &str) -> [u8; 32] {
+    // The case name is mixed in so two cases with the same seed do not share samples.
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in case.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    bytes[8..16].copy_from_slice(&h.to_le_bytes());
+    bytes
+}
+
+/// The concrete shape of each input under a sample's dims.
+pub fn shapes(case: &Case, sample: &SampleSpec) -> Vec<Vec<i64>> {
+    case.spec
+        .inputs
+        .iter()
+        .map(|input| {
+            input
+                .shape
+                .iter()
+                .map(|d| match d {
+                    DimRef::Fixed(n) => *n,
+                    DimRef::Named(name) => sample.dims[name],
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Make a sample's tensors: `(input name, tensor)` in forward's order, on the CPU.
+///
+/// Values are drawn in f64 (or i64) from a ChaCha stream seeded by the sample, then cast to the
+/// input's dtype for this sample, so a dtype sample holds the same numbers as far as the dtype
+/// can represent them.
+pub fn materialize(case: &Case, sample: &SampleSpec) -> Vec<(String, Tensor)> {
+    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &value_seed_bytes(sample.value_seed));
+    let shapes = shapes(case, sample);
+    case.spec
+        .inputs
+        .iter()
+        .zip(shapes)
+        .zip(&sample.dtypes)
+        .map(|((input, shape), dtype)| {
+            let numel: i64 = shape.iter().product();
+            let n = usize::try_from(numel).unwrap_or(0);
+            let t = match input.values() {
+                ValueGen::Uniform([lo, hi]) => {
+                    let v: Vec<f64> = (0..n).map(|_| lo + (hi - lo) * unit(&mut rng)).collect();
+                    Tensor::from_slice(&v)
+                }
+                ValueGen::Normal([mean, std]) => {
+                    let v: Vec<f64> = (0..n).map(|_| mean + std * normal(&mut rng)).collect();
+                    Tensor::from_slice(&v)
+                }
+                ValueGen::Int([lo, hi]) => {
+                    let span = (hi - lo) as u64 + 1;
+                    let v: Vec<i64> = (0..n)
+                        .map(|_| lo + (rng.next_u64() % span.max(1)) as i64)
+                        .collect();
+                    Tensor::from_slice(&v)
+                }
+                ValueGen::Bool(p) => {
+                    let v: Vec<bool> = (0..n).map(|_| unit(&mut rng) < p).collect();
+                    Tensor::from_slice(&v)
+                }
+            };
+            (input.name.clone(), t.reshape(&shape).to_kind(dtype.kind()))
+        })
+        .collect()
+}
+
+fn value_seed_bytes(seed: u64) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8] = 0x5a;
+    bytes
+}
+
+/// Uniform in `[0, 1)` with 53 bits.
+fn unit(rng: &mut TestRng) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Standard normal (Box-Muller).
+fn normal(rng: &mut TestRng) -> f64 {
+    let u1 = unit(rng).max(f64::MIN_POSITIVE);
+    let u2 = unit(rng);
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// A short human form of a sample's inputs: `x: 3x4 float32, h: 3x4 float32`.
+pub fn describe(case: &Case, sample: &SampleSpec) -> String {
+    shapes(case, sample)
+        .iter()
+        .zip(&case.spec.inputs)
+        .zip(&sample.dtypes)
+        .map(|((shape, input), dtype)| {
+            let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
+            let dims = if dims.is_empty() {
+                "scalar".to_string()
+            } else {
+                dims.join("x")
+            };
+            format!("{}: {dims} {dtype}", input.name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn case(extra: &str) -> (tempfile::TempDir, Case) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.py"), "").unwrap();
+        let text = format!(
+            "model: {{source: m.py, entry: M}}\ninputs:\n  - {{name: x, shape: [B, 4]}}\n  - {{name: \
+             i, shape: [B, T], dtype: int64, values: {{int: [0, 3]}}}}\ndims:\n  B: {{trace: 3, min: 1, \
+             max: 8}}\n  T: {{trace: 5, min: 5, max: 7}}\n{extra}"
+        );
+        let file = dir.path().join("c.yaml");
+        let case = Case::parse(Path::new(&file), &text).unwrap();
+        (dir, case)
+    }
+
+    #[test]
+    fn plan_is_reproducible_and_covers_groups() {
+        let (_d, c) = case("");
+        let a = plan(&c, 7);
+        assert_eq!(a, plan(&c, 7));
+        assert_ne!(a, plan(&c, 8));
+        assert_eq!(a.len(), 25);
+        assert_eq!(a[0].group, Group::Trace);
+        assert_eq!(
+            a[0].dims,
+            BTreeMap::from([("B".into(), 3), ("T".into(), 5)])
+        );
+        let groups: Vec<String> = a.iter().map(|s| String::from(s.group.clone())).collect();
+        for g in ["values", "dim:B", "dim:T", "joint"] {
+            assert!(groups.iter().any(|x| x == g), "{g} missing from {groups:?}");
+        }
+        // B at 1 and at 8, T at 7 (5 is the trace value and the min).
+        let b: Vec<i64> = a
+            .iter()
+            .filter(|s| s.group == Group::Dim("B".into()))
+            .map(|s| s.dims["B"])
+            .collect();
+        assert_eq!(b, vec![1, 8]);
+        for s in &a {
+            assert!((1..=8).contains(&s.dims["B"]) && (5..=7).contains(&s.dims["T"]));
+        }
+        let ids: std::collections::BTreeSet<_> = a.iter().map(|s| &s.id).collect();
+        assert_eq!(ids.len(), a.len());
+    }
+
+    #[test]
+    fn small_budget_keeps_boundaries_first() {
+        let (_d, c) = case("check: {samples: 2}\n");
+        let p = plan(&c, 0);
+        let groups: Vec<String> = p.iter().map(|s| String::from(s.group.clone())).collect();
+        assert_eq!(groups, vec!["trace", "values", "dim:B"]);
+    }
+
+    #[test]
+    fn dtype_samples_and_materialize() {
+        let (_d, c) = case("");
+        let mut spec = c.spec.clone();
+        spec.inputs[0].dtypes = Some(vec![DType::Float32, DType::Float64]);
+        let c2 = Case { spec, ..c.clone() };
+        let p = plan(&c2, 0);
+        let s = p
+            .iter()
+            .find(|s| matches!(s.group, Group::Dtype { .. }))
+            .unwrap();
+        assert_eq!(s.dtypes, vec![DType::Float64, DType::Int64]);
+        let t = materialize(&c2, s);
+        assert_eq!(t[0].1.kind(), tch::Kind::Double);
+        assert_eq!(t[0].1.size(), vec![3, 4]);
+        assert_eq!(t[1].1.size(), vec![3, 5]);
+        let ints = Vec::<i64>::try_from(t[1].1.flatten(0, -1)).unwrap();
+        assert!(ints.iter().all(|v| (0..=3).contains(v)));
+        let again = materialize(&c2, s);
+        assert!(t[0].1.equal(&again[0].1));
+        let floats = Vec::<f64>::try_from(t[0].1.flatten(0, -1)).unwrap();
+        assert!(floats.iter().all(|v| (-1.0..1.0).contains(v)));
+        assert_eq!(describe(&c2, s), "x: 3x4 float64, i: 3x5 int64");
+    }
+
+    #[test]
+    fn groups_round_trip_as_strings() {
+        for g in [
+            Group::Trace,
+            Group::Values,
+            Group::Dim("B".into()),
+            Group::Dtype {
+                input: "x".into(),
+                dtype: DType::Bfloat16,
+            },
+            Group::Joint,
+        ] {
+            let s: String = g.clone().into();
+            assert_eq!(Group::try_from(s).unwrap(), g);
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! results.json: the versioned record of a run, and the gate's verdict over it.
+//!
+//! Everything a report shows is in here; reports are rendered from this, never from live state.
+//! A divergence is a result (exit 1), not an error; a case the harness could not run at all is
+//! a case error (exit 2).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::Variant;
+use crate::pitfall::Pitfall;
+use crate::worker::{ErrorBody, TraceWarning};
+
+/// Bumped when a field changes meaning or goes away (adding fields does not bump it).
+pub const SCHEMA: u32 = 1;
+
+/// The documented exit codes.
+pub mod exit {
+    /// Every outcome is as the case files expect.
+    pub const OK: u8 = 0;
+    /// A variant diverged, failed unexpectedly, or an expectation went stale.
+    pub const DIVERGED: u8 = 1;
+    /// The harness could not do its job: a bad case file, a missing model, a broken environment.
+    pub const HARNESS_ERROR: u8 = 2;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub schema: u32,
+    pub harness: String,
+    pub torch: String,
+    pub tch: String,
+    pub python: String,
+    /// The `--seed` given on the command line; each case records the seed it used.
+    pub seed: Option<u64>,
+    pub duration_ms: u64,
+    /// False when the run was cut short.
+    pub complete: bool,
+    pub cases: Vec<CaseResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    /// The harness ran the case; the variants hold the verdicts.
+    Ran,
+    /// The harness could not run the case (bad file, model import, worker crash, ...).
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub status: CaseStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub samples: Vec<SampleInfo>,
+    pub variants: BTreeMap<Variant, VariantResult>,
+    pub duration_ms: u64,
+}
+
+impl CaseResult {
+    /// A case the harness could not run.
+    pub fn error(name: &str, file: &str, error: ErrorBody) -> CaseResult {
+        CaseResult {
+            name: name.into(),
+            file: file.into(),
+            description: None,
+            status: CaseStatus::Error,
+            error: Some(error),
+            model: None,
+            seed: None,
+            samples: Vec::new(),
+            variants: BTreeMap::new(),
+            duration_ms: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// `path/to/model.py` or the module name.
+    pub origin: String,
+    pub entry: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleInfo {
+    pub id: String,
+    pub group: String,
+    /// `x: 3x4 float32, h: 3x4 float32`
+    pub inputs: String,
+    pub eager_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Matches eager on every sample, as expected.
+    Pass,
+    /// Diverged from eager, unexpectedly.
+    Fail,
+    /// Could not be exported, or raised where eager did not, unexpectedly.
+    Error,
+    /// Diverged or failed as the case file documents.
+    Xfail,
+    /// The case file expects a pitfall that was not observed: a stale expectation.
+    Xpass,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+            Outcome::Error => "ERROR",
+            Outcome::Xfail => "XFAIL",
+            Outcome::Xpass => "XPASS",
+        }
+    }
+
+    /// Does this outcome keep the gate green?
+    pub fn is_ok(self) -> bool {
+        matches!(self, Outcome::Pass | Outcome::Xfail)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariantResult {
+    pub outcome: Outcome,
+    /// The pitfalls observed.
+    pub pitfalls: Vec<Pitfall>,
+    /// The pitfalls the case file expects.
+    pub expected: Vec<Pitfall>,
+    /// One line: why this outcome.
+    pub message: String,
+    pub samples_run: usize,
+    pub samples_failed: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure: Option<Failure>,
+    pub export: ExportInfo,
+    #[serde(with = "nonfinite")]
+    pub max_abs: f64,
+    #[serde(with = "nonfinite")]
+    pub max_rel: f64,
+    pub run_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportInfo {
+    pub ok: bool,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(default)]
+    pub warnings: Vec<TraceWarning>,
+}
+
+/// The first sample on which a variant diverged or raised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub sample: String,
+    pub group: String,
+    pub inputs: String,
+    pub shapes: Vec<Vec<i64>>,
+    /// `mismatch` or `raised`.
+    pub kind: String,
+    /// The output path that differs (`output[0]`), for mismatches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub detail: String,
+    #[serde(with = "nonfinite")]
+    pub max_abs: f64,
+    #[serde(with = "nonfinite")]
+    pub max_rel: f64,
+}
+
+/// JSON has no infinity or NaN: errors that are not finite are written as "inf", "-inf", "nan".
+mod nonfinite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else {
+            s.serialize_str(&x.to_string().to_lowercase())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Num {
+            F(f64),
+            S(String),
+        }
+        match Num::deserialize(d)? {
+            Num::F(x) => Ok(x),
+            Num::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Results {
+    /// The gate: 2 if any case could not be run, else 1 if any verdict is not as expected.
+    pub fn exit_code(&self) -> u8 {
+        if !self.complete || self.cases.iter().any(|c| c.status == CaseStatus::Error) {
+            return exit::HARNESS_ERROR;
+        }
+        let all_ok = self
+            .cases
+            .iter()
+            .flat_map(|c| c.variants.values())
+            .all(|v| v.outcome.is_ok());
+        if all_ok {
+            exit::OK
+        } else {
+            exit::DIVERGED
+        }
+    }
+
+    /// Counts by outcome, with `case error` for cases that did not run.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for c in &self.cases {
+            if c.status == CaseStatus::Error {
+                *counts.entry("case error").or_default() += 1;
+            }
+            for v in c.variants.values() {
+                *counts.entry(v.outcome.label()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Write atomically: a temporary file in the same folder, then a rename.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        serde_json::to_writer_pretty(&mut tmp, self)?;
+        std::io::Write::write_all(&mut tmp, b"\n")?;
+        tmp.persist(path)?;
+        Ok(())
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<Results> {
+        let text = std::fs::read_to_string(path)?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variant(outcome: Outcome, max_abs: f64) -> VariantResult {
+        VariantResult {
+            outcome,
+            pitfalls: vec![],
+            expected: vec![],
+            message: String::new(),
+            samples_run: 1,
+            samples_failed: 0,
+            first_failure: None,
+            export: ExportInfo {
+                ok: true,
+                seconds: 0.0,
+                artifact: None,
+                code: None,
+                error: None,
+                warnings: vec![],
+            },
+            max_abs,
+            max_rel: 0.0,
+            run_ms: 0.0,
+        }
+    }
+
+    fn results(cases: Vec<CaseResult>) -> Results {
+        Results {
+            schema: SCHEMA,
+            harness: "0".into(),
+            torch: "2.13.0".into(),
+            tch: "0.26.0".into(),
+            python: "3.11".into(),
+            seed: None,
+            duration_ms: 0,
+            complete: true,
+            cases,
+        }
+    }
+
+    fn case(outcomes: &[Outcome]) -> CaseResult {
+        let mut c = CaseResult::error(
+            "c",
+            "c.yaml",
+            ErrorBody {
+                kind: "x".into(),
+                message: "m".into(),
+                traceback: vec![],
+                file: None,
+                line: None,
+                source_line: None,
+            },
+        );
+        c.status = CaseStatus::Ran;
+        c.error = None;
+        for (o, v) in outcomes.iter().zip(Variant::ALL) {
+            c.variants.insert(v, variant(*o, f64::INFINITY));
+        }
+        c
+    }
+
+    /// The gate's exit code for cases with these variant outcomes (`None`: a case error).
+    #[track_caller]
+    fn check(cases: &[Option<&[Outcome]>], expect: u8) {
+        let cases = cases
+            .iter()
+            .map(|c| match c {
+                Some(o) => case(o),
+                None => CaseResult::error(
+                    "bad",
+                    "bad.yaml",
+                    ErrorBody {
+                        kind: "case_file".into(),
+                        message: "m".into(),
+                        traceback: vec![],
+                        file: None,
+                        line: None,
+                        source_line: None,
+                    },
+                ),
+            })
+            .collect();
+        assert_eq!(results(cases).exit_code(), expect);
+    }
+
+    #[test]
+    fn gate() {
+        use Outcome::*;
+        check(&[Some(&[Pass, Pass]), Some(&[Xfail, Pass])], exit::OK);
+        check(&[Some(&[Pass, Fail])], exit::DIVERGED);
+        check(&[Some(&[Xpass])], exit::DIVERGED);
+        check(&[Some(&[Error])], exit::DIVERGED);
+        check(&[Some(&[Fail]), None], exit::HARNESS_ERROR);
+        check(&[], exit::OK);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_infinite_errors() {
+        let r = results(vec![case(&[Outcome::Fail, Outcome::Pass])]);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"max_abs\":\"inf\""), "{text}");
+        let back: Results = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/results.json");
+        r.write(&path).unwrap();
+        assert_eq!(Results::read(&path).unwrap(), r);
+    }
+}

@@ -1,0 +1,197 @@
+//! Output values: one tree type for what eager (from the worker) and the libtorch variants
+//! (from `tch`) return, so both sides are compared by the same code.
+//!
+//! The worker describes an eager output as a JSON tree whose tensor leaves name entries of a
+//! safetensors file; libtorch returns an `IValue`. Both become a [`Value`].
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Deserialize;
+use tch::{IValue, Tensor};
+
+#[derive(Debug)]
+pub enum Value {
+    Tensor(Tensor),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    None,
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+}
+
+impl Value {
+    /// The kind of node, for structure mismatch messages.
+    pub fn kind(&self) -> String {
+        match self {
+            Value::Tensor(t) => format!("Tensor{:?}", t.size()),
+            Value::Int(_) => "int".into(),
+            Value::Float(_) => "float".into(),
+            Value::Bool(_) => "bool".into(),
+            Value::Str(_) => "str".into(),
+            Value::None => "None".into(),
+            Value::Tuple(v) => format!("tuple of {}", v.len()),
+            Value::List(v) => format!("list of {}", v.len()),
+            Value::Dict(v) => format!("dict of {}", v.len()),
+        }
+    }
+
+    /// Convert what a TorchScript module returned.
+    pub fn from_ivalue(iv: IValue) -> Result<Value, String> {
+        Ok(match iv {
+            IValue::None => Value::None,
+            IValue::Tensor(t) => Value::Tensor(t),
+            IValue::Double(f) => Value::Float(f),
+            IValue::Int(i) => Value::Int(i),
+            IValue::Bool(b) => Value::Bool(b),
+            IValue::String(s) => Value::Str(s),
+            IValue::Tuple(v) => Value::Tuple(
+                v.into_iter()
+                    .map(Value::from_ivalue)
+                    .collect::<Result<_, _>>()?,
+            ),
+            IValue::GenericList(v) => Value::List(
+                v.into_iter()
+                    .map(Value::from_ivalue)
+                    .collect::<Result<_, _>>()?,
+            ),
+            IValue::TensorList(v) => Value::List(v.into_iter().map(Value::Tensor).collect()),
+            IValue::IntList(v) => Value::List(v.into_iter().map(Value::Int).collect()),
+            IValue::DoubleList(v) => Value::List(v.into_iter().map(Value::Float).collect()),
+            IValue::BoolList(v) => Value::List(v.into_iter().map(Value::Bool).collect()),
+            IValue::StringList(v) => Value::List(v.into_iter().map(Value::Str).collect()),
+            IValue::GenericDict(v) => Value::Dict(
+                v.into_iter()
+                    .map(|(k, v)| Ok((Value::from_ivalue(k)?, Value::from_ivalue(v)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            IValue::Object(_) => return Err("the module returned a TorchScript object".into()),
+            IValue::Device(d) => Value::Str(format!("{d:?}")),
+            #[allow(unreachable_patterns)]
+            _ => return Err("the module returned a value the harness cannot compare".into()),
+        })
+    }
+
+    /// Build from the worker's JSON description and the tensors it saved.
+    pub fn from_wire(
+        node: &WireValue,
+        tensors: &mut HashMap<String, Tensor>,
+    ) -> Result<Value, String> {
+        Ok(match node {
+            WireValue::Tensor { key } => Value::Tensor(
+                tensors
+                    .remove(key)
+                    .ok_or_else(|| format!("eager output lacks tensor `{key}`"))?,
+            ),
+            WireValue::Int { v } => Value::Int(*v),
+            WireValue::Float { v } => Value::Float(
+                v.parse()
+                    .map_err(|_| format!("bad float `{v}` in eager output"))?,
+            ),
+            WireValue::Bool { v } => Value::Bool(*v),
+            WireValue::Str { v } => Value::Str(v.clone()),
+            WireValue::None => Value::None,
+            WireValue::Tuple { items } => Value::Tuple(
+                items
+                    .iter()
+                    .map(|i| Value::from_wire(i, tensors))
+                    .collect::<Result<_, _>>()?,
+            ),
+            WireValue::List { items } => Value::List(
+                items
+                    .iter()
+                    .map(|i| Value::from_wire(i, tensors))
+                    .collect::<Result<_, _>>()?,
+            ),
+            WireValue::Dict { items } => Value::Dict(
+                items
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((Value::from_wire(k, tensors)?, Value::from_wire(v, tensors)?))
+                    })
+                    .collect::<Result<_, String>>()?,
+            ),
+        })
+    }
+}
+
+/// A dict key or scalar, as shown in output paths (`output["boxes"]`, `output[0]`).
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Bool(b) => write!(f, "{}", if *b { "True" } else { "False" }),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::None => f.write_str("None"),
+            other => f.write_str(&other.kind()),
+        }
+    }
+}
+
+/// The worker's JSON form of an output (see `worker.py`, `_encode`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum WireValue {
+    Tensor {
+        key: String,
+    },
+    Int {
+        v: i64,
+    },
+    /// `repr(float)`, so NaN and infinities survive JSON.
+    Float {
+        v: String,
+    },
+    Bool {
+        v: bool,
+    },
+    Str {
+        v: String,
+    },
+    None,
+    Tuple {
+        items: Vec<WireValue>,
+    },
+    List {
+        items: Vec<WireValue>,
+    },
+    Dict {
+        items: Vec<(WireValue, WireValue)>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_trees_become_values() {
+        let json = r#"{"t":"tuple","items":[{"t":"tensor","key":"o.0"},{"t":"float","v":"nan"},
+            {"t":"dict","items":[[{"t":"str","v":"a"},{"t":"list","items":[{"t":"int","v":3},{"t":"none"}]}]]}]}"#;
+        let wire: WireValue = serde_json::from_str(json).unwrap();
+        let mut tensors = HashMap::from([("o.0".to_string(), Tensor::from_slice(&[1.0f32, 2.0]))]);
+        let v = Value::from_wire(&wire, &mut tensors).unwrap();
+        let Value::Tuple(items) = &v else {
+            panic!("{v:?}")
+        };
+        assert!(matches!(&items[0], Value::Tensor(t) if t.size() == [2]));
+        assert!(matches!(items[1], Value::Float(f) if f.is_nan()));
+        assert_eq!(items[2].kind(), "dict of 1");
+        let missing = Value::from_wire(&wire, &mut HashMap::new()).unwrap_err();
+        assert_eq!(missing, "eager output lacks tensor `o.0`");
+    }
+
+    #[test]
+    fn ivalues_become_values() {
+        let iv = IValue::Tuple(vec![
+            IValue::IntList(vec![1, 2]),
+            IValue::GenericDict(vec![(IValue::String("k".into()), IValue::Double(0.5))]),
+        ]);
+        let v = Value::from_ivalue(iv).unwrap();
+        assert_eq!(v.kind(), "tuple of 2");
+    }
+}

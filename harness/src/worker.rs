@@ -1,0 +1,401 @@
+//! The Python worker client: the only module that spawns processes.
+//!
+//! One worker process serves many requests: line-delimited JSON on its stdin and on its
+//! protocol channel (its stdout; the worker moves user prints to stderr, and lines that are not
+//! replies are skipped anyway). The first exchange is a protocol-version handshake. The worker's
+//! stderr is drained by a thread into a bounded tail that error messages quote. Dropping a
+//! [`Worker`] kills and reaps the process.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json};
+
+use crate::value::WireValue;
+
+/// The protocol version this harness speaks; the worker must answer the same.
+pub const PROTOCOL: u32 = 1;
+/// The worker's source, shipped inside the binary.
+pub const WORKER_PY: &str = include_str!("../python/worker.py");
+const STDERR_TAIL_LINES: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot start the Python worker with {python}: {source}")]
+    Spawn {
+        python: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the Python worker {status}{}", tail_text(.stderr_tail))]
+    Died {
+        status: String,
+        stderr_tail: Vec<String>,
+    },
+    #[error("the Python worker did not answer `{op}` within {seconds:.0} s")]
+    Timeout { op: String, seconds: f64 },
+    #[error("protocol error with the Python worker: {0}")]
+    Protocol(String),
+    /// The worker answered, with an error of a kind it names (model_import, ...).
+    #[error("{}", .0.message)]
+    Reply(ErrorBody),
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends with:\n  {}", tail.join("\n  "))
+    }
+}
+
+/// An error as the worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: String,
+    pub message: String,
+    #[serde(default)]
+    pub traceback: Vec<String>,
+    /// The user's source location, when the worker found one (script errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_line: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub torch: String,
+    pub python: String,
+    pub pid: u32,
+}
+
+/// What the worker says of a model it loaded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Loaded {
+    pub class: String,
+    /// The model source files the worker imported.
+    pub files: Vec<PathBuf>,
+}
+
+/// A warning raised while exporting, at the user's file and line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceWarning {
+    pub category: String,
+    pub message: String,
+    pub file: String,
+    pub line: u32,
+    pub source_line: String,
+    pub count: u32,
+}
+
+/// One variant's export, as the worker did it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Export {
+    pub ok: bool,
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub graph: Option<String>,
+    pub error: Option<ErrorBody>,
+    #[serde(default)]
+    pub warnings: Vec<TraceWarning>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExportReply {
+    pub traced: Option<Export>,
+    pub scripted: Option<Export>,
+    pub eager_state_changed: bool,
+}
+
+/// Eager on one sample.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EagerResult {
+    pub id: String,
+    pub ok: bool,
+    pub output: Option<WireValue>,
+    pub path: Option<PathBuf>,
+    pub seconds: Option<f64>,
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct EagerReply {
+    results: Vec<EagerResult>,
+}
+
+/// What a model load request names.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadRequest<'a> {
+    pub case: &'a str,
+    pub source: Option<&'a Path>,
+    #[serde(rename = "import")]
+    pub import: Option<&'a str>,
+    pub entry: &'a str,
+    pub kwargs: &'a std::collections::BTreeMap<String, Json>,
+    pub eval: bool,
+    pub seed: u64,
+}
+
+pub struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    replies: Receiver<String>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    next_id: u64,
+    pub hello: Hello,
+    _script_dir: tempfile::TempDir,
+}
+
+impl Worker {
+    /// Start a worker with this Python interpreter and check the protocol version.
+    pub fn spawn(python: &Path) -> Result<Worker, WorkerError> {
+        let script_dir = tempfile::Builder::new()
+            .prefix("harness-worker-")
+            .tempdir()
+            .map_err(|source| WorkerError::Spawn {
+                python: python.into(),
+                source,
+            })?;
+        let script = script_dir.path().join("worker.py");
+        std::fs::write(&script, WORKER_PY).map_err(|source| WorkerError::Spawn {
+            python: python.into(),
+            source,
+        })?;
+        let mut child = Command::new(python)
+            .arg("-u")
+            .arg(&script)
+            .env("PYTHONWARNINGS", "ignore::DeprecationWarning")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| WorkerError::Spawn {
+                python: python.into(),
+                source,
+            })?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::clone(&stderr_tail);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == STDERR_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+        let (tx, replies) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut worker = Worker {
+            child,
+            stdin,
+            replies,
+            stderr_tail,
+            next_id: 0,
+            hello: Hello {
+                protocol: 0,
+                torch: String::new(),
+                python: String::new(),
+                pid: 0,
+            },
+            _script_dir: script_dir,
+        };
+        // Importing torch takes a few seconds on a cold disk.
+        let hello: Hello = worker.call(
+            "hello",
+            json!({ "protocol": PROTOCOL }),
+            Duration::from_secs(300),
+        )?;
+        if hello.protocol != PROTOCOL {
+            return Err(WorkerError::Protocol(format!(
+                "the worker speaks protocol {}, the harness {PROTOCOL}",
+                hello.protocol
+            )));
+        }
+        worker.hello = hello;
+        Ok(worker)
+    }
+
+    /// The last lines the worker wrote to stderr (model prints, Python warnings).
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.stderr_tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Send one request and wait for its reply.
+    pub fn call<T: DeserializeOwned>(
+        &mut self,
+        op: &str,
+        mut body: Json,
+        timeout: Duration,
+    ) -> Result<T, WorkerError> {
+        self.next_id += 1;
+        let id = self.next_id;
+        body["op"] = json!(op);
+        body["id"] = json!(id);
+        let line = serde_json::to_string(&body).expect("requests serialize");
+        if writeln!(self.stdin, "{line}")
+            .and_then(|_| self.stdin.flush())
+            .is_err()
+        {
+            return Err(self.died());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match self.replies.recv_timeout(left) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    return Err(WorkerError::Timeout {
+                        op: op.into(),
+                        seconds: timeout.as_secs_f64(),
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(self.died()),
+            };
+            let Ok(reply) = serde_json::from_str::<Json>(&line) else {
+                continue; // not a reply: something printed around the protocol
+            };
+            if reply.get("id") != Some(&json!(id)) {
+                continue;
+            }
+            if reply.get("ok") != Some(&json!(true)) {
+                let err = reply.get("error").cloned().unwrap_or(Json::Null);
+                return Err(match serde_json::from_value::<ErrorBody>(err) {
+                    Ok(body) => WorkerError::Reply(body),
+                    Err(e) => WorkerError::Protocol(format!("bad error reply to `{op}`: {e}")),
+                });
+            }
+            return serde_json::from_value(reply)
+                .map_err(|e| WorkerError::Protocol(format!("bad reply to `{op}`: {e}")));
+        }
+    }
+
+    fn died(&mut self) -> WorkerError {
+        let status = match self.child.wait() {
+            Ok(s) => describe_status(s),
+            Err(e) => format!("could not be waited for: {e}"),
+        };
+        // Give the stderr thread a moment to drain what the process wrote last.
+        thread::sleep(Duration::from_millis(50));
+        WorkerError::Died {
+            status,
+            stderr_tail: self.stderr_tail(),
+        }
+    }
+
+    pub fn load(
+        &mut self,
+        req: &LoadRequest<'_>,
+        timeout: Duration,
+    ) -> Result<Loaded, WorkerError> {
+        let body = serde_json::to_value(req).expect("requests serialize");
+        self.call("load", body, timeout)
+    }
+
+    pub fn export(
+        &mut self,
+        case: &str,
+        input: &Path,
+        names: &[String],
+        variants: &[&str],
+        out_dir: &Path,
+        timeout: Duration,
+    ) -> Result<ExportReply, WorkerError> {
+        let body = json!({
+            "case": case, "input": input, "names": names, "variants": variants, "out_dir": out_dir,
+        });
+        self.call("export", body, timeout)
+    }
+
+    /// Run eager on each `(sample id, input file)`; outputs are saved under `out_dir`.
+    pub fn eager(
+        &mut self,
+        case: &str,
+        samples: &[(String, PathBuf)],
+        names: &[String],
+        out_dir: &Path,
+        timeout: Duration,
+    ) -> Result<Vec<EagerResult>, WorkerError> {
+        let samples: Vec<Json> = samples
+            .iter()
+            .map(|(id, path)| json!({ "id": id, "path": path }))
+            .collect();
+        let body = json!({ "case": case, "samples": samples, "names": names, "out_dir": out_dir });
+        let reply: EagerReply = self.call("eager", body, timeout)?;
+        Ok(reply.results)
+    }
+
+    pub fn release(&mut self, case: &str) -> Result<(), WorkerError> {
+        let _: Json = self.call("release", json!({ "case": case }), Duration::from_secs(60))?;
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"op": "shutdown", "id": 0}));
+        let _ = self.stdin.flush();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// "exited with code 3", "was killed by signal 9 (SIGKILL)".
+pub fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let name = match sig {
+                6 => " (SIGABRT)",
+                9 => " (SIGKILL)",
+                11 => " (SIGSEGV)",
+                15 => " (SIGTERM)",
+                _ => "",
+            };
+            format!("was killed by signal {sig}{name}")
+        }
+        None => "ended".into(),
+    }
+}
