@@ -45,7 +45,12 @@ impl Console {
                 case.name
             )];
             if let Some(tb) = err.map(|e| &e.traceback).filter(|t| !t.is_empty()) {
-                let tail = &tb[tb.len().saturating_sub(4)..];
+                // The last frames, without the `^^^^` markers under the failing expression.
+                let frames: Vec<&String> = tb
+                    .iter()
+                    .filter(|l| !l.trim().chars().all(|c| "^~ ".contains(c)))
+                    .collect();
+                let tail = &frames[frames.len().saturating_sub(4)..];
                 lines.extend(tail.iter().map(|l| format!("         {l}")));
             }
             return lines;

@@ -111,6 +111,9 @@ impl Runner {
         result: &mut CaseResult,
     ) -> Result<(), ErrorBody> {
         let timeout = self.opts.timeout;
+        if let Some(w) = &self.worker {
+            w.clear_stderr_tail();
+        }
         let names = case.input_names();
         let samples = plan::plan(case, seed);
         let sample_dir = self.work.path().join(&case.name);

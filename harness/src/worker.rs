@@ -25,7 +25,7 @@ use crate::value::WireValue;
 pub const PROTOCOL: u32 = 1;
 /// The worker's source, shipped inside the binary.
 pub const WORKER_PY: &str = include_str!("../python/worker.py");
-const STDERR_TAIL_LINES: usize = 40;
+const STDERR_TAIL_LINES: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -240,6 +240,14 @@ impl Worker {
         }
         worker.hello = hello;
         Ok(worker)
+    }
+
+    /// Forget what the worker wrote so far (a new case starts).
+    pub fn clear_stderr_tail(&self) {
+        self.stderr_tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// The last lines the worker wrote to stderr (model prints, Python warnings).

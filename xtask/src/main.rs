@@ -1,1 +1,124 @@
-fn main() {}
+//! `cargo xtask`: the two commands a user runs, and the project's other chores.
+//!
+//! - `cargo xtask verify [ARGS]`: set up the Python environment (once), build the harness
+//!   against its libtorch, and run `harness verify ARGS`; the exit code is the harness's.
+//! - `cargo xtask test [ARGS]`: the same setup, then the whole test suite (`cargo test`).
+//!
+//! Few dependencies on purpose: this crate must build fast and before anything else.
+
+mod env;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_str() {
+        "verify" => verify(&rest),
+        "test" => test(&rest),
+        "setup" => env::Env::prepare().map(|_| 0),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <verify|test|setup> [ARGS]\n\n  verify [PATHS] [--filter RE] [--seed N] [--json PATH] ...   verify cases (default: cases/)\n  test [CARGO TEST ARGS]   run every test, with the real worker and libtorch\n  setup                    only create .venv and check it"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Build the harness (release) and run `harness verify` with the user's arguments.
+fn verify(args: &[String]) -> Result<u8, String> {
+    let env = env::Env::prepare()?;
+    env.cargo(&[
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "harness",
+        "--bin",
+        "harness",
+    ])?;
+    let bin = env.root.join("target/release/harness");
+    let mut cmd = Command::new(&bin);
+    cmd.arg("verify");
+    env.apply(&mut cmd);
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    let given_paths = positional(args);
+    cmd.args(args);
+    // Defaults relative to the repository, whatever folder the user runs from.
+    if !given_paths {
+        cmd.arg(relative(&cwd, env.root.join("cases")));
+    }
+    if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+        cmd.arg("--out")
+            .arg(relative(&cwd, env.root.join("reports/latest")));
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    Ok(status.code().map(|c| c as u8).unwrap_or(2))
+}
+
+/// Run the whole test suite with the environment the harness needs.
+fn test(args: &[String]) -> Result<u8, String> {
+    let env = env::Env::prepare()?;
+    let mut cargo_args = vec!["test", "--workspace"];
+    cargo_args.extend(args.iter().map(String::as_str));
+    match env.cargo(&cargo_args) {
+        Ok(()) => Ok(0),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            Ok(1)
+        }
+    }
+}
+
+/// Does the argument list name case files or folders (not only flags and their values)?
+fn positional(args: &[String]) -> bool {
+    const WITH_VALUE: [&str; 6] = [
+        "--filter",
+        "--seed",
+        "--json",
+        "--out",
+        "--python",
+        "--timeout",
+    ];
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+        } else if WITH_VALUE.contains(&a.as_str()) {
+            skip = true;
+        } else if !a.starts_with('-') {
+            return true;
+        }
+    }
+    false
+}
+
+fn relative(cwd: &std::path::Path, path: PathBuf) -> PathBuf {
+    path.strip_prefix(cwd).map(PathBuf::from).unwrap_or(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_arguments_are_told_from_flag_values() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(!positional(&s(&[])));
+        assert!(!positional(&s(&["--filter", "cell", "--seed", "3"])));
+        assert!(positional(&s(&["--seed", "3", "cases/my_cell.yaml"])));
+        assert!(!positional(&s(&["--json=out.json"])));
+    }
+}
