@@ -149,6 +149,7 @@ class Worker:
         self.models = {}  # case -> (model, model spec)
         self.modules = {}  # (path, mtime) -> module
         self.module_names = {}  # module name -> path
+        self.trace_sigs = {}  # case -> signature of the trace-time graph
 
     # ---- model loading
     def _module_from_source(self, path):
@@ -236,6 +237,7 @@ class Worker:
         os.makedirs(out_dir, exist_ok=True)
         before = _state_digest(model)
         result = {}
+        graphs = {}
         for variant in req["variants"]:
             path = os.path.join(out_dir, f"{variant}.pt")
             if os.path.exists(path):
@@ -251,10 +253,14 @@ class Worker:
                         artifact = torch.jit.script(fresh)
                     else:
                         raise HarnessError("protocol", f"unknown variant {variant!r}")
-                    code = artifact.code
-                    graph = str(artifact.inlined_graph)
                     artifact.save(path)
-                    entry = {"ok": True, "path": path, "code": code, "graph": graph}
+                    entry = {"ok": True, "path": path}
+                    try:
+                        entry["code"] = artifact.code
+                        graphs[variant] = artifact.inlined_graph
+                        entry["graph"] = str(graphs[variant])
+                    except Exception as exc:  # noqa: BLE001 - saved, but not printable
+                        entry["code_error"] = f"{type(exc).__name__}: {exc}"
                 except HarnessError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - an export failure is data
@@ -264,7 +270,60 @@ class Worker:
             result[variant] = entry
         after = _state_digest(model)
         result["eager_state_changed"] = before != after
+        if "traced" in graphs:
+            self.trace_sigs[req["case"]] = _signature(graphs["traced"])
+        result["evidence"] = _static_evidence(graphs, req.get("dims") or {})
         return result
+
+    # ---- diagnosis
+    def op_retrace(self, req):
+        """Trace again on another input and say how the recorded graph differs."""
+        model = self._model(req)
+        if req["case"] not in self.trace_sigs:
+            raise HarnessError("protocol", "retrace before a successful trace")
+        inputs = _load_inputs(req["input"], req["names"])
+        with capture_warnings():
+            try:
+                with torch.no_grad():
+                    traced = torch.jit.trace(copy.deepcopy(model), tuple(inputs), check_trace=False)
+            except Exception as exc:  # noqa: BLE001 - evidence is optional
+                return {"traced": False, "error": _error("trace_error", exc)}
+        ops0, consts0 = self.trace_sigs[req["case"]]
+        ops1, consts1 = _signature(traced.inlined_graph)
+        reply = {"traced": True, "same_ops": ops0 == ops1, "ops_before": len(ops0), "ops_after": len(ops1)}
+        if ops0 != ops1:
+            i = next((i for i, (a, b) in enumerate(zip(ops0, ops1)) if a != b), min(len(ops0), len(ops1)))
+            reply["first_difference"] = {
+                "index": i,
+                "before": ops0[i] if i < len(ops0) else None,
+                "after": ops1[i] if i < len(ops1) else None,
+            }
+        changed = []
+        if len(consts0) == len(consts1):
+            for a, b in zip(consts0, consts1):
+                if a["value"] != b["value"]:
+                    changed.append({"type": a["type"], "before": a["value"], "after": b["value"], "where": a["where"]})
+        reply["changed_constants"] = changed[:20]
+        return reply
+
+    def op_device_probe(self, req):
+        """Run eager and the saved artifacts with inputs on another device (meta or cuda)."""
+        model = self._model(req)
+        device = req["device"]
+        inputs = [t.to(device) for t in _load_inputs(req["input"], req["names"])]
+        reply = {}
+
+        def attempt(make):
+            try:
+                with torch.no_grad():
+                    return {"ok": True, "output": _encode(make()(*inputs), "o", None)}
+            except Exception as exc:  # noqa: BLE001 - a failure here is the data
+                return {"ok": False, "error": _error("device", exc)}
+
+        reply["eager"] = attempt(lambda: copy.deepcopy(model).to(device))
+        for variant, path in (req.get("artifacts") or {}).items():
+            reply[variant] = attempt(lambda path=path: torch.jit.load(path, map_location=device))
+        return reply
 
     # ---- eager
     def op_eager(self, req):
@@ -299,6 +358,7 @@ class Worker:
 
     def op_release(self, req):
         self.models.pop(req["case"], None)
+        self.trace_sigs.pop(req["case"], None)
         return {}
 
     def op_hello(self, req):
@@ -346,9 +406,93 @@ def _export_error(variant, exc):
     return err
 
 
+def _nodes(block):
+    for node in block.nodes():
+        yield node
+        for sub in node.blocks():
+            yield from _nodes(sub)
+
+
+def _where(node):
+    """The user's file:line a graph node came from, if any."""
+    for line in node.sourceRange().splitlines():
+        m = re.match(r"(.+)\((\d+)\): ", line.strip())
+        if m and _is_user_frame(m.group(1), allow_site=True):
+            return f"{os.path.abspath(m.group(1))}:{m.group(2)}"
+    return None
+
+
+def _constant(node):
+    out = node.output()
+    kind = str(out.type())
+    try:
+        value = out.toIValue()
+    except Exception:  # noqa: BLE001
+        value = None
+    if isinstance(value, torch.Tensor):
+        text = f"tensor(shape={list(value.shape)}, dtype={str(value.dtype).replace('torch.', '')})"
+        if value.numel() <= 4:
+            text = f"tensor({value.tolist()})"
+        value = text
+    elif isinstance(value, torch.device):
+        value = f'device("{value}")'
+    else:
+        value = repr(value)
+    return {"type": kind, "value": value, "where": _where(node)}
+
+
+def _signature(graph):
+    """The ops a graph records (constants apart) and its constants, in order."""
+    ops, consts = [], []
+    for node in _nodes(graph):
+        if node.kind() == "prim::Constant":
+            consts.append(_constant(node))
+        else:
+            ops.append(node.kind())
+    return ops, consts
+
+
+def _static_evidence(graphs, dims):
+    """What the traced graph froze that the scripted one keeps dynamic."""
+    evidence = {}
+    for variant, graph in graphs.items():
+        kinds = [n.kind() for n in _nodes(graph)]
+        evidence[f"{variant}_control_flow"] = {
+            "if": kinds.count("prim::If"),
+            "loop": kinds.count("prim::Loop"),
+        }
+    if "traced" in graphs:
+        _, traced_consts = _signature(graphs["traced"])
+        scripted_values = set()
+        if "scripted" in graphs:
+            scripted_values = {(c["type"], c["value"]) for c in _signature(graphs["scripted"])[1]}
+        dim_values = {str(v): k for k, v in dims.items() if v not in (0, 1)}
+        frozen, seen = [], set()
+        for c in traced_consts:
+            if c["where"] is None or (c["type"], c["value"]) in scripted_values:
+                continue
+            if c["type"] == "int" and c["value"] in dim_values:
+                c = dict(c, note=f"equals the trace-time value of dim {dim_values[c['value']]}")
+            elif c["type"] not in ("Device", "float", "Tensor") and not c["value"].startswith("tensor("):
+                continue
+            key = (c["type"], c["value"], c["where"])
+            if key not in seen:
+                seen.add(key)
+                frozen.append(c)
+        evidence["traced_only_constants"] = frozen[:20]
+    return evidence
+
+
 def _encode(value, key, tensors):
     """Describe an output as a JSON tree; tensor leaves go into `tensors` under their key."""
     if isinstance(value, torch.Tensor):
+        if tensors is None:  # describe only: no data (meta tensors have none)
+            return {
+                "t": "tensor_desc",
+                "shape": list(value.shape),
+                "dtype": str(value.dtype).replace("torch.", ""),
+                "device": str(value.device),
+            }
         if value.device.type != "cpu":
             value = value.cpu()
         tensors[key] = value.detach().clone().contiguous()

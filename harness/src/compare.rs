@@ -66,6 +66,36 @@ fn walk(path: &str, e: &Value, a: &Value, tol: Tolerance, out: &mut Comparison) 
     };
     match (e, a) {
         (Value::Tensor(e), Value::Tensor(a)) => tensors(path, e, a, tol, out),
+        (Value::Desc { .. } | Value::Tensor(_), Value::Desc { .. } | Value::Tensor(_)) => {
+            let (
+                Value::Desc {
+                    shape: es,
+                    dtype: ed,
+                    device: ev,
+                },
+                Value::Desc {
+                    shape: s,
+                    dtype: d,
+                    device: v,
+                },
+            ) = (e.describe(), a.describe())
+            else {
+                unreachable!("describe() turns tensors into descriptions")
+            };
+            if ev != v {
+                mismatch(
+                    MismatchKind::Device,
+                    format!("expected device {ev}, got {v}"),
+                );
+            } else if es != s {
+                mismatch(
+                    MismatchKind::Shape,
+                    format!("expected shape {es:?}, got {s:?}"),
+                );
+            } else if ed != d {
+                mismatch(MismatchKind::Dtype, format!("expected dtype {ed}, got {d}"));
+            }
+        }
         (Value::Tuple(es), Value::Tuple(as_)) | (Value::List(es), Value::List(as_)) => {
             if es.len() != as_.len() {
                 mismatch(
@@ -180,11 +210,8 @@ fn tensors(path: &str, e: &Tensor, a: &Tensor, tol: Tolerance, out: &mut Compari
     let bad = err.gt_tensor(&allowed).logical_or(&err.isinf());
     let bad_count = bad.sum(Kind::Int64).int64_value(&[]);
     let max_abs = err.max().double_value(&[]);
-    let rel = (&err / scale.clamp_min(f64::MIN_POSITIVE)).nan_to_num(
-        Some(f64::INFINITY),
-        Some(f64::INFINITY),
-        None,
-    );
+    // Relative to the expected magnitude; infinite where eager is 0 and the variant is not.
+    let rel = (&err / &scale).nan_to_num(Some(f64::INFINITY), Some(f64::INFINITY), None);
     let max_rel = rel
         .where_self(&err.gt(0.0), &rel.zeros_like())
         .max()
@@ -306,6 +333,18 @@ mod tests {
         );
         check(Value::Int(3), Value::Int(4), &["output: expected 3, got 4"]);
         check(Value::Float(f64::NAN), Value::Float(f64::NAN), &[]);
+        let desc = |device: &str| Value::Desc {
+            shape: vec![2],
+            dtype: "float32".into(),
+            device: device.into(),
+        };
+        check(desc("meta"), desc("meta"), &[]);
+        check(
+            desc("meta"),
+            desc("cpu"),
+            &["output: expected device meta, got cpu"],
+        );
+        check(t(&[1.0, 2.0]), desc("cpu"), &[]);
     }
 
     #[test]

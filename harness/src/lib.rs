@@ -9,10 +9,12 @@
 pub mod case;
 pub mod compare;
 pub mod console;
+pub mod diagnose;
 pub mod pitfall;
 pub mod plan;
 pub mod results;
 pub mod run;
+pub mod shrink;
 pub mod tensors;
 pub mod value;
 pub mod verify;

@@ -51,6 +51,9 @@ struct VerifyArgs {
     /// Python interpreter with torch 2.13.0 (default: $HARNESS_PYTHON, then .venv/bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Check only the trace input and this saved input (a counterexample file), to replay it.
+    #[arg(long)]
+    replay: Option<PathBuf>,
     /// Seconds one worker request (load, export, eager) may take.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
@@ -95,6 +98,7 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
             out_dir: args.out.clone(),
             seed: args.seed,
             timeout: Duration::from_secs(args.timeout),
+            replay: args.replay,
         },
     };
     let console = Console::default();

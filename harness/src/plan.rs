@@ -31,6 +31,8 @@ pub enum Group {
     Dtype { input: String, dtype: DType },
     /// Every dim drawn at random within its range.
     Joint,
+    /// An input read from a file (`--replay`), not planned.
+    Replay,
 }
 
 impl From<Group> for String {
@@ -41,6 +43,7 @@ impl From<Group> for String {
             Group::Dim(d) => format!("dim:{d}"),
             Group::Dtype { input, dtype } => format!("dtype:{input}={dtype}"),
             Group::Joint => "joint".into(),
+            Group::Replay => "replay".into(),
         }
     }
 }
@@ -52,6 +55,7 @@ impl TryFrom<String> for Group {
             "trace" => Group::Trace,
             "values" => Group::Values,
             "joint" => Group::Joint,
+            "replay" => Group::Replay,
             _ => {
                 if let Some(d) = s.strip_prefix("dim:") {
                     Group::Dim(d.to_string())
@@ -84,6 +88,10 @@ pub struct SampleSpec {
     pub dtypes: Vec<DType>,
     /// Seeds the value generators.
     pub value_seed: u64,
+    /// Float values rounded to this many decimals (`None`: full precision). Shrinking lowers
+    /// it: `Some(0)` turns `uniform [-1, 1]` into values from {-1, 0, 1}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<u8>,
 }
 
 /// The plan for one case.
@@ -110,6 +118,7 @@ pub fn plan(case: &Case, seed: u64) -> Vec<SampleSpec> {
         dims: trace_dims.clone(),
         dtypes: trace_dtypes.clone(),
         value_seed: draw_seed(&mut runner),
+        precision: None,
     };
 
     let budget = spec.check.samples;
@@ -146,13 +155,13 @@ pub fn plan(case: &Case, seed: u64) -> Vec<SampleSpec> {
         for d in input.dtypes().into_iter().skip(1) {
             let mut dts = trace_dtypes.clone();
             dts[i] = d;
+            // The trace input's values in another dtype: only the dtype changes.
             dtypes.push(SampleSpec {
                 group: Group::Dtype {
                     input: input.name.clone(),
                     dtype: d,
                 },
                 dtypes: dts,
-                value_seed: draw_seed(&mut runner),
                 ..trace.clone()
             });
         }
@@ -227,6 +236,17 @@ pub fn shapes(case: &Case, sample: &SampleSpec) -> Vec<Vec<i64>> {
         .collect()
 }
 
+/// Round to `p` decimals (no-op for `None`).
+fn round(v: f64, p: Option<u8>) -> f64 {
+    match p {
+        None => v,
+        Some(p) => {
+            let scale = 10f64.powi(i32::from(p));
+            (v * scale).round() / scale
+        }
+    }
+}
+
 /// Make a sample's tensors: `(input name, tensor)` in forward's order, on the CPU.
 ///
 /// Values are drawn in f64 (or i64) from a ChaCha stream seeded by the sample, then cast to the
@@ -245,11 +265,17 @@ pub fn materialize(case: &Case, sample: &SampleSpec) -> Vec<(String, Tensor)> {
             let n = usize::try_from(numel).unwrap_or(0);
             let t = match input.values() {
                 ValueGen::Uniform([lo, hi]) => {
-                    let v: Vec<f64> = (0..n).map(|_| lo + (hi - lo) * unit(&mut rng)).collect();
+                    let p = sample.precision;
+                    let v: Vec<f64> = (0..n)
+                        .map(|_| round(lo + (hi - lo) * unit(&mut rng), p))
+                        .collect();
                     Tensor::from_slice(&v)
                 }
                 ValueGen::Normal([mean, std]) => {
-                    let v: Vec<f64> = (0..n).map(|_| mean + std * normal(&mut rng)).collect();
+                    let p = sample.precision;
+                    let v: Vec<f64> = (0..n)
+                        .map(|_| round(mean + std * normal(&mut rng), p))
+                        .collect();
                     Tensor::from_slice(&v)
                 }
                 ValueGen::Int([lo, hi]) => {
@@ -290,18 +316,33 @@ fn normal(rng: &mut TestRng) -> f64 {
 
 /// A short human form of a sample's inputs: `x: 3x4 float32, h: 3x4 float32`.
 pub fn describe(case: &Case, sample: &SampleSpec) -> String {
-    shapes(case, sample)
-        .iter()
+    let parts = shapes(case, sample)
+        .into_iter()
         .zip(&case.spec.inputs)
         .zip(&sample.dtypes)
-        .map(|((shape, input), dtype)| {
+        .map(|((shape, input), dtype)| (input.name.clone(), shape, dtype.as_str()));
+    describe_parts(parts)
+}
+
+/// The same form, from tensors (a replayed input has no plan).
+pub fn describe_tensors(inputs: &[(String, Tensor)]) -> String {
+    describe_parts(
+        inputs
+            .iter()
+            .map(|(n, t)| (n.clone(), t.size(), crate::value::kind_name(t.kind()))),
+    )
+}
+
+fn describe_parts(parts: impl Iterator<Item = (String, Vec<i64>, &'static str)>) -> String {
+    parts
+        .map(|(name, shape, dtype)| {
             let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
             let dims = if dims.is_empty() {
                 "scalar".to_string()
             } else {
                 dims.join("x")
             };
-            format!("{}: {dims} {dtype}", input.name)
+            format!("{name}: {dims} {dtype}")
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -386,6 +427,21 @@ mod tests {
         let floats = Vec::<f64>::try_from(t[0].1.flatten(0, -1)).unwrap();
         assert!(floats.iter().all(|v| (-1.0..1.0).contains(v)));
         assert_eq!(describe(&c2, s), "x: 3x4 float64, i: 3x5 int64");
+        assert_eq!(describe_tensors(&t), "x: 3x4 float64, i: 3x5 int64");
+        // The dtype sample holds the trace input's values, cast.
+        let trace = materialize(&c2, &p[0]);
+        assert!(t[0].1.to_kind(tch::Kind::Float).equal(&trace[0].1));
+        // Rounded values: uniform [-1, 1] at precision 0 is in {-1, 0, 1}.
+        let rounded = materialize(
+            &c2,
+            &SampleSpec {
+                precision: Some(0),
+                ..p[1].clone()
+            },
+        );
+        let v =
+            Vec::<f64>::try_from(rounded[0].1.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();
+        assert!(v.iter().all(|x| [-1.0, 0.0, 1.0].contains(x)), "{v:?}");
     }
 
     #[test]

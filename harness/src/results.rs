@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::case::Variant;
+use crate::diagnose::{DeviceCheck, Finding};
 use crate::pitfall::Pitfall;
 use crate::worker::{ErrorBody, TraceWarning};
 
@@ -66,6 +67,9 @@ pub struct CaseResult {
     #[serde(default)]
     pub samples: Vec<SampleInfo>,
     pub variants: BTreeMap<Variant, VariantResult>,
+    /// Case-level observations (eager determinism, the device probe).
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub duration_ms: u64,
 }
 
@@ -82,6 +86,7 @@ impl CaseResult {
             seed: None,
             samples: Vec::new(),
             variants: BTreeMap::new(),
+            notes: Vec::new(),
             duration_ms: 0,
         }
     }
@@ -150,6 +155,16 @@ pub struct VariantResult {
     pub samples_failed: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_failure: Option<Failure>,
+    /// Why: one finding per pitfall, with evidence and a fix hint.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// Per sample group: samples run and samples that diverged.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupStat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_check: Option<DeviceCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<Counterexample>,
     pub export: ExportInfo,
     #[serde(with = "nonfinite")]
     pub max_abs: f64,
@@ -189,6 +204,38 @@ pub struct Failure {
     pub max_abs: f64,
     #[serde(with = "nonfinite")]
     pub max_rel: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GroupStat {
+    pub run: usize,
+    pub failed: usize,
+}
+
+/// The smallest input found that still diverges, saved for replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counterexample {
+    /// The sample it was shrunk from.
+    pub from_sample: String,
+    pub inputs: String,
+    pub shapes: Vec<Vec<i64>>,
+    pub dims: BTreeMap<String, i64>,
+    /// Float values rounded to this many decimals (absent: full precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<u8>,
+    /// `mismatch` or `raised`.
+    pub kind: String,
+    pub detail: String,
+    #[serde(with = "nonfinite")]
+    pub max_abs: f64,
+    #[serde(with = "nonfinite")]
+    pub max_rel: f64,
+    /// The safetensors file holding the inputs, by name.
+    pub file: String,
+    /// One command that replays just this case and this input.
+    pub replay: String,
+    /// Candidates tried while shrinking (one worker round trip each).
+    pub round_trips: usize,
 }
 
 /// JSON has no infinity or NaN: errors that are not finite are written as "inf", "-inf", "nan".
@@ -282,6 +329,10 @@ mod tests {
             samples_run: 1,
             samples_failed: 0,
             first_failure: None,
+            findings: vec![],
+            groups: BTreeMap::new(),
+            device_check: None,
+            counterexample: None,
             export: ExportInfo {
                 ok: true,
                 seconds: 0.0,

@@ -1,37 +1,51 @@
-//! Running a case: plan → worker (load, trace, script, eager) → libtorch (variants) → compare.
+//! Running a case: plan → worker (load, trace, script, eager) → libtorch (variants) → compare →
+//! diagnose → shrink.
 //!
-//! The eager reference runs in the Python worker; the traced and scripted artifacts it saved
-//! run here, in libtorch through `tch`, as they would in a C++ deployment. Each variant gets an
-//! outcome from what was observed and what the case file expects. A model or case the harness
-//! cannot run becomes a case error; a divergence is a verdict, never an error.
+//! The eager reference runs in the Python worker; the traced and scripted artifacts it saved run
+//! here, in libtorch through `tch`, as they would in a C++ deployment. Each variant's per-sample
+//! results, the eager determinism check, the device probe and re-traces feed the diagnosis; a
+//! divergent variant's first failing sample is shrunk to a minimal counterexample, saved for
+//! replay. A model or case the harness cannot run becomes a case error; a divergence is a
+//! verdict, never an error.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tch::{CModule, IValue, Tensor};
+use tch::{CModule, Device, IValue, Tensor};
 
 use crate::case::{Case, ModelOrigin, Variant};
-use crate::compare::{compare, Comparison, Tolerance};
+use crate::compare::{compare, Comparison, MismatchKind, Tolerance};
+use crate::diagnose::{self, DeviceCheck, Observation, SampleFailure};
 use crate::pitfall::Pitfall;
-use crate::plan::{self, SampleSpec};
+use crate::plan::{self, Group, SampleSpec};
 use crate::results::{
-    CaseResult, CaseStatus, ExportInfo, Failure, ModelInfo, Outcome, SampleInfo, VariantResult,
+    CaseResult, CaseStatus, Counterexample, ExportInfo, Failure, GroupStat, ModelInfo, Outcome,
+    SampleInfo, VariantResult,
 };
+use crate::shrink;
 use crate::tensors;
 use crate::value::Value;
-use crate::worker::{ErrorBody, Export, LoadRequest, Worker, WorkerError};
+use crate::worker::{
+    ErrorBody, Export, ExportReply, LoadRequest, ProbeRun, Retrace, Worker, WorkerError,
+};
+
+/// Candidates tried when shrinking one variant's counterexample (one worker round trip each).
+pub const MAX_SHRINK_ROUND_TRIPS: usize = 48;
 
 /// Settings shared by every case of a run.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The Python interpreter with torch 2.13.0.
     pub python: PathBuf,
-    /// Where artifacts go (`<out>/artifacts/<case>/traced.pt`).
+    /// Where artifacts go (`<out>/artifacts/<case>/traced.pt`, `<out>/counterexamples/`).
     pub out_dir: PathBuf,
     /// Overrides every case's `check.seed`.
     pub seed: Option<u64>,
     /// How long one worker request may take.
     pub timeout: Duration,
+    /// Check only the trace input and this saved input (a counterexample), not the plan.
+    pub replay: Option<PathBuf>,
 }
 
 /// Runs cases one after another with one persistent worker, restarted after a crash.
@@ -41,6 +55,21 @@ pub struct Runner {
     work: tempfile::TempDir,
     pub torch: String,
     pub python: String,
+}
+
+/// One case's inputs and eager outputs, as they are built up.
+struct Samples {
+    specs: Vec<SampleSpec>,
+    inputs: Vec<Vec<(String, Tensor)>>,
+    files: Vec<(String, PathBuf)>,
+    expected: Vec<Value>,
+}
+
+/// How one sample went for one variant.
+enum SampleRun {
+    Match(Comparison),
+    Mismatch(Comparison),
+    Raised(String),
 }
 
 impl Runner {
@@ -87,6 +116,7 @@ impl Runner {
             seed: Some(seed),
             samples: Vec::new(),
             variants: Default::default(),
+            notes: Vec::new(),
             duration_ms: 0,
         };
         if let Err(error) = self.run_inner(case, seed, &mut result) {
@@ -115,7 +145,6 @@ impl Runner {
             w.clear_stderr_tail();
         }
         let names = case.input_names();
-        let samples = plan::plan(case, seed);
         let sample_dir = self.work.path().join(&case.name);
         let artifact_dir = self.opts.out_dir.join("artifacts").join(&case.name);
         for dir in [&sample_dir, &artifact_dir] {
@@ -143,25 +172,36 @@ impl Runner {
             m.class = Some(loaded.class);
         }
 
-        // 2. Inputs: every sample made once, written for the worker, kept for libtorch.
-        let mut inputs: Vec<Vec<(String, Tensor)>> = Vec::with_capacity(samples.len());
-        let mut files = Vec::with_capacity(samples.len());
-        for s in &samples {
-            let tensors = plan::materialize(case, s);
-            let path = sample_dir.join(format!("{}.safetensors", s.id));
-            tensors::write(&path, &tensors).map_err(|e| harness_error("io", format!("{e:#}")))?;
-            files.push((s.id.clone(), path));
-            inputs.push(tensors);
+        // 2. Inputs: the plan (or the trace input and a replayed file), made once, written for
+        //    the worker, kept for libtorch.
+        let mut specs = plan::plan(case, seed);
+        let mut inputs: Vec<Vec<(String, Tensor)>> = Vec::with_capacity(specs.len());
+        if let Some(file) = &self.opts.replay {
+            specs.truncate(1);
+            let mut replay = specs[0].clone();
+            replay.id = "replay".into();
+            replay.group = Group::Replay;
+            specs.push(replay);
+            inputs.push(plan::materialize(case, &specs[0]));
+            inputs.push(read_replay(file, &names)?);
+        } else {
+            inputs.extend(specs.iter().map(|s| plan::materialize(case, s)));
+        }
+        let mut files = Vec::with_capacity(specs.len());
+        for (s, tensors) in specs.iter().zip(&inputs) {
+            files.push((s.id.clone(), write_sample(&sample_dir, &s.id, tensors)?));
         }
 
         // 3. Trace and script on the trace input (sample 0).
         let variants: Vec<&str> = case.spec.variants.iter().map(|v| v.as_str()).collect();
+        let trace_dims = specs[0].dims.clone();
         let exported = self.call(|w| {
             w.export(
                 &case.name,
                 &files[0].1,
                 &names,
                 &variants,
+                &trace_dims,
                 &artifact_dir,
                 timeout,
             )
@@ -173,62 +213,483 @@ impl Runner {
             ));
         }
 
-        // 4. Eager on every sample.
-        let eager = self.call(|w| w.eager(&case.name, &files, &names, &sample_dir, timeout))?;
-        let mut expected = Vec::with_capacity(samples.len());
-        for (s, e) in samples.iter().zip(&eager) {
-            let what = format!(
-                "sample {} ({}; {})",
-                s.id,
-                String::from(s.group.clone()),
-                plan::describe(case, s)
+        // 4. Eager on every sample, and a second time on the first two (determinism).
+        let mut requests = files.clone();
+        let repeats: Vec<usize> = (0..files.len().min(2)).collect();
+        for &i in &repeats {
+            requests.push((format!("{}#again", files[i].0), files[i].1.clone()));
+        }
+        let mut outputs = self.eager(case, &specs, &inputs, &requests, &sample_dir)?;
+        let again = outputs.split_off(files.len());
+        let tol = Tolerance {
+            rtol: case.spec.check.rtol,
+            atol: case.spec.check.atol,
+        };
+        let mut nondeterministic = None;
+        for (&i, second) in repeats.iter().zip(&again) {
+            let c = compare(&outputs[i], second, tol);
+            if let Some(m) = c.mismatches.first() {
+                nondeterministic = Some(format!(
+                    "two eager runs on {} ({}) differ at {}: {}",
+                    specs[i].id,
+                    plan::describe_tensors(&inputs[i]),
+                    m.path,
+                    m.detail
+                ));
+                break;
+            }
+        }
+        for (i, s) in specs.iter().enumerate() {
+            result.samples.push(SampleInfo {
+                id: s.id.clone(),
+                group: s.group.clone().into(),
+                inputs: plan::describe_tensors(&inputs[i]),
+                eager_ms: 0.0,
+            });
+        }
+        let samples = Samples {
+            specs,
+            inputs,
+            files,
+            expected: outputs,
+        };
+
+        // 5. Each variant in libtorch, on every sample.
+        let mut modules: BTreeMap<Variant, CModule> = BTreeMap::new();
+        let mut runs: BTreeMap<Variant, Vec<SampleRun>> = BTreeMap::new();
+        let mut load_errors: BTreeMap<Variant, ErrorBody> = BTreeMap::new();
+        let mut run_ms: BTreeMap<Variant, f64> = BTreeMap::new();
+        for &variant in &case.spec.variants {
+            let export = export_of(&exported, variant)?;
+            let Some(path) = export.path.as_deref().filter(|_| export.ok) else {
+                continue;
+            };
+            match load_module(path, Device::Cpu) {
+                Ok(m) => {
+                    let t = Instant::now();
+                    let r = samples
+                        .inputs
+                        .iter()
+                        .zip(&samples.expected)
+                        .map(|(i, e)| run_sample(&m, i, e, tol))
+                        .collect();
+                    run_ms.insert(variant, t.elapsed().as_secs_f64() * 1e3);
+                    runs.insert(variant, r);
+                    modules.insert(variant, m);
+                }
+                Err(e) => {
+                    // Saved by torch 2.13 but not loadable by libtorch: a deployment fails too.
+                    load_errors.insert(
+                        variant,
+                        harness_error(
+                            "load",
+                            format!("libtorch cannot load {}: {e}", path.display()),
+                        ),
+                    );
+                }
+            }
+        }
+
+        // 6. A second device: CUDA when there is one, else the meta device (in the worker).
+        let device_checks = if self.opts.replay.is_none() && !modules.is_empty() {
+            self.device_probe(case, &exported, &samples, &modules, &mut result.notes)?
+        } else {
+            BTreeMap::new()
+        };
+        if let Some(n) = &nondeterministic {
+            result.notes.push(format!("eager is nondeterministic: {n}"));
+        }
+
+        // 7. Per variant: re-trace where needed, diagnose, shrink, verdict.
+        for &variant in &case.spec.variants {
+            let export = export_of(&exported, variant)?;
+            let export_error = load_errors
+                .get(&variant)
+                .or(export.error.as_ref())
+                .filter(|_| runs.get(&variant).is_none());
+            let sample_failures: Vec<(Group, Option<SampleFailure>)> = match runs.get(&variant) {
+                Some(r) => samples
+                    .specs
+                    .iter()
+                    .zip(r)
+                    .map(|(s, r)| (s.group.clone(), failure_of(r)))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let (retrace_values, retrace_shapes) =
+                if variant == Variant::Traced && self.opts.replay.is_none() {
+                    self.retraces(case, &samples, &sample_failures)?
+                } else {
+                    (None, None)
+                };
+            let obs = Observation {
+                variant,
+                export_error: export_error.map(|e| e as &ErrorBody),
+                samples: sample_failures.clone(),
+                warnings: &export.warnings,
+                evidence: &exported.evidence,
+                nondeterministic: nondeterministic.clone(),
+                device: device_checks.get(&variant),
+                retrace_values: retrace_values.as_ref().map(|(s, r)| (s.as_str(), r)),
+                retrace_shapes: retrace_shapes.as_ref().map(|(s, r)| (s.as_str(), r)),
+            };
+            let findings = diagnose::diagnose(&obs);
+            let first = runs
+                .get(&variant)
+                .and_then(|r| r.iter().position(|r| !matches!(r, SampleRun::Match(_))));
+            let counterexample = match (first, modules.get(&variant)) {
+                (Some(i), Some(module))
+                    if nondeterministic.is_none() && self.opts.replay.is_none() =>
+                {
+                    self.shrink(case, seed, variant, module, &samples, i, tol, &sample_dir)?
+                }
+                _ => None,
+            };
+            let variant_runs = runs.get(&variant).map(Vec::as_slice).unwrap_or(&[]);
+            let info = ExportInfo {
+                ok: export_error.is_none(),
+                seconds: export.seconds,
+                artifact: export.path.as_ref().map(|p| p.display().to_string()),
+                code: export.code.clone(),
+                error: export_error.cloned(),
+                warnings: export.warnings.clone(),
+            };
+            let vr = verdict(
+                case,
+                variant,
+                self.opts.replay.is_some(),
+                VariantFacts {
+                    export: info,
+                    findings,
+                    samples: &samples,
+                    runs: variant_runs,
+                    groups: diagnose::group_stats(&sample_failures)
+                        .into_iter()
+                        .map(|(g, (run, failed))| (g, GroupStat { run, failed }))
+                        .collect(),
+                    device_check: device_checks.get(&variant).cloned(),
+                    counterexample,
+                    run_ms: run_ms.get(&variant).copied().unwrap_or(0.0),
+                },
             );
+            result.variants.insert(variant, vr);
+        }
+        Ok(())
+    }
+
+    /// Eager on the given `(id, file)` requests; outputs in request order.
+    fn eager(
+        &mut self,
+        case: &Case,
+        specs: &[SampleSpec],
+        inputs: &[Vec<(String, Tensor)>],
+        requests: &[(String, PathBuf)],
+        dir: &Path,
+    ) -> Result<Vec<Value>, ErrorBody> {
+        let names = case.input_names();
+        let timeout = self.opts.timeout;
+        let replies = self.call(|w| w.eager(&case.name, requests, &names, dir, timeout))?;
+        let mut values = Vec::with_capacity(replies.len());
+        for (i, e) in replies.iter().enumerate() {
+            let base = e.id.split('#').next().unwrap_or(&e.id);
+            let what = match specs.iter().position(|s| s.id == base) {
+                Some(k) => format!(
+                    "sample {} ({}; {})",
+                    specs[k].id,
+                    String::from(specs[k].group.clone()),
+                    plan::describe_tensors(&inputs[k])
+                ),
+                None => format!("sample {}", e.id),
+            };
             if !e.ok {
                 let mut err = e
                     .error
                     .clone()
                     .unwrap_or_else(|| harness_error("eager", String::new()));
+                err.kind = "eager_raised".into();
                 err.message = format!("eager raised on {what}: {}", err.message);
                 return Err(err);
             }
             let (Some(path), Some(output)) = (&e.path, &e.output) else {
                 return Err(harness_error(
                     "protocol",
-                    format!("eager reply for {} lacks its output", s.id),
+                    format!("eager reply {i} lacks its output"),
                 ));
             };
             let mut tensors =
                 tensors::read(path).map_err(|e| harness_error("io", format!("{e:#}")))?;
             let value = Value::from_wire(output, &mut tensors)
                 .map_err(|m| harness_error("unsupported_output", format!("{what}: {m}")))?;
-            expected.push(value);
-            result.samples.push(SampleInfo {
-                id: s.id.clone(),
-                group: s.group.clone().into(),
-                inputs: plan::describe(case, s),
-                eager_ms: e.seconds.unwrap_or(0.0) * 1e3,
-            });
+            values.push(value);
         }
+        Ok(values)
+    }
 
-        // 5. Each variant in libtorch, on every sample.
-        let tol = Tolerance {
-            rtol: case.spec.check.rtol,
-            atol: case.spec.check.atol,
+    /// Run eager and the variants on the trace input on a second device.
+    fn device_probe(
+        &mut self,
+        case: &Case,
+        exported: &ExportReply,
+        samples: &Samples,
+        modules: &BTreeMap<Variant, CModule>,
+        notes: &mut Vec<String>,
+    ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
+        let names = case.input_names();
+        let timeout = self.opts.timeout;
+        let cuda = tch::Cuda::is_available();
+        let device = if cuda { "cuda" } else { "meta" };
+        // On CUDA the variants run here, in libtorch; meta is not exposed by tch, so there the
+        // worker loads the same saved artifacts.
+        let artifacts: Vec<(String, PathBuf)> = if cuda {
+            Vec::new()
+        } else {
+            modules
+                .keys()
+                .filter_map(|v| Some((v.as_str().to_string(), exported_path(exported, *v)?)))
+                .collect()
         };
-        for &variant in &case.spec.variants {
-            let export = match variant {
-                Variant::Traced => exported.traced.clone(),
-                Variant::Scripted => exported.scripted.clone(),
-            }
-            .ok_or_else(|| {
-                harness_error("protocol", format!("no {variant} export in the reply"))
-            })?;
-            let observed = run_variant(variant, &export, case, &samples, &inputs, &expected, tol);
-            result
-                .variants
-                .insert(variant, verdict(case, variant, observed));
+        let file = samples.files[0].1.clone();
+        let mut probe =
+            self.call(|w| w.device_probe(&case.name, &file, &names, device, &artifacts, timeout))?;
+        let eager = probe.remove("eager").unwrap_or(ProbeRun {
+            ok: false,
+            output: None,
+            error: None,
+        });
+        let eager_value = match (&eager.output, eager.ok) {
+            (Some(o), true) => Value::from_wire(o, &mut Default::default()).ok(),
+            _ => None,
+        };
+        let Some(eager_value) = eager_value else {
+            let why = eager
+                .error
+                .map(|e| error_summary(&e.message))
+                .unwrap_or_default();
+            notes.push(format!(
+                "device probe on {device} skipped: eager itself does not run there ({why}), so no \
+                 variant can be judged for device portability"
+            ));
+            return Ok(BTreeMap::new());
+        };
+        let mut checks = BTreeMap::new();
+        for &variant in modules.keys() {
+            let run: Result<Value, String> = if cuda {
+                let on = Device::Cuda(0);
+                let args: Vec<IValue> = samples.inputs[0]
+                    .iter()
+                    .map(|(_, t)| IValue::Tensor(t.to_device(on)))
+                    .collect();
+                let _guard = tch::no_grad_guard();
+                let m = exported_path(exported, variant)
+                    .ok_or_else(|| "no artifact".to_string())
+                    .and_then(|p| load_module(&p, on).map_err(|e| e.to_string()));
+                m.and_then(|m| {
+                    m.forward_is(&args)
+                        .map_err(|e| error_summary(&e.to_string()))
+                })
+                .and_then(|iv| Value::from_ivalue(iv).map(|v| v.describe()))
+            } else {
+                match probe.remove(variant.as_str()) {
+                    Some(ProbeRun {
+                        ok: true,
+                        output: Some(o),
+                        ..
+                    }) => Value::from_wire(&o, &mut Default::default()),
+                    Some(r) => Err(r
+                        .error
+                        .map(|e| error_summary(&e.message))
+                        .unwrap_or_default()),
+                    None => Err("no probe result".into()),
+                }
+            };
+            let eager_kind = describe_leaf(&eager_value);
+            let check = match run {
+                // The meta device has no data and not every kernel: such a failure says nothing
+                // about the variant's device handling.
+                Err(e) if !cuda && meta_cannot_run(&e) => DeviceCheck {
+                    device: device.into(),
+                    flagged: false,
+                    detail: format!("inconclusive: {variant} cannot run on meta at all ({e})"),
+                },
+                Err(e) => DeviceCheck {
+                    device: device.into(),
+                    flagged: true,
+                    detail: format!(
+                        "on {device} eager returns {eager_kind}; {variant} raised: {e}"
+                    ),
+                },
+                Ok(v) => {
+                    let c = compare(
+                        &eager_value,
+                        &v,
+                        Tolerance {
+                            rtol: 0.0,
+                            atol: 0.0,
+                        },
+                    );
+                    match c.mismatches.first() {
+                        Some(m) => DeviceCheck {
+                            device: device.into(),
+                            flagged: true,
+                            detail: format!("on {device}, {variant} at {}: {}", m.path, m.detail),
+                        },
+                        None => DeviceCheck {
+                            device: device.into(),
+                            flagged: false,
+                            detail: format!(
+                                "on {device}, {variant} returns {eager_kind} like eager"
+                            ),
+                        },
+                    }
+                }
+            };
+            checks.insert(variant, check);
         }
-        Ok(())
+        Ok(checks)
+    }
+
+    /// Trace again on the first failing trace-shape sample and the first failing new-shape one.
+    #[allow(clippy::type_complexity)]
+    fn retraces(
+        &mut self,
+        case: &Case,
+        samples: &Samples,
+        failures: &[(Group, Option<SampleFailure>)],
+    ) -> Result<(Option<(String, Retrace)>, Option<(String, Retrace)>), ErrorBody> {
+        if failures.first().is_some_and(|(_, f)| f.is_some()) {
+            return Ok((None, None)); // diverges on the trace input: no specialization to explain
+        }
+        let names = case.input_names();
+        let timeout = self.opts.timeout;
+        let mut pick =
+            |pred: &dyn Fn(&Group) -> bool| -> Result<Option<(String, Retrace)>, ErrorBody> {
+                let Some(i) = failures.iter().position(|(g, f)| pred(g) && f.is_some()) else {
+                    return Ok(None);
+                };
+                let (id, file) = samples.files[i].clone();
+                let r = self.call(|w| w.retrace(&case.name, &file, &names, timeout))?;
+                let label = format!("{id} ({})", plan::describe_tensors(&samples.inputs[i]));
+                Ok(Some((label, r)))
+            };
+        let values = pick(&|g| *g == Group::Values)?;
+        let shapes = pick(&|g| matches!(g, Group::Dim(_) | Group::Joint))?;
+        Ok((values, shapes))
+    }
+
+    /// Shrink the failing sample `i` for one variant and save the minimal counterexample.
+    #[allow(clippy::too_many_arguments)]
+    fn shrink(
+        &mut self,
+        case: &Case,
+        seed: u64,
+        variant: Variant,
+        module: &CModule,
+        samples: &Samples,
+        i: usize,
+        tol: Tolerance,
+        dir: &Path,
+    ) -> Result<Option<Counterexample>, ErrorBody> {
+        let start = samples.specs[i].clone();
+        let original_kind = run_sample(module, &samples.inputs[i], &samples.expected[i], tol);
+        let wants_raise = matches!(original_kind, SampleRun::Raised(_));
+        let mut fatal = None;
+        let mut n = 0usize;
+        let (min, round_trips) = {
+            let mut fails = |cand: &SampleSpec| -> bool {
+                if fatal.is_some() {
+                    return false;
+                }
+                n += 1;
+                let id = format!("{}-shrink{n}", start.id);
+                let inputs = plan::materialize(case, cand);
+                let path = match write_sample(dir, &id, &inputs) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        fatal = Some(e);
+                        return false;
+                    }
+                };
+                let cand_spec = SampleSpec {
+                    id: id.clone(),
+                    ..cand.clone()
+                };
+                let expected = match self.eager(
+                    case,
+                    std::slice::from_ref(&cand_spec),
+                    std::slice::from_ref(&inputs),
+                    &[(id, path)],
+                    dir,
+                ) {
+                    Ok(mut v) => v.remove(0),
+                    Err(e) if e.kind == "eager_raised" => return false, // not a valid input
+                    Err(e) => {
+                        fatal = Some(e);
+                        return false;
+                    }
+                };
+                match run_sample(module, &inputs, &expected, tol) {
+                    SampleRun::Match(_) => false,
+                    SampleRun::Raised(_) => wants_raise,
+                    SampleRun::Mismatch(_) => !wants_raise,
+                }
+            };
+            shrink::shrink(case, &start, MAX_SHRINK_ROUND_TRIPS, &mut fails)
+        };
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        // The minimal sample, run once more for its numbers, saved for replay.
+        let inputs = plan::materialize(case, &min);
+        let min_id = format!("{}-min", start.id);
+        let path = write_sample(dir, &min_id, &inputs)?;
+        let min_spec = SampleSpec {
+            id: min_id.clone(),
+            ..min.clone()
+        };
+        let expected = self
+            .eager(
+                case,
+                std::slice::from_ref(&min_spec),
+                std::slice::from_ref(&inputs),
+                &[(min_id, path)],
+                dir,
+            )?
+            .remove(0);
+        let (kind, detail, max_abs, max_rel) = match run_sample(module, &inputs, &expected, tol) {
+            SampleRun::Raised(e) => ("raised", e, 0.0, 0.0),
+            SampleRun::Mismatch(c) | SampleRun::Match(c) => {
+                let d = c
+                    .mismatches
+                    .first()
+                    .map(|m| format!("{}: {}", m.path, m.detail))
+                    .unwrap_or_default();
+                ("mismatch", d, c.max_abs, c.max_rel)
+            }
+        };
+        let dir = self.opts.out_dir.join("counterexamples");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| harness_error("io", format!("{}: {e}", dir.display())))?;
+        let file = dir.join(format!("{}.{variant}.safetensors", case.name));
+        tensors::write(&file, &inputs).map_err(|e| harness_error("io", format!("{e:#}")))?;
+        let replay = format!(
+            "cargo xtask verify {} --seed {seed} --replay {}",
+            shell_word(&case.file.display().to_string()),
+            shell_word(&file.display().to_string())
+        );
+        Ok(Some(Counterexample {
+            from_sample: start.id.clone(),
+            inputs: plan::describe_tensors(&inputs),
+            shapes: inputs.iter().map(|(_, t)| t.size()).collect(),
+            dims: min.dims.clone(),
+            precision: min.precision,
+            kind: kind.into(),
+            detail,
+            max_abs,
+            max_rel,
+            file: file.display().to_string(),
+            replay,
+            round_trips,
+        }))
     }
 
     /// A worker call; a dead or hung worker is dropped and the next case gets a fresh one.
@@ -266,224 +727,344 @@ fn harness_error(kind: &str, message: String) -> ErrorBody {
     }
 }
 
-/// What running one variant showed, before expectations are applied.
-struct Observed {
-    export: ExportInfo,
-    pitfalls: Vec<Pitfall>,
-    samples_run: usize,
-    samples_failed: usize,
-    first_failure: Option<Failure>,
-    max_abs: f64,
-    max_rel: f64,
-    run_ms: f64,
-}
-
-fn run_variant(
-    variant: Variant,
-    export: &Export,
-    case: &Case,
-    samples: &[SampleSpec],
-    inputs: &[Vec<(String, Tensor)>],
-    expected: &[Value],
-    tol: Tolerance,
-) -> Observed {
-    let mut obs = Observed {
-        export: ExportInfo {
-            ok: export.ok,
-            seconds: export.seconds,
-            artifact: export.path.as_ref().map(|p| p.display().to_string()),
-            code: export.code.clone(),
-            error: export.error.clone(),
-            warnings: export.warnings.clone(),
-        },
-        pitfalls: Vec::new(),
-        samples_run: 0,
-        samples_failed: 0,
-        first_failure: None,
-        max_abs: 0.0,
-        max_rel: 0.0,
-        run_ms: 0.0,
-    };
-    let export_pitfall = match variant {
-        Variant::Traced => Pitfall::TraceError,
-        Variant::Scripted => Pitfall::ScriptCompileError,
-    };
-    let Some(path) = export.path.as_deref().filter(|_| export.ok) else {
-        obs.pitfalls.push(export_pitfall);
-        return obs;
-    };
-    let module = match load_module(path) {
-        Ok(m) => m,
-        Err(e) => {
-            // Saved by torch 2.13 but not loadable by libtorch: the deployment would fail too.
-            obs.export.ok = false;
-            obs.export.error = Some(harness_error(
-                "load",
-                format!("libtorch cannot load {}: {e}", path.display()),
-            ));
-            obs.pitfalls.push(export_pitfall);
-            return obs;
-        }
-    };
-    let start = Instant::now();
-    let _guard = tch::no_grad_guard();
-    for ((s, input), eager) in samples.iter().zip(inputs).zip(expected) {
-        obs.samples_run += 1;
-        let args: Vec<IValue> = input
-            .iter()
-            .map(|(_, t)| IValue::Tensor(t.shallow_clone()))
-            .collect();
-        let failure = match module.forward_is(&args) {
-            Err(e) => Some((
-                Pitfall::RuntimeError,
-                "raised",
-                None,
-                first_line(&e.to_string()),
-                0.0,
-                0.0,
-            )),
-            Ok(iv) => match Value::from_ivalue(iv) {
-                Err(m) => Some((Pitfall::OutputMismatch, "mismatch", None, m, 0.0, 0.0)),
-                Ok(actual) => {
-                    let c: Comparison = compare(eager, &actual, tol);
-                    obs.max_abs = obs.max_abs.max(c.max_abs);
-                    obs.max_rel = obs.max_rel.max(c.max_rel);
-                    c.mismatches.first().map(|m| {
-                        (
-                            Pitfall::OutputMismatch,
-                            "mismatch",
-                            Some(m.path.clone()),
-                            m.detail.clone(),
-                            c.max_abs,
-                            c.max_rel,
-                        )
-                    })
-                }
-            },
-        };
-        if let Some((pitfall, kind, out_path, detail, max_abs, max_rel)) = failure {
-            obs.samples_failed += 1;
-            if !obs.pitfalls.contains(&pitfall) {
-                obs.pitfalls.push(pitfall);
-            }
-            if obs.first_failure.is_none() {
-                obs.first_failure = Some(Failure {
-                    sample: s.id.clone(),
-                    group: s.group.clone().into(),
-                    inputs: plan::describe(case, s),
-                    shapes: plan::shapes(case, s),
-                    kind: kind.into(),
-                    path: out_path,
-                    detail,
-                    max_abs,
-                    max_rel,
-                });
-            }
-        }
+fn export_of(exported: &ExportReply, variant: Variant) -> Result<&Export, ErrorBody> {
+    match variant {
+        Variant::Traced => exported.traced.as_ref(),
+        Variant::Scripted => exported.scripted.as_ref(),
     }
-    obs.run_ms = start.elapsed().as_secs_f64() * 1e3;
-    obs
+    .ok_or_else(|| harness_error("protocol", format!("no {variant} export in the reply")))
 }
 
-fn load_module(path: &Path) -> Result<CModule, tch::TchError> {
-    let mut m = CModule::load(path)?;
+fn exported_path(exported: &ExportReply, variant: Variant) -> Option<PathBuf> {
+    export_of(exported, variant).ok()?.path.clone()
+}
+
+fn write_sample(dir: &Path, id: &str, tensors: &[(String, Tensor)]) -> Result<PathBuf, ErrorBody> {
+    let path = dir.join(format!("{id}.safetensors"));
+    tensors::write(&path, tensors).map_err(|e| harness_error("io", format!("{e:#}")))?;
+    Ok(path)
+}
+
+fn read_replay(file: &Path, names: &[String]) -> Result<Vec<(String, Tensor)>, ErrorBody> {
+    let mut tensors = tensors::read(file).map_err(|e| harness_error("replay", format!("{e:#}")))?;
+    names
+        .iter()
+        .map(|n| {
+            tensors.remove(n).map(|t| (n.clone(), t)).ok_or_else(|| {
+                harness_error("replay", format!("{} has no input `{n}`", file.display()))
+            })
+        })
+        .collect()
+}
+
+fn load_module(path: &Path, device: Device) -> Result<CModule, tch::TchError> {
+    let mut m = CModule::load_on_device(path, device)?;
     m.set_eval();
     Ok(m)
 }
 
-/// libtorch errors carry a C++ backtrace; the first lines say what happened.
-fn first_line(message: &str) -> String {
+fn run_sample(
+    module: &CModule,
+    input: &[(String, Tensor)],
+    expected: &Value,
+    tol: Tolerance,
+) -> SampleRun {
+    let _guard = tch::no_grad_guard();
+    // Deep copies: a model that writes into its input must not change the next run's input.
+    let args: Vec<IValue> = input
+        .iter()
+        .map(|(_, t)| IValue::Tensor(t.copy()))
+        .collect();
+    match module.forward_is(&args) {
+        Err(e) => SampleRun::Raised(error_summary(&e.to_string())),
+        Ok(iv) => match Value::from_ivalue(iv) {
+            Err(m) => SampleRun::Raised(m),
+            Ok(actual) => {
+                let c = compare(expected, &actual, tol);
+                if c.is_match() {
+                    SampleRun::Match(c)
+                } else {
+                    SampleRun::Mismatch(c)
+                }
+            }
+        },
+    }
+}
+
+fn failure_of(r: &SampleRun) -> Option<SampleFailure> {
+    match r {
+        SampleRun::Match(_) => None,
+        SampleRun::Raised(_) => Some(SampleFailure::Raised),
+        SampleRun::Mismatch(c) => Some(SampleFailure::Mismatch(
+            c.mismatches
+                .first()
+                .map(|m| m.kind)
+                .unwrap_or(MismatchKind::Values),
+        )),
+    }
+}
+
+/// The line that says what went wrong in a libtorch or TorchScript error: the last
+/// `SomethingError: …` line of an interpreter traceback, else the first line.
+pub fn error_summary(message: &str) -> String {
     let lines: Vec<&str> = message
         .lines()
         .map(str::trim)
         .filter(|l| {
             !l.is_empty() && !l.starts_with("Exception raised from") && !l.starts_with("frame #")
         })
-        .take(3)
         .collect();
-    lines.join(" | ")
+    let error_line = lines.iter().rev().find(|l| {
+        l.split_once(": ")
+            .is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
+    });
+    error_line
+        .or(lines.first())
+        .map(|l| l.to_string())
+        .unwrap_or_default()
+}
+
+/// Errors that come from the meta device's limits (no data, missing kernels), not from the
+/// model's device handling.
+fn meta_cannot_run(message: &str) -> bool {
+    let m = message.to_lowercase();
+    ["meta tensors", "meta kernel", "'meta' backend", "fake impl"]
+        .iter()
+        .any(|p| m.contains(p))
+}
+
+/// `Tensor[3, 5] float32 on meta` for a described output's first tensor.
+fn describe_leaf(v: &Value) -> String {
+    match v {
+        Value::Desc {
+            shape,
+            dtype,
+            device,
+        } => format!("a {dtype} tensor of shape {shape:?} on {device}"),
+        Value::Tuple(items) | Value::List(items) => items
+            .first()
+            .map(describe_leaf)
+            .map(|d| format!("({d}, ...)"))
+            .unwrap_or_else(|| v.kind()),
+        other => other.kind(),
+    }
+}
+
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_alphanumeric() || "/._-:=+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// What the verdict is made from.
+struct VariantFacts<'a> {
+    export: ExportInfo,
+    findings: Vec<diagnose::Finding>,
+    samples: &'a Samples,
+    runs: &'a [SampleRun],
+    groups: BTreeMap<String, GroupStat>,
+    device_check: Option<DeviceCheck>,
+    counterexample: Option<Counterexample>,
+    run_ms: f64,
 }
 
 /// Apply the case file's expectations to what was observed.
-fn verdict(case: &Case, variant: Variant, obs: Observed) -> VariantResult {
-    let expected = case.expected(variant).to_vec();
-    let diverged = !obs.pitfalls.is_empty();
-    let what = describe_observation(&obs);
-    let (outcome, message) = match (diverged, expected.is_empty()) {
-        (false, true) => (
+fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>) -> VariantResult {
+    // A replay checks one saved input: whether it still diverges, not the diagnosis.
+    let expected = if replay {
+        Vec::new()
+    } else {
+        case.expected(variant).to_vec()
+    };
+    let mut observed: Vec<Pitfall> = Vec::new();
+    for f in &facts.findings {
+        if !observed.contains(&f.pitfall) {
+            observed.push(f.pitfall);
+        }
+    }
+    let samples_run = facts.runs.len();
+    let samples_failed = facts
+        .runs
+        .iter()
+        .filter(|r| !matches!(r, SampleRun::Match(_)))
+        .count();
+    let mut max_abs: f64 = 0.0;
+    let mut max_rel: f64 = 0.0;
+    let mut first_failure = None;
+    for (i, r) in facts.runs.iter().enumerate() {
+        let s = &facts.samples.specs[i];
+        let (kind, path, detail, c) = match r {
+            SampleRun::Match(c) => {
+                max_abs = max_abs.max(c.max_abs);
+                max_rel = max_rel.max(c.max_rel);
+                continue;
+            }
+            SampleRun::Mismatch(c) => {
+                max_abs = max_abs.max(c.max_abs);
+                max_rel = max_rel.max(c.max_rel);
+                let m = &c.mismatches[0];
+                ("mismatch", Some(m.path.clone()), m.detail.clone(), Some(c))
+            }
+            SampleRun::Raised(e) => ("raised", None, e.clone(), None),
+        };
+        if first_failure.is_none() {
+            first_failure = Some(Failure {
+                sample: s.id.clone(),
+                group: s.group.clone().into(),
+                inputs: plan::describe_tensors(&facts.samples.inputs[i]),
+                shapes: facts.samples.inputs[i]
+                    .iter()
+                    .map(|(_, t)| t.size())
+                    .collect(),
+                kind: kind.into(),
+                path,
+                detail,
+                max_abs: c.map(|c| c.max_abs).unwrap_or(0.0),
+                max_rel: c.map(|c| c.max_rel).unwrap_or(0.0),
+            });
+        }
+    }
+    let what = describe_observation(
+        &observed,
+        &facts.findings,
+        first_failure.as_ref(),
+        samples_failed,
+        samples_run,
+    );
+    let ids = |p: &[Pitfall]| p.iter().map(|p| p.id()).collect::<Vec<_>>().join(", ");
+    let hard = observed.iter().any(|p| {
+        matches!(
+            p,
+            Pitfall::TraceError | Pitfall::ScriptCompileError | Pitfall::RuntimeError
+        )
+    });
+    let (outcome, message) = if observed.is_empty() && expected.is_empty() {
+        (
             Outcome::Pass,
-            format!("matches eager on {} samples", obs.samples_run),
-        ),
-        (false, false) => (
+            format!("matches eager on {samples_run} samples"),
+        )
+    } else if observed.is_empty() {
+        (
             Outcome::Xpass,
             format!(
-                "expected {} but matches eager on {} samples: the expectation is stale",
-                ids(&expected),
-                obs.samples_run
+                "expected {} but matches eager on {samples_run} samples: the expectation is stale",
+                ids(&expected)
             ),
-        ),
-        // Until the diagnosis names pitfalls precisely, any divergence meets an expectation.
-        (true, false) => (
-            Outcome::Xfail,
-            format!("{what} (expected {})", ids(&expected)),
-        ),
-        (true, true) => {
-            let only_mismatch = obs.pitfalls.iter().all(|p| *p == Pitfall::OutputMismatch);
-            (
-                if only_mismatch {
-                    Outcome::Fail
-                } else {
-                    Outcome::Error
-                },
-                what,
-            )
-        }
+        )
+    } else if expected.is_empty() {
+        (if hard { Outcome::Error } else { Outcome::Fail }, what)
+    } else if expected.iter().all(|e| observed.contains(e)) {
+        (Outcome::Xfail, format!("{what} (as expected)"))
+    } else {
+        let missing: Vec<Pitfall> = expected
+            .iter()
+            .filter(|e| !observed.contains(e))
+            .copied()
+            .collect();
+        (
+            if hard { Outcome::Error } else { Outcome::Fail },
+            format!(
+                "expected {}, observed {}; {} not seen: {what}",
+                ids(&expected),
+                ids(&observed),
+                ids(&missing)
+            ),
+        )
     };
     VariantResult {
         outcome,
-        pitfalls: obs.pitfalls,
+        pitfalls: observed,
         expected,
         message,
-        samples_run: obs.samples_run,
-        samples_failed: obs.samples_failed,
-        first_failure: obs.first_failure,
-        export: obs.export,
-        max_abs: obs.max_abs,
-        max_rel: obs.max_rel,
-        run_ms: obs.run_ms,
+        samples_run,
+        samples_failed,
+        first_failure,
+        findings: facts.findings,
+        groups: facts.groups,
+        device_check: facts.device_check,
+        counterexample: facts.counterexample,
+        export: facts.export,
+        max_abs,
+        max_rel,
+        run_ms: facts.run_ms,
     }
 }
 
-fn describe_observation(obs: &Observed) -> String {
-    if !obs.export.ok {
-        let err = obs.export.error.as_ref();
-        let at = err
-            .and_then(|e| Some(format!(" at {}:{}", e.file.as_deref()?, e.line?)))
-            .unwrap_or_default();
-        let msg = err.map(|e| first_line(&e.message)).unwrap_or_default();
-        return format!("{}{at}: {msg}", ids(&obs.pitfalls));
-    }
-    match &obs.first_failure {
-        Some(f) => {
-            format!(
-                "{}: {}/{} samples; first {} ({}; {}): {}{}",
-                ids(&obs.pitfalls),
-                obs.samples_failed,
-                obs.samples_run,
-                f.sample,
-                f.group,
-                f.inputs,
-                f.path
-                    .as_ref()
-                    .map(|p| format!("{p}: "))
-                    .unwrap_or_default(),
-                f.detail
-            )
+fn describe_observation(
+    observed: &[Pitfall],
+    findings: &[diagnose::Finding],
+    first: Option<&Failure>,
+    failed: usize,
+    run: usize,
+) -> String {
+    let ids = observed
+        .iter()
+        .map(|p| p.id())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let at = findings
+        .iter()
+        .find_map(|f| f.location.as_deref())
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default();
+    match first {
+        Some(f) => format!(
+            "{ids}{at}: {failed}/{run} samples diverge; first {} ({}; {}): {}{}",
+            f.sample,
+            f.group,
+            f.inputs,
+            f.path
+                .as_ref()
+                .map(|p| format!("{p}: "))
+                .unwrap_or_default(),
+            f.detail
+        ),
+        None => {
+            let summary = findings
+                .first()
+                .map(|f| f.summary.clone())
+                .unwrap_or_default();
+            format!("{ids}{at}: {summary}")
         }
-        None => ids(&obs.pitfalls),
     }
 }
 
-fn ids(p: &[Pitfall]) -> String {
-    p.iter().map(|p| p.id()).collect::<Vec<_>>().join(", ")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_summary_finds_the_error_line() {
+        let interp =
+            "The following operation failed in the TorchScript interpreter.\nTraceback of \
+                      TorchScript (most recent call last):\n  File \"code/__torch__.py\", line 9\n\
+                      RuntimeError: Expected all tensors to be on the same device\n";
+        assert_eq!(
+            error_summary(interp),
+            "RuntimeError: Expected all tensors to be on the same device"
+        );
+        assert_eq!(
+            error_summary("shape mismatch\nException raised from x\nframe #0: y"),
+            "shape mismatch"
+        );
+        assert!(meta_cannot_run(
+            "RuntimeError: Tensor.item() cannot be called on meta tensors"
+        ));
+        assert!(meta_cannot_run(
+            "NotImplementedError: aten::equal: attempted to run this operator with Meta tensors"
+        ));
+        assert!(!meta_cannot_run(
+            "RuntimeError: Tensor on device cpu is not on the expected device meta!"
+        ));
+    }
+
+    #[test]
+    fn shell_words_are_quoted_when_needed() {
+        assert_eq!(shell_word("cases/a_b.yaml"), "cases/a_b.yaml");
+        assert_eq!(shell_word("my cases/it's.yaml"), "'my cases/it'\\''s.yaml'");
+    }
 }

@@ -13,6 +13,13 @@ use tch::{IValue, Tensor};
 #[derive(Debug)]
 pub enum Value {
     Tensor(Tensor),
+    /// A tensor known only by its shape, dtype and device (from a `meta` device run, or a
+    /// device probe): compared on those alone.
+    Desc {
+        shape: Vec<i64>,
+        dtype: String,
+        device: String,
+    },
     Int(i64),
     Float(f64),
     Bool(bool),
@@ -28,6 +35,7 @@ impl Value {
     pub fn kind(&self) -> String {
         match self {
             Value::Tensor(t) => format!("Tensor{:?}", t.size()),
+            Value::Desc { shape, .. } => format!("Tensor{shape:?}"),
             Value::Int(_) => "int".into(),
             Value::Float(_) => "float".into(),
             Value::Bool(_) => "bool".into(),
@@ -75,6 +83,38 @@ impl Value {
         })
     }
 
+    /// The same tree with every tensor replaced by its shape, dtype and device.
+    pub fn describe(&self) -> Value {
+        match self {
+            Value::Tensor(t) => Value::Desc {
+                shape: t.size(),
+                dtype: kind_name(t.kind()).to_string(),
+                device: device_name(t.device()),
+            },
+            Value::Desc {
+                shape,
+                dtype,
+                device,
+            } => Value::Desc {
+                shape: shape.clone(),
+                dtype: dtype.clone(),
+                device: device.clone(),
+            },
+            Value::Int(i) => Value::Int(*i),
+            Value::Float(f) => Value::Float(*f),
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Str(s) => Value::Str(s.clone()),
+            Value::None => Value::None,
+            Value::Tuple(v) => Value::Tuple(v.iter().map(Value::describe).collect()),
+            Value::List(v) => Value::List(v.iter().map(Value::describe).collect()),
+            Value::Dict(v) => Value::Dict(
+                v.iter()
+                    .map(|(k, v)| (k.describe(), v.describe()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Build from the worker's JSON description and the tensors it saved.
     pub fn from_wire(
         node: &WireValue,
@@ -86,6 +126,15 @@ impl Value {
                     .remove(key)
                     .ok_or_else(|| format!("eager output lacks tensor `{key}`"))?,
             ),
+            WireValue::TensorDesc {
+                shape,
+                dtype,
+                device,
+            } => Value::Desc {
+                shape: shape.clone(),
+                dtype: dtype.clone(),
+                device: device.clone(),
+            },
             WireValue::Int { v } => Value::Int(*v),
             WireValue::Float { v } => Value::Float(
                 v.parse()
@@ -139,6 +188,11 @@ pub enum WireValue {
     Tensor {
         key: String,
     },
+    TensorDesc {
+        shape: Vec<i64>,
+        dtype: String,
+        device: String,
+    },
     Int {
         v: i64,
     },
@@ -162,6 +216,37 @@ pub enum WireValue {
     Dict {
         items: Vec<(WireValue, WireValue)>,
     },
+}
+
+/// torch's name for a dtype (`float32`), as the worker reports it.
+pub fn kind_name(kind: tch::Kind) -> &'static str {
+    use tch::Kind::*;
+    match kind {
+        Uint8 => "uint8",
+        Int8 => "int8",
+        Int16 => "int16",
+        Int => "int32",
+        Int64 => "int64",
+        Half => "float16",
+        Float => "float32",
+        Double => "float64",
+        ComplexHalf => "complex32",
+        ComplexFloat => "complex64",
+        ComplexDouble => "complex128",
+        Bool => "bool",
+        BFloat16 => "bfloat16",
+        _ => "other",
+    }
+}
+
+/// torch's name for a device (`cpu`, `cuda:0`).
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cpu => "cpu".into(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        tch::Device::Mps => "mps".into(),
+        tch::Device::Vulkan => "vulkan".into(),
+    }
 }
 
 #[cfg(test)]

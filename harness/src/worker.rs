@@ -119,6 +119,80 @@ pub struct ExportReply {
     pub traced: Option<Export>,
     pub scripted: Option<Export>,
     pub eager_state_changed: bool,
+    #[serde(default)]
+    pub evidence: StaticEvidence,
+}
+
+/// What the exported graphs show, without running them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StaticEvidence {
+    #[serde(default)]
+    pub traced_control_flow: Option<ControlFlow>,
+    #[serde(default)]
+    pub scripted_control_flow: Option<ControlFlow>,
+    /// Constants in the traced graph, from the user's code, that the scripted graph lacks.
+    #[serde(default)]
+    pub traced_only_constants: Vec<GraphConstant>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlFlow {
+    #[serde(rename = "if")]
+    pub ifs: u32,
+    #[serde(rename = "loop")]
+    pub loops: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphConstant {
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub value: String,
+    /// `file:line` in the user's code.
+    #[serde(default)]
+    pub r#where: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Tracing again on another input: did the recorded graph change?
+#[derive(Debug, Clone, Deserialize)]
+pub struct Retrace {
+    pub traced: bool,
+    #[serde(default)]
+    pub same_ops: bool,
+    #[serde(default)]
+    pub ops_before: usize,
+    #[serde(default)]
+    pub ops_after: usize,
+    #[serde(default)]
+    pub first_difference: Option<OpDifference>,
+    #[serde(default)]
+    pub changed_constants: Vec<ChangedConstant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpDifference {
+    pub index: usize,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChangedConstant {
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub before: String,
+    pub after: String,
+    pub r#where: Option<String>,
+}
+
+/// One run on the probe device: an output description or an error.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProbeRun {
+    pub ok: bool,
+    pub output: Option<WireValue>,
+    pub error: Option<ErrorBody>,
 }
 
 /// Eager on one sample.
@@ -332,19 +406,68 @@ impl Worker {
         self.call("load", body, timeout)
     }
 
+    /// Trace and script on `input`; `dims` are the trace-time dim values (for evidence).
+    #[allow(clippy::too_many_arguments)]
     pub fn export(
         &mut self,
         case: &str,
         input: &Path,
         names: &[String],
         variants: &[&str],
+        dims: &std::collections::BTreeMap<String, i64>,
         out_dir: &Path,
         timeout: Duration,
     ) -> Result<ExportReply, WorkerError> {
         let body = json!({
             "case": case, "input": input, "names": names, "variants": variants, "out_dir": out_dir,
+            "dims": dims,
         });
         self.call("export", body, timeout)
+    }
+
+    /// Trace a fresh copy again on `input` and compare with the trace-time graph.
+    pub fn retrace(
+        &mut self,
+        case: &str,
+        input: &Path,
+        names: &[String],
+        timeout: Duration,
+    ) -> Result<Retrace, WorkerError> {
+        self.call(
+            "retrace",
+            json!({ "case": case, "input": input, "names": names }),
+            timeout,
+        )
+    }
+
+    /// Run eager, and each `(variant, artifact)` given, with the input moved to `device`.
+    pub fn device_probe(
+        &mut self,
+        case: &str,
+        input: &Path,
+        names: &[String],
+        device: &str,
+        artifacts: &[(String, PathBuf)],
+        timeout: Duration,
+    ) -> Result<std::collections::BTreeMap<String, ProbeRun>, WorkerError> {
+        let artifacts: serde_json::Map<String, Json> = artifacts
+            .iter()
+            .map(|(v, p)| (v.clone(), json!(p)))
+            .collect();
+        let body = json!({
+            "case": case, "input": input, "names": names, "device": device, "artifacts": artifacts,
+        });
+        let mut reply: serde_json::Map<String, Json> = self.call("device_probe", body, timeout)?;
+        reply.remove("id");
+        reply.remove("ok");
+        reply
+            .into_iter()
+            .map(|(k, v)| {
+                serde_json::from_value(v)
+                    .map(|r| (k, r))
+                    .map_err(|e| WorkerError::Protocol(format!("bad device_probe reply: {e}")))
+            })
+            .collect()
     }
 
     /// Run eager on each `(sample id, input file)`; outputs are saved under `out_dir`.

@@ -1,0 +1,697 @@
+//! Diagnosis: which pitfall broke a variant, with evidence and a fix hint.
+//!
+//! Dynamic evidence decides; static evidence explains. The decision reads which sample groups
+//! diverged: the trace input itself (a variant bug or nondeterminism, never specialization),
+//! trace shapes with new values (control flow or value specialization, told apart by tracing
+//! again on the failing input: a different op sequence means another path was recorded, the
+//! same ops with other constants mean a frozen value), new shapes (shape specialization), other
+//! dtypes on the trace input's values (dtype specialization) and a second device (device
+//! specialization, only where eager itself runs there). Tracer warnings at the user's lines and
+//! constants that only the traced graph holds are attached to the findings they explain; they
+//! never decide, since real models warn while tracing and are still correct.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::Variant;
+use crate::compare::MismatchKind;
+use crate::pitfall::Pitfall;
+use crate::plan::Group;
+use crate::worker::{ErrorBody, Retrace, StaticEvidence, TraceWarning};
+
+/// How one sample went for one variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleFailure {
+    Mismatch(MismatchKind),
+    Raised,
+}
+
+/// What the device probe saw for one variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceCheck {
+    /// `cuda:0` or `meta`.
+    pub device: String,
+    /// Eager ran there; the variant failed or disagreed on device, shape or dtype.
+    pub flagged: bool,
+    pub detail: String,
+}
+
+/// Everything observed about one variant, for the diagnosis.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    pub variant: Variant,
+    pub export_error: Option<&'a ErrorBody>,
+    /// One entry per sample run, in plan order.
+    pub samples: Vec<(Group, Option<SampleFailure>)>,
+    pub warnings: &'a [TraceWarning],
+    pub evidence: &'a StaticEvidence,
+    /// Set when eager gave two different outputs for one input.
+    pub nondeterministic: Option<String>,
+    pub device: Option<&'a DeviceCheck>,
+    /// Tracing again on the first failing trace-shape sample (traced only).
+    pub retrace_values: Option<(&'a str, &'a Retrace)>,
+    /// Tracing again on the first failing new-shape sample (traced only).
+    pub retrace_shapes: Option<(&'a str, &'a Retrace)>,
+}
+
+/// One pitfall found in one variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub pitfall: Pitfall,
+    pub summary: String,
+    pub evidence: Vec<String>,
+    /// `file:line` in the user's code, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    pub hint: String,
+}
+
+impl Finding {
+    fn new(pitfall: Pitfall, summary: String) -> Finding {
+        Finding {
+            pitfall,
+            summary,
+            evidence: Vec::new(),
+            location: None,
+            hint: pitfall.hint().into(),
+        }
+    }
+}
+
+/// Per group: samples run and samples that diverged.
+pub fn group_stats(samples: &[(Group, Option<SampleFailure>)]) -> BTreeMap<String, (usize, usize)> {
+    let mut stats: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (g, f) in samples {
+        let e = stats.entry(String::from(g.clone())).or_default();
+        e.0 += 1;
+        e.1 += usize::from(f.is_some());
+    }
+    stats
+}
+
+fn stats_line(samples: &[(Group, Option<SampleFailure>)]) -> String {
+    let stats = group_stats(samples);
+    let fails: Vec<String> = stats
+        .iter()
+        .filter(|(_, (_, f))| *f > 0)
+        .map(|(g, (n, f))| format!("{g} {f}/{n}"))
+        .collect();
+    let passes: Vec<&str> = stats
+        .iter()
+        .filter(|(_, (_, f))| *f == 0)
+        .map(|(g, _)| g.as_str())
+        .collect();
+    let mut line = format!("diverges on {}", fails.join(", "));
+    if !passes.is_empty() {
+        line.push_str(&format!("; matches on {}", passes.join(", ")));
+    }
+    line
+}
+
+pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if let Some(err) = obs.export_error {
+        let pitfall = match obs.variant {
+            Variant::Traced => Pitfall::TraceError,
+            Variant::Scripted => Pitfall::ScriptCompileError,
+        };
+        let what = match obs.variant {
+            Variant::Traced => "torch.jit.trace failed (or its result could not be saved)",
+            Variant::Scripted => "torch.jit.script failed (or its result could not be saved)",
+        };
+        let mut f = Finding::new(pitfall, format!("{what}: {}", first_line(&err.message)));
+        if let (Some(file), Some(line)) = (&err.file, err.line) {
+            f.location = Some(format!("{}:{line}", short_path(file)));
+            if let Some(src) = err.source_line.as_deref().filter(|s| !s.is_empty()) {
+                f.evidence
+                    .push(format!("at {}:{line}: `{src}`", short_path(file)));
+            }
+        }
+        f.evidence
+            .extend(err.message.lines().skip(1).take(8).map(str::to_string));
+        findings.push(f);
+        return findings;
+    }
+    if let Some(detail) = &obs.nondeterministic {
+        let mut f = Finding::new(
+            Pitfall::NondeterministicEager,
+            "eager gives different outputs for the same input, so no variant can be judged".into(),
+        );
+        f.evidence.push(detail.clone());
+        findings.push(f);
+        return findings;
+    }
+
+    let failed = |pred: &dyn Fn(&Group) -> bool| {
+        obs.samples
+            .iter()
+            .filter(|(g, f)| pred(g) && f.is_some())
+            .count()
+    };
+    let shape_mismatch_on_new_shapes = obs.samples.iter().any(|(g, f)| {
+        matches!(g, Group::Dim(_) | Group::Joint)
+            && matches!(
+                f,
+                Some(SampleFailure::Mismatch(
+                    MismatchKind::Shape | MismatchKind::Structure
+                ))
+            )
+    });
+    let on_trace = failed(&|g| *g == Group::Trace);
+    let on_values = failed(&|g| *g == Group::Values);
+    let on_shapes = failed(&|g| matches!(g, Group::Dim(_) | Group::Joint));
+    let on_dtypes = failed(&|g| matches!(g, Group::Dtype { .. }));
+    let raised = obs
+        .samples
+        .iter()
+        .filter(|(_, f)| *f == Some(SampleFailure::Raised))
+        .count();
+    let any_failed = obs.samples.iter().any(|(_, f)| f.is_some());
+    let stats = stats_line(&obs.samples);
+
+    if obs.variant == Variant::Traced && on_trace == 0 {
+        if on_values > 0 {
+            let retrace = obs.retrace_values.filter(|(_, r)| r.traced);
+            let control_flow = match retrace {
+                Some((_, r)) => !r.same_ops,
+                // No retrace: fall back on what the warnings and graphs say.
+                None => {
+                    warned(obs.warnings, Pitfall::ControlFlowErasure)
+                        || scripted_has_more_control_flow(obs.evidence)
+                        || !warned(obs.warnings, Pitfall::ValueSpecialization)
+                }
+            };
+            let mut f = if control_flow {
+                Finding::new(
+                    Pitfall::ControlFlowErasure,
+                    format!(
+                        "tracing recorded one path of a data-dependent branch: with the trace \
+                         shapes and new values the traced artifact {stats}"
+                    ),
+                )
+            } else {
+                Finding::new(
+                    Pitfall::ValueSpecialization,
+                    format!(
+                        "a tensor value was frozen into the trace as a constant: with the trace \
+                         shapes and new values the traced artifact {stats}"
+                    ),
+                )
+            };
+            if let Some((sample, r)) = retrace {
+                f.evidence.push(retrace_evidence(sample, r));
+            }
+            findings.push(f);
+        }
+        if on_shapes > 0 && (on_values == 0 || shape_mismatch_on_new_shapes) {
+            let mut f = Finding::new(
+                Pitfall::ShapeSpecialization,
+                format!(
+                    "a shape was frozen into the trace: the traced artifact {stats}{}",
+                    if on_values == 0 {
+                        " (new values at the trace shapes match)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            if let Some((sample, r)) = obs.retrace_shapes.filter(|(_, r)| r.traced) {
+                f.evidence.push(retrace_evidence(sample, r));
+            }
+            findings.push(f);
+        }
+        if on_dtypes > 0 {
+            findings.push(Finding::new(
+                Pitfall::DtypeSpecialization,
+                format!(
+                    "a dtype was baked into the trace: on the trace input's values in another \
+                     dtype the traced artifact {stats}"
+                ),
+            ));
+        }
+    }
+    if raised > 0 {
+        findings.push(Finding::new(
+            Pitfall::RuntimeError,
+            format!(
+                "raises on {raised} of {} samples where eager does not",
+                obs.samples.len()
+            ),
+        ));
+    }
+    if let Some(d) = obs.device.filter(|d| d.flagged) {
+        let mut f = Finding::new(
+            Pitfall::DeviceSpecialization,
+            format!(
+                "eager follows its input to {}, the variant does not",
+                d.device
+            ),
+        );
+        f.evidence.push(d.detail.clone());
+        findings.push(f);
+    }
+    let explained = findings.iter().any(|f| {
+        !matches!(
+            f.pitfall,
+            Pitfall::RuntimeError | Pitfall::DeviceSpecialization
+        )
+    });
+    let only_raised =
+        raised > 0 && raised == obs.samples.iter().filter(|(_, f)| f.is_some()).count();
+    if any_failed && !explained && !only_raised {
+        let why = if on_trace > 0 {
+            " (including the trace input itself, so this is no specialization)"
+        } else {
+            ""
+        };
+        findings.push(Finding::new(
+            Pitfall::OutputMismatch,
+            format!("the variant {stats}{why}"),
+        ));
+    }
+    attach_static_evidence(&mut findings, obs);
+    findings
+}
+
+/// Which pitfalls a tracer warning can explain.
+fn warning_explains(message: &str) -> &'static [Pitfall] {
+    use Pitfall::*;
+    let m = message.to_lowercase();
+    if m.contains("python boolean") {
+        &[ControlFlowErasure]
+    } else if m.contains("len to get tensor shape")
+        || m.contains("iterating over a tensor")
+        || m.contains("registered as constants")
+    {
+        &[ShapeSpecialization]
+    } else if m.contains("python integer")
+        || m.contains("python index")
+        || m.contains("python number")
+        || m.contains("python float")
+    {
+        &[ValueSpecialization, ShapeSpecialization]
+    } else if m.contains("python list") || m.contains("numpy") {
+        &[ValueSpecialization]
+    } else if m.contains("dtype") {
+        &[DtypeSpecialization]
+    } else {
+        &[
+            ControlFlowErasure,
+            ValueSpecialization,
+            ShapeSpecialization,
+            OutputMismatch,
+        ]
+    }
+}
+
+fn warned(warnings: &[TraceWarning], p: Pitfall) -> bool {
+    warnings
+        .iter()
+        .any(|w| warning_explains(&w.message).first() == Some(&p))
+}
+
+fn scripted_has_more_control_flow(e: &StaticEvidence) -> bool {
+    match (e.traced_control_flow, e.scripted_control_flow) {
+        (Some(t), Some(s)) => s.ifs > t.ifs || s.loops > t.loops,
+        _ => false,
+    }
+}
+
+fn retrace_evidence(sample: &str, r: &Retrace) -> String {
+    if !r.same_ops {
+        let diff = r
+            .first_difference
+            .as_ref()
+            .map(|d| {
+                format!(
+                    ", first at op {}: {} then, {} now",
+                    d.index,
+                    d.before.as_deref().unwrap_or("nothing"),
+                    d.after.as_deref().unwrap_or("nothing")
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "tracing again on {sample} records a different graph ({} ops at trace time, {} \
+             now{diff}): the trace took another path",
+            r.ops_before, r.ops_after
+        )
+    } else if r.changed_constants.is_empty() {
+        format!("tracing again on {sample} records the same graph")
+    } else {
+        let changes: Vec<String> = r
+            .changed_constants
+            .iter()
+            .take(3)
+            .map(|c| {
+                let at = c
+                    .r#where
+                    .as_deref()
+                    .map(|w| format!(" at {}", short_path(w)))
+                    .unwrap_or_default();
+                format!("{} {} became {}{at}", c.ty, c.before, c.after)
+            })
+            .collect();
+        format!(
+            "tracing again on {sample} records the same ops with other constants: {}",
+            changes.join("; ")
+        )
+    }
+}
+
+/// Attach tracer warnings and graph constants to the findings they explain.
+fn attach_static_evidence(findings: &mut [Finding], obs: &Observation<'_>) {
+    for f in findings.iter_mut() {
+        if obs.variant == Variant::Traced {
+            for w in obs.warnings {
+                if warning_explains(&w.message).contains(&f.pitfall) {
+                    let at = format!("{}:{}", short_path(&w.file), w.line);
+                    f.location.get_or_insert_with(|| at.clone());
+                    let times = if w.count > 1 {
+                        format!(" ({}x)", w.count)
+                    } else {
+                        String::new()
+                    };
+                    f.evidence.push(format!(
+                        "{} at {at}{times}: `{}`: {}",
+                        w.category,
+                        w.source_line,
+                        first_line(&w.message)
+                    ));
+                }
+            }
+            for c in &obs.evidence.traced_only_constants {
+                let explains = match (c.ty.as_str(), f.pitfall) {
+                    ("Device", Pitfall::DeviceSpecialization) => true,
+                    ("int", Pitfall::ShapeSpecialization) => c.note.is_some(),
+                    ("float" | "Tensor", Pitfall::ValueSpecialization) => true,
+                    _ => false,
+                };
+                if explains {
+                    let at = c.r#where.as_deref().map(short_path).unwrap_or_default();
+                    f.location.get_or_insert_with(|| at.clone());
+                    let note = c
+                        .note
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default();
+                    f.evidence.push(format!(
+                        "the traced graph holds the constant {} {} from {at}{note}; the scripted \
+                         graph does not",
+                        c.ty, c.value
+                    ));
+                }
+            }
+            if f.pitfall == Pitfall::ControlFlowErasure
+                && scripted_has_more_control_flow(obs.evidence)
+            {
+                let (t, s) = (
+                    obs.evidence.traced_control_flow.unwrap_or_default(),
+                    obs.evidence.scripted_control_flow.unwrap_or_default(),
+                );
+                f.evidence.push(format!(
+                    "the scripted graph has {} prim::If and {} prim::Loop, the traced graph {} \
+                     and {}",
+                    s.ifs, s.loops, t.ifs, t.loops
+                ));
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A path relative to the current folder when it is inside it.
+pub fn short_path(p: &str) -> String {
+    let cwd = std::env::current_dir().ok();
+    let path = std::path::Path::new(p);
+    cwd.and_then(|c| path.strip_prefix(c).ok().map(|r| r.display().to_string()))
+        .unwrap_or_else(|| p.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{ChangedConstant, ControlFlow, GraphConstant, OpDifference};
+    use MismatchKind::*;
+    use SampleFailure::*;
+
+    fn retrace(same_ops: bool, constants: bool) -> Retrace {
+        Retrace {
+            traced: true,
+            same_ops,
+            ops_before: 1,
+            ops_after: if same_ops { 1 } else { 2 },
+            first_difference: (!same_ops).then(|| OpDifference {
+                index: 1,
+                before: None,
+                after: Some("aten::neg".into()),
+            }),
+            changed_constants: if constants {
+                vec![ChangedConstant {
+                    ty: "int".into(),
+                    before: "4".into(),
+                    after: "1".into(),
+                    r#where: Some("m.py:3".into()),
+                }]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    /// Diagnose samples described as `group=failure` words and compare the pitfall ids.
+    #[track_caller]
+    fn check(
+        variant: Variant,
+        samples: &str,
+        retrace_v: Option<Retrace>,
+        retrace_s: Option<Retrace>,
+        expect: &[Pitfall],
+    ) {
+        let samples: Vec<(Group, Option<SampleFailure>)> = samples
+            .split_whitespace()
+            .map(|w| {
+                let (g, f) = w.rsplit_once('=').unwrap_or((w, "ok"));
+                let group = Group::try_from(g.to_string()).unwrap();
+                let f = match f {
+                    "ok" => None,
+                    "values" => Some(Mismatch(Values)),
+                    "shape" => Some(Mismatch(Shape)),
+                    "dtype" => Some(Mismatch(Dtype)),
+                    "raised" => Some(Raised),
+                    other => panic!("{other}"),
+                };
+                (group, f)
+            })
+            .collect();
+        let evidence = StaticEvidence {
+            traced_control_flow: Some(ControlFlow { ifs: 0, loops: 0 }),
+            scripted_control_flow: Some(ControlFlow { ifs: 1, loops: 0 }),
+            traced_only_constants: vec![GraphConstant {
+                ty: "int".into(),
+                value: "4".into(),
+                r#where: Some("m.py:3".into()),
+                note: Some("equals the trace-time value of dim B".into()),
+            }],
+        };
+        let obs = Observation {
+            variant,
+            export_error: None,
+            samples,
+            warnings: &[],
+            evidence: &evidence,
+            nondeterministic: None,
+            device: None,
+            retrace_values: retrace_v.as_ref().map(|r| ("s1", r)),
+            retrace_shapes: retrace_s.as_ref().map(|r| ("s2", r)),
+        };
+        let got: Vec<Pitfall> = diagnose(&obs).iter().map(|f| f.pitfall).collect();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn groups_decide_the_pitfall() {
+        use Pitfall::*;
+        use Variant::*;
+        check(Traced, "trace values dim:B joint", None, None, &[]);
+        // A different graph on new values: another branch was recorded.
+        check(
+            Traced,
+            "trace values=values dim:B=values",
+            Some(retrace(false, false)),
+            None,
+            &[ControlFlowErasure],
+        );
+        // Same ops, other constants: a frozen value.
+        check(
+            Traced,
+            "trace values=values joint=values",
+            Some(retrace(true, true)),
+            None,
+            &[ValueSpecialization],
+        );
+        // Values pass, shapes fail: shape specialization, with or without a raise.
+        check(
+            Traced,
+            "trace values dim:B=shape joint=shape",
+            None,
+            Some(retrace(true, true)),
+            &[ShapeSpecialization],
+        );
+        check(
+            Traced,
+            "trace values dim:B=raised",
+            None,
+            None,
+            &[ShapeSpecialization, RuntimeError],
+        );
+        // Both: the shape mismatch on new shapes is more than the value dependence explains.
+        check(
+            Traced,
+            "trace values=values dim:B=shape",
+            Some(retrace(true, true)),
+            None,
+            &[ValueSpecialization, ShapeSpecialization],
+        );
+        check(
+            Traced,
+            "trace dtype:x=float64=dtype",
+            None,
+            None,
+            &[DtypeSpecialization],
+        );
+        // The trace input itself diverges: no specialization can explain it.
+        check(
+            Traced,
+            "trace=values values=values",
+            None,
+            None,
+            &[OutputMismatch],
+        );
+        // Scripting keeps control flow: a divergence is a semantics difference.
+        check(
+            Scripted,
+            "trace values=values dim:B",
+            None,
+            None,
+            &[OutputMismatch],
+        );
+        check(Scripted, "trace values=raised", None, None, &[RuntimeError]);
+    }
+
+    #[test]
+    fn findings_carry_evidence_and_hints() {
+        let evidence = StaticEvidence::default();
+        let warnings = [TraceWarning {
+            category: "TracerWarning".into(),
+            message: "Using len to get tensor shape might cause the trace to be incorrect.".into(),
+            file: "/nowhere/m.py".into(),
+            line: 12,
+            source_line: "return torch.arange(len(x))".into(),
+            count: 2,
+        }];
+        let r = retrace(true, true);
+        let obs = Observation {
+            variant: Variant::Traced,
+            export_error: None,
+            samples: vec![
+                (Group::Trace, None),
+                (Group::Dim("B".into()), Some(Mismatch(Shape))),
+            ],
+            warnings: &warnings,
+            evidence: &evidence,
+            nondeterministic: None,
+            device: None,
+            retrace_values: None,
+            retrace_shapes: Some(("s1", &r)),
+        };
+        let f = diagnose(&obs);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].location.as_deref(), Some("/nowhere/m.py:12"));
+        assert_eq!(f[0].hint, Pitfall::ShapeSpecialization.hint());
+        assert_eq!(
+            f[0].evidence,
+            vec![
+                "tracing again on s1 records the same ops with other constants: int 4 became 1 at m.py:3".to_string(),
+                "TracerWarning at /nowhere/m.py:12 (2x): `return torch.arange(len(x))`: Using len to get tensor shape might cause the trace to be incorrect.".to_string(),
+            ]
+        );
+        assert_eq!(f[0].summary, "a shape was frozen into the trace: the traced artifact diverges on dim:B 1/1; matches on trace (new values at the trace shapes match)");
+    }
+
+    #[test]
+    fn nondeterminism_and_export_errors_stop_the_diagnosis() {
+        let evidence = StaticEvidence::default();
+        let base = Observation {
+            variant: Variant::Traced,
+            export_error: None,
+            samples: vec![(Group::Trace, Some(Mismatch(Values)))],
+            warnings: &[],
+            evidence: &evidence,
+            nondeterministic: Some("two eager runs on s0 differ".into()),
+            device: None,
+            retrace_values: None,
+            retrace_shapes: None,
+        };
+        let f = diagnose(&base);
+        assert_eq!(
+            f.iter().map(|f| f.pitfall).collect::<Vec<_>>(),
+            vec![Pitfall::NondeterministicEager]
+        );
+        let err = ErrorBody {
+            kind: "script_compile_error".into(),
+            message: "Python builtin <built-in function len> is currently not supported\n  File \"m.py\", line 3".into(),
+            traceback: vec![],
+            file: Some("m.py".into()),
+            line: Some(3),
+            source_line: Some("return len(x)".into()),
+        };
+        let f = diagnose(&Observation {
+            variant: Variant::Scripted,
+            export_error: Some(&err),
+            nondeterministic: None,
+            ..base
+        });
+        assert_eq!(f[0].pitfall, Pitfall::ScriptCompileError);
+        assert_eq!(f[0].location.as_deref(), Some("m.py:3"));
+        assert_eq!(f[0].evidence[0], "at m.py:3: `return len(x)`");
+    }
+
+    #[test]
+    fn device_findings_come_from_the_probe() {
+        let evidence = StaticEvidence {
+            traced_only_constants: vec![GraphConstant {
+                ty: "Device".into(),
+                value: "device(\"cpu\")".into(),
+                r#where: Some("m.py:9".into()),
+                note: None,
+            }],
+            ..StaticEvidence::default()
+        };
+        let probe = DeviceCheck { device: "meta".into(), flagged: true, detail: "eager returns a meta tensor; traced raised: Expected all tensors to be on the same device".into() };
+        let obs = Observation {
+            variant: Variant::Traced,
+            export_error: None,
+            samples: vec![(Group::Trace, None)],
+            warnings: &[],
+            evidence: &evidence,
+            nondeterministic: None,
+            device: Some(&probe),
+            retrace_values: None,
+            retrace_shapes: None,
+        };
+        let f = diagnose(&obs);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].pitfall, Pitfall::DeviceSpecialization);
+        assert_eq!(f[0].location.as_deref(), Some("m.py:9"));
+        assert_eq!(f[0].evidence.len(), 2);
+    }
+}
