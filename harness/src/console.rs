@@ -6,6 +6,18 @@ use std::io::{IsTerminal, Write};
 
 use crate::results::{CaseResult, CaseStatus, Outcome, Results};
 
+const INDENT: &str = "         ";
+
+/// At most `n` characters, with an ellipsis when cut.
+fn clip(s: &str, n: usize) -> String {
+    let s = s.replace('\n', " ");
+    if s.chars().count() <= n {
+        s
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
 pub struct Console {
     color: bool,
 }
@@ -55,18 +67,51 @@ impl Console {
             }
             return lines;
         }
-        case.variants
-            .iter()
-            .map(|(variant, v)| {
-                format!(
-                    "{} {}/{variant}: {}  ({:.0} ms)",
-                    self.paint(v.outcome.label(), Some(v.outcome)),
-                    case.name,
-                    v.message,
-                    v.export.seconds * 1e3 + v.run_ms
-                )
-            })
-            .collect()
+        let mut lines = Vec::new();
+        for (variant, v) in &case.variants {
+            lines.push(format!(
+                "{} {}/{variant}: {}  ({:.0} ms)",
+                self.paint(v.outcome.label(), Some(v.outcome)),
+                case.name,
+                clip(&v.message, 400),
+                v.export.seconds * 1e3 + v.run_ms
+            ));
+            if v.outcome == Outcome::Pass {
+                continue;
+            }
+            for f in &v.findings {
+                let at = f
+                    .location
+                    .as_deref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "{INDENT}{}{at}: {}",
+                    f.pitfall,
+                    clip(&f.summary, 300)
+                ));
+                for e in f.evidence.iter().take(3) {
+                    lines.push(format!("{INDENT}  - {}", clip(e, 300)));
+                }
+                lines.push(format!("{INDENT}  fix: {}", f.hint));
+            }
+            if let Some(cx) = &v.counterexample {
+                lines.push(format!(
+                    "{INDENT}minimal input: {} (shrunk from {} in {} tries): {}",
+                    cx.inputs,
+                    cx.from_sample,
+                    cx.round_trips,
+                    clip(&cx.detail, 200)
+                ));
+                lines.push(format!("{INDENT}replay: {}", cx.replay));
+            }
+        }
+        if !case.variants.values().all(|v| v.outcome == Outcome::Pass) {
+            for n in &case.notes {
+                lines.push(format!("{INDENT}note: {}", clip(n, 300)));
+            }
+        }
+        lines
     }
 
     pub fn print_case(&self, case: &CaseResult) {

@@ -45,9 +45,10 @@ struct VerifyArgs {
     /// Where to write results.json (default: OUT/results.json).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Output folder for results and artifacts.
-    #[arg(long, default_value = "reports/latest")]
-    out: PathBuf,
+    /// Output folder for results and artifacts (default: reports/latest, or reports/replay
+    /// with --replay, so a replay never overwrites the last full run).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Python interpreter with torch 2.13.0 (default: $HARNESS_PYTHON, then .venv/bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
@@ -90,12 +91,19 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
                 PathBuf::from("python3")
             }
         });
+    let out = args.out.unwrap_or_else(|| {
+        PathBuf::from(if args.replay.is_some() {
+            "reports/replay"
+        } else {
+            "reports/latest"
+        })
+    });
     let req = Request {
         paths: args.paths,
         filter,
         options: Options {
             python,
-            out_dir: args.out.clone(),
+            out_dir: out.clone(),
             seed: args.seed,
             timeout: Duration::from_secs(args.timeout),
             replay: args.replay,
@@ -103,7 +111,7 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
     };
     let console = Console::default();
     let results = verify(&req, |case| console.print_case(case))?;
-    let json = args.json.unwrap_or_else(|| args.out.join("results.json"));
+    let json = args.json.unwrap_or_else(|| out.join("results.json"));
     results.write(&json)?;
     println!("{}", Console::summary(&results));
     println!("results: {}", json.display());

@@ -306,7 +306,7 @@ impl Runner {
             let export_error = load_errors
                 .get(&variant)
                 .or(export.error.as_ref())
-                .filter(|_| runs.get(&variant).is_none());
+                .filter(|_| !runs.contains_key(&variant));
             let sample_failures: Vec<(Group, Option<SampleFailure>)> = match runs.get(&variant) {
                 Some(r) => samples
                     .specs
@@ -818,10 +818,15 @@ pub fn error_summary(message: &str) -> String {
         l.split_once(": ")
             .is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
     });
-    error_line
+    let line = error_line
         .or(lines.first())
         .map(|l| l.to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    // The worker prefixes the exception type, which TorchScript's message often repeats.
+    match line.split_once(": ") {
+        Some((head, rest)) if rest.starts_with(&format!("{head}: ")) => rest.to_string(),
+        _ => line,
+    }
 }
 
 /// Errors that come from the meta device's limits (no data, missing kernels), not from the
@@ -1050,6 +1055,10 @@ mod tests {
         assert_eq!(
             error_summary("shape mismatch\nException raised from x\nframe #0: y"),
             "shape mismatch"
+        );
+        assert_eq!(
+            error_summary("RuntimeError: RuntimeError: boom"),
+            "RuntimeError: boom"
         );
         assert!(meta_cannot_run(
             "RuntimeError: Tensor.item() cannot be called on meta tensors"

@@ -67,7 +67,7 @@ impl ValueTree for SampleTree {
         }
         if self.parts.len() > self.names.len() {
             let p = self.parts[self.names.len()].current();
-            s.precision = (p < FULL_PRECISION).then(|| p as u8);
+            s.precision = (p < FULL_PRECISION).then_some(p as u8);
         }
         s
     }

@@ -59,8 +59,15 @@ fn verify(args: &[String]) -> Result<u8, String> {
         cmd.arg(relative(&cwd, env.root.join("cases")));
     }
     if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
-        cmd.arg("--out")
-            .arg(relative(&cwd, env.root.join("reports/latest")));
+        let folder = if args
+            .iter()
+            .any(|a| a == "--replay" || a.starts_with("--replay="))
+        {
+            "reports/replay"
+        } else {
+            "reports/latest"
+        };
+        cmd.arg("--out").arg(relative(&cwd, env.root.join(folder)));
     }
     let status = cmd
         .status()
@@ -84,13 +91,14 @@ fn test(args: &[String]) -> Result<u8, String> {
 
 /// Does the argument list name case files or folders (not only flags and their values)?
 fn positional(args: &[String]) -> bool {
-    const WITH_VALUE: [&str; 6] = [
+    const WITH_VALUE: [&str; 7] = [
         "--filter",
         "--seed",
         "--json",
         "--out",
         "--python",
         "--timeout",
+        "--replay",
     ];
     let mut skip = false;
     for a in args {

@@ -413,7 +413,7 @@ fn worker_crash_and_model_prints_are_contained() {
 fn same_seed_same_samples() {
     let case = repo().join("cases/my_cell.yaml");
     let samples = |seed| {
-        let (r, _out) = run(&[case.clone()], None, Some(seed));
+        let (r, _out) = run(std::slice::from_ref(&case), None, Some(seed));
         assert_eq!(r.seed, Some(seed));
         r.cases[0]
             .samples
