@@ -255,6 +255,12 @@ pub struct CheckSpec {
     pub rtol: f64,
     #[serde(default = "default_atol")]
     pub atol: f64,
+    /// Seconds the whole case may take before its worker is killed (`--timeout` overrides).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// Most elements one sample may hold, over all its inputs (`--max-elements` overrides).
+    #[serde(default)]
+    pub max_elements: Option<u64>,
 }
 
 impl Default for CheckSpec {
@@ -264,6 +270,8 @@ impl Default for CheckSpec {
             seed: 0,
             rtol: default_rtol(),
             atol: default_atol(),
+            timeout_s: None,
+            max_elements: None,
         }
     }
 }
@@ -408,6 +416,7 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> CaseError {
             // up front.
             let re = regex::Regex::new(r" at line \d+ column \d+").expect("valid regex");
             message = re.replacen(&message, 1, "").into_owned();
+            message.push_str(&suggestion(&message));
             format!(":{}:{}", loc.line(), loc.column())
         }
         None => String::new(),
@@ -417,6 +426,43 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> CaseError {
         place,
         message,
     }
+}
+
+/// For "unknown field `evals`, expected one of `a`, `b`": "; did you mean `eval`?" when one
+/// expected name is close (also for unknown dtypes and other variants).
+fn suggestion(message: &str) -> String {
+    let re = regex::Regex::new(r"unknown (?:field|variant) `([^`]*)`, expected (?:one of )?(.*)")
+        .expect("valid regex");
+    let Some(c) = re.captures(message) else {
+        return String::new();
+    };
+    let given = &c[1];
+    let best = regex::Regex::new(r"`([^`]*)`")
+        .expect("valid regex")
+        .captures_iter(&c[2])
+        .map(|m| m[1].to_string())
+        .map(|name| (strsim::damerau_levenshtein(given, &name), name))
+        .min();
+    match best {
+        Some((d, name)) if d > 0 && d <= (given.len() / 3).max(2) => {
+            format!("; did you mean `{name}`?")
+        }
+        _ => String::new(),
+    }
+}
+
+/// The folder a case's model files must stay in: the enclosing git repository, else the case
+/// file's own folder.
+fn containment_root(file: &Path) -> PathBuf {
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    dir.ancestors()
+        .find(|a| a.join(".git").exists())
+        .map(Path::to_path_buf)
+        .unwrap_or(dir)
 }
 
 fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
@@ -445,6 +491,18 @@ fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
                 );
             }
             let path = path.canonicalize().unwrap_or(path);
+            let root = containment_root(file);
+            if !path.starts_with(&root) {
+                return err(
+                    "model.source",
+                    format!(
+                        "{src} resolves to {}, outside {} (model files must stay inside the \
+                         repository)",
+                        path.display(),
+                        root.display()
+                    ),
+                );
+            }
             ModelOrigin::Source(path)
         }
         (None, Some(module)) => {
@@ -572,6 +630,20 @@ fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
     if spec.check.samples > 10_000 {
         return err("check.samples", "expected at most 10000 samples".into());
     }
+    if let Some(t) = spec.check.timeout_s {
+        if !(t > 0.0 && t.is_finite()) {
+            return err(
+                "check.timeout_s",
+                format!("expected a number of seconds > 0, got {t}"),
+            );
+        }
+    }
+    if spec.check.max_elements == Some(0) {
+        return err(
+            "check.max_elements",
+            "expected a budget of at least 1 element".into(),
+        );
+    }
     for (field, v) in [
         ("check.rtol", spec.check.rtol),
         ("check.atol", spec.check.atol),
@@ -687,7 +759,7 @@ expect:
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\nvariant: [traced]\n",
             "case.yaml:3:1: unknown field `variant`, expected one of `description`, `model`, \
-             `inputs`, `dims`, `variants`, `check`, `expect`",
+             `inputs`, `dims`, `variants`, `check`, `expect`; did you mean `variants`?",
         );
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}\n",
@@ -697,7 +769,7 @@ expect:
             "model: {source: MODEL, entry: E}\ninputs:\n  - {name: x, shape: [2], dtype: float33}\n",
             "case.yaml:3:34: inputs[0].dtype: unknown variant `float33`, expected one of \
              `float32`, `float64`, `float16`, `bfloat16`, `uint8`, `int8`, `int16`, `int32`, \
-             `int64`, `bool`",
+             `int64`, `bool`; did you mean `float32`?",
         );
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [C]}]\n",
@@ -731,13 +803,80 @@ expect:
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2], values: {unifrm: [0, 1]}}]\n",
             "case.yaml:2:41: inputs[0].values: unknown field `unifrm`, expected one of `uniform`, \
-             `normal`, `int`, `bool`",
+             `normal`, `int`, `bool`; did you mean `uniform`?",
         );
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2], values: {}}]\n",
             "case.yaml:2:10: inputs[0]: `values` expects exactly one of `uniform: [lo, hi]`, \
              `normal: [mean, std]`, `int: [lo, hi]`, `bool: p`",
         );
+    }
+
+    #[test]
+    fn model_paths_stay_inside_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        for d in ["repo/.git", "repo/cases", "repo/models"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("outside.py"), "").unwrap();
+        std::fs::write(repo.join("models/m.py"), "").unwrap();
+        let file = repo.join("cases/c.yaml");
+        let case = |src: &str| {
+            let text =
+                format!("model: {{source: {src}, entry: M}}\ninputs: [{{name: x, shape: [2]}}]\n");
+            Case::parse(&file, &text)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(case("../models/m.py"), Ok(()));
+        let e = case("../../outside.py").unwrap_err();
+        assert!(
+            e.contains(": model.source: ../../outside.py resolves to "),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(model files must stay inside the repository)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn misspellings_get_a_suggestion() {
+        assert_eq!(
+            suggestion("unknown field `evals`, expected one of `source`, `import`, `entry`, `kwargs`, `eval`"),
+            "; did you mean `eval`?"
+        );
+        assert_eq!(suggestion("unknown field `zzz`, expected `a` or `b`"), "");
+        assert_eq!(suggestion("invalid type: map"), "");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 300, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever the text, parsing returns a case or an error, never a panic.
+        #[test]
+        fn parser_never_panics_on_any_text(text in "\\PC{0,300}") {
+            let _ = Case::parse(Path::new("fuzz.yaml"), &text);
+        }
+
+        /// Small edits of a valid case (bytes replaced, removed or inserted) never panic either.
+        #[test]
+        fn parser_never_panics_on_edited_cases(
+            edits in proptest::collection::vec((0usize..400, 0u8..128, 0u8..3), 1..10)
+        ) {
+            let mut bytes = GOOD.replace("MODEL", "m.py").into_bytes();
+            for (at, byte, op) in edits {
+                let at = at % (bytes.len() + 1);
+                match op {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 if at < bytes.len() => { bytes.remove(at); }
+                    _ => bytes.insert(at, byte),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = Case::parse(Path::new("fuzz.yaml"), &text);
+        }
     }
 
     #[test]

@@ -47,13 +47,21 @@ impl Console {
 
     /// The lines for one finished case.
     pub fn case_lines(&self, case: &CaseResult) -> Vec<String> {
-        if case.status == CaseStatus::Error {
+        if case.status != CaseStatus::Ran {
             let err = case.error.as_ref();
             let message = err.map(|e| e.message.as_str()).unwrap_or("unknown error");
             let kind = err.map(|e| e.kind.as_str()).unwrap_or("error");
             let mut lines = vec![format!(
                 "{} {}: [{kind}] {message}",
-                self.paint("ERROR", None),
+                self.paint(
+                    match case.status {
+                        CaseStatus::Crashed => "CRASH",
+                        CaseStatus::Timeout => "TIMEOUT",
+                        CaseStatus::Interrupted => "STOP",
+                        _ => "ERROR",
+                    },
+                    None
+                ),
                 case.name
             )];
             if let Some(tb) = err.map(|e| &e.traceback).filter(|t| !t.is_empty()) {
@@ -123,10 +131,20 @@ impl Console {
 
     pub fn summary(results: &Results) -> String {
         let counts = results.counts();
-        let parts: Vec<String> = ["PASS", "XFAIL", "FAIL", "XPASS", "ERROR", "case error"]
-            .iter()
-            .filter_map(|k| counts.get(k).map(|n| format!("{n} {}", k.to_lowercase())))
-            .collect();
+        let parts: Vec<String> = [
+            "PASS",
+            "XFAIL",
+            "FAIL",
+            "XPASS",
+            "ERROR",
+            "case error",
+            "crashed",
+            "timeout",
+            "interrupted",
+        ]
+        .iter()
+        .filter_map(|k| counts.get(k).map(|n| format!("{n} {}", k.to_lowercase())))
+        .collect();
         format!(
             "{} cases, {} variants: {} in {:.1} s (torch {}, seed {})",
             results.cases.len(),

@@ -14,6 +14,7 @@ pub mod case;
 pub mod compare;
 pub mod console;
 pub mod diagnose;
+pub mod interrupt;
 pub mod pitfall;
 pub mod plan;
 pub mod results;

@@ -55,9 +55,14 @@ struct VerifyArgs {
     /// Check only the trace input and this saved input (a counterexample file), to replay it.
     #[arg(long)]
     replay: Option<PathBuf>,
-    /// Seconds one worker request (load, export, eager) may take.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    /// Seconds one case may take before its worker is killed (overrides `check.timeout_s`;
+    /// default 300).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Most elements one generated sample may hold (overrides `check.max_elements`; default
+    /// 16777216).
+    #[arg(long)]
+    max_elements: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,12 @@ fn main() -> ExitCode {
 }
 
 fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
+    if let Some(t) = args.timeout.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        anyhow::bail!("--timeout: expected a number of seconds > 0, got {t}");
+    }
+    if args.max_elements == Some(0) {
+        anyhow::bail!("--max-elements: expected at least 1");
+    }
     let filter = args
         .filter
         .as_deref()
@@ -105,10 +116,12 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
             python,
             out_dir: out.clone(),
             seed: args.seed,
-            timeout: Duration::from_secs(args.timeout),
+            timeout: args.timeout.map(Duration::from_secs_f64),
+            max_elements: args.max_elements,
             replay: args.replay,
         },
     };
+    harness::interrupt::install();
     let console = Console::default();
     let results = verify(&req, |case| console.print_case(case))?;
     let json = args.json.unwrap_or_else(|| out.join("results.json"));

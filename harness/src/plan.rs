@@ -236,6 +236,18 @@ pub fn shapes(case: &Case, sample: &SampleSpec) -> Vec<Vec<i64>> {
         .collect()
 }
 
+/// How many elements a sample's inputs hold together (exact, so huge dims cannot overflow).
+pub fn elements(case: &Case, sample: &SampleSpec) -> u128 {
+    shapes(case, sample)
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|d| u128::try_from(*d).unwrap_or(0))
+                .fold(1u128, u128::saturating_mul)
+        })
+        .fold(0u128, u128::saturating_add)
+}
+
 /// Round to `p` decimals (no-op for `None`).
 fn round(v: f64, p: Option<u8>) -> f64 {
     match p {

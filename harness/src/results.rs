@@ -47,8 +47,28 @@ pub struct Results {
 pub enum CaseStatus {
     /// The harness ran the case; the variants hold the verdicts.
     Ran,
-    /// The harness could not run the case (bad file, model import, worker crash, ...).
+    /// The harness could not run the case (bad file, model import or constructor error, eager
+    /// raising, an oversized sample, ...).
     Error,
+    /// The worker process died during the case (segfault, `os._exit`, killed).
+    Crashed,
+    /// The case went past its time limit; the worker was killed.
+    Timeout,
+    /// The run was stopped (Ctrl-C, SIGTERM) during this case.
+    Interrupted,
+}
+
+impl CaseStatus {
+    /// How the console and the summary name a case that did not run to a verdict.
+    pub fn label(self) -> &'static str {
+        match self {
+            CaseStatus::Ran => "ran",
+            CaseStatus::Error => "case error",
+            CaseStatus::Crashed => "crashed",
+            CaseStatus::Timeout => "timeout",
+            CaseStatus::Interrupted => "interrupted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,7 +287,7 @@ mod nonfinite {
 impl Results {
     /// The gate: 2 if any case could not be run, else 1 if any verdict is not as expected.
     pub fn exit_code(&self) -> u8 {
-        if !self.complete || self.cases.iter().any(|c| c.status == CaseStatus::Error) {
+        if !self.complete || self.cases.iter().any(|c| c.status != CaseStatus::Ran) {
             return exit::HARNESS_ERROR;
         }
         let all_ok = self
@@ -286,8 +306,8 @@ impl Results {
     pub fn counts(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();
         for c in &self.cases {
-            if c.status == CaseStatus::Error {
-                *counts.entry("case error").or_default() += 1;
+            if c.status != CaseStatus::Ran {
+                *counts.entry(c.status.label()).or_default() += 1;
             }
             for v in c.variants.values() {
                 *counts.entry(v.outcome.label()).or_default() += 1;

@@ -30,6 +30,12 @@ use crate::worker::{
     ErrorBody, Export, ExportReply, LoadRequest, ProbeRun, Retrace, Worker, WorkerError,
 };
 
+/// How long a case may take when neither the command line nor the case says.
+pub const DEFAULT_CASE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The element budget of one sample when neither the command line nor the case says: 2^24
+/// elements (64 MiB of float32), since every sample of a case is kept in memory.
+pub const DEFAULT_MAX_ELEMENTS: u64 = 1 << 24;
+
 /// Candidates tried when shrinking one variant's counterexample (one worker round trip each).
 pub const MAX_SHRINK_ROUND_TRIPS: usize = 48;
 
@@ -42,8 +48,11 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// Overrides every case's `check.seed`.
     pub seed: Option<u64>,
-    /// How long one worker request may take.
-    pub timeout: Duration,
+    /// How long one case may take (overrides `check.timeout_s`; default [`DEFAULT_CASE_TIMEOUT`]).
+    pub timeout: Option<Duration>,
+    /// Most elements one sample may hold (overrides `check.max_elements`; default
+    /// [`DEFAULT_MAX_ELEMENTS`]).
+    pub max_elements: Option<u64>,
     /// Check only the trace input and this saved input (a counterexample), not the plan.
     pub replay: Option<PathBuf>,
 }
@@ -52,6 +61,8 @@ pub struct Options {
 pub struct Runner {
     opts: Options,
     worker: Option<Worker>,
+    /// When the current case must be done.
+    deadline: Instant,
     work: tempfile::TempDir,
     pub torch: String,
     pub python: String,
@@ -83,6 +94,7 @@ impl Runner {
             torch: worker.hello.torch.clone(),
             python: worker.hello.python.clone(),
             opts,
+            deadline: Instant::now(),
             worker: Some(worker),
             work,
         })
@@ -98,6 +110,14 @@ impl Runner {
     /// Run one case to a result; never panics on what a model does.
     pub fn run_case(&mut self, case: &Case) -> CaseResult {
         let start = Instant::now();
+        let limit = self.opts.timeout.unwrap_or_else(|| {
+            case.spec
+                .check
+                .timeout_s
+                .map(Duration::from_secs_f64)
+                .unwrap_or(DEFAULT_CASE_TIMEOUT)
+        });
+        self.deadline = start + limit;
         let seed = self.opts.seed.unwrap_or(case.spec.check.seed);
         let mut result = CaseResult {
             name: case.name.clone(),
@@ -119,8 +139,26 @@ impl Runner {
             notes: Vec::new(),
             duration_ms: 0,
         };
-        if let Err(error) = self.run_inner(case, seed, &mut result) {
-            result.status = CaseStatus::Error;
+        if let Err(mut error) = self.run_inner(case, seed, &mut result) {
+            result.status = match error.kind.as_str() {
+                "crashed" => CaseStatus::Crashed,
+                "timeout" => CaseStatus::Timeout,
+                "interrupted" => CaseStatus::Interrupted,
+                _ => CaseStatus::Error,
+            };
+            if result.status == CaseStatus::Timeout {
+                error.message = format!(
+                    "the case took longer than its limit of {:.0} s (check.timeout_s or --timeout); \
+                     the worker was killed ({})",
+                    limit.as_secs_f64(),
+                    error.message
+                );
+            }
+            if result.status == CaseStatus::Interrupted {
+                // Nothing from a case cut short may be mistaken for a finished one's output.
+                let _ =
+                    std::fs::remove_dir_all(self.opts.out_dir.join("artifacts").join(&case.name));
+            }
             result.error = Some(error);
             result.variants.clear();
         }
@@ -140,7 +178,6 @@ impl Runner {
         seed: u64,
         result: &mut CaseResult,
     ) -> Result<(), ErrorBody> {
-        let timeout = self.opts.timeout;
         if let Some(w) = &self.worker {
             w.clear_stderr_tail();
         }
@@ -167,7 +204,7 @@ impl Runner {
             eval: case.spec.model.eval,
             seed,
         };
-        let loaded = self.call(|w| w.load(&req, timeout))?;
+        let loaded = self.call(|w, timeout| w.load(&req, timeout))?;
         if let Some(m) = result.model.as_mut() {
             m.class = Some(loaded.class);
         }
@@ -175,6 +212,31 @@ impl Runner {
         // 2. Inputs: the plan (or the trace input and a replayed file), made once, written for
         //    the worker, kept for libtorch.
         let mut specs = plan::plan(case, seed);
+        let budget = self
+            .opts
+            .max_elements
+            .or(case.spec.check.max_elements)
+            .unwrap_or(DEFAULT_MAX_ELEMENTS);
+        for s in &specs {
+            let n = plan::elements(case, s);
+            if n > u128::from(budget) {
+                return Err(harness_error(
+                    "too_large",
+                    format!(
+                        "sample {} ({}; dims {}) would hold {n} elements, above the budget of \
+                         {budget} per sample (raise check.max_elements or --max-elements, or \
+                         lower the dims' max)",
+                        s.id,
+                        String::from(s.group.clone()),
+                        s.dims
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                ));
+            }
+        }
         let mut inputs: Vec<Vec<(String, Tensor)>> = Vec::with_capacity(specs.len());
         if let Some(file) = &self.opts.replay {
             specs.truncate(1);
@@ -195,7 +257,7 @@ impl Runner {
         // 3. Trace and script on the trace input (sample 0).
         let variants: Vec<&str> = case.spec.variants.iter().map(|v| v.as_str()).collect();
         let trace_dims = specs[0].dims.clone();
-        let exported = self.call(|w| {
+        let exported = self.call(|w, timeout| {
             w.export(
                 &case.name,
                 &files[0].1,
@@ -387,8 +449,8 @@ impl Runner {
         dir: &Path,
     ) -> Result<Vec<Value>, ErrorBody> {
         let names = case.input_names();
-        let timeout = self.opts.timeout;
-        let replies = self.call(|w| w.eager(&case.name, requests, &names, dir, timeout))?;
+        let replies =
+            self.call(|w, timeout| w.eager(&case.name, requests, &names, dir, timeout))?;
         let mut values = Vec::with_capacity(replies.len());
         for (i, e) in replies.iter().enumerate() {
             let base = e.id.split('#').next().unwrap_or(&e.id);
@@ -435,7 +497,6 @@ impl Runner {
         notes: &mut Vec<String>,
     ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
         let names = case.input_names();
-        let timeout = self.opts.timeout;
         let cuda = tch::Cuda::is_available();
         let device = if cuda { "cuda" } else { "meta" };
         // On CUDA the variants run here, in libtorch; meta is not exposed by tch, so there the
@@ -449,8 +510,9 @@ impl Runner {
                 .collect()
         };
         let file = samples.files[0].1.clone();
-        let mut probe =
-            self.call(|w| w.device_probe(&case.name, &file, &names, device, &artifacts, timeout))?;
+        let mut probe = self.call(|w, timeout| {
+            w.device_probe(&case.name, &file, &names, device, &artifacts, timeout)
+        })?;
         let eager = probe.remove("eager").unwrap_or(ProbeRun {
             ok: false,
             output: None,
@@ -560,14 +622,13 @@ impl Runner {
             return Ok((None, None)); // diverges on the trace input: no specialization to explain
         }
         let names = case.input_names();
-        let timeout = self.opts.timeout;
         let mut pick =
             |pred: &dyn Fn(&Group) -> bool| -> Result<Option<(String, Retrace)>, ErrorBody> {
                 let Some(i) = failures.iter().position(|(g, f)| pred(g) && f.is_some()) else {
                     return Ok(None);
                 };
                 let (id, file) = samples.files[i].clone();
-                let r = self.call(|w| w.retrace(&case.name, &file, &names, timeout))?;
+                let r = self.call(|w, timeout| w.retrace(&case.name, &file, &names, timeout))?;
                 let label = format!("{id} ({})", plan::describe_tensors(&samples.inputs[i]));
                 Ok(Some((label, r)))
             };
@@ -695,18 +756,20 @@ impl Runner {
     /// A worker call; a dead or hung worker is dropped and the next case gets a fresh one.
     fn call<T>(
         &mut self,
-        f: impl FnOnce(&mut Worker) -> Result<T, WorkerError>,
+        f: impl FnOnce(&mut Worker, Duration) -> Result<T, WorkerError>,
     ) -> Result<T, ErrorBody> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
         let worker = self
             .worker()
             .map_err(|e| harness_error("worker", e.to_string()))?;
-        match f(worker) {
+        match f(worker, left) {
             Ok(v) => Ok(v),
             Err(WorkerError::Reply(body)) => Err(body),
             Err(e) => {
                 let kind = match &e {
                     WorkerError::Died { .. } => "crashed",
                     WorkerError::Timeout { .. } => "timeout",
+                    WorkerError::Interrupted => "interrupted",
                     _ => "worker",
                 };
                 self.worker = None;

@@ -35,7 +35,12 @@ pub fn verify(req: &Request, mut on_case: impl FnMut(&CaseResult)) -> anyhow::Re
         anyhow::anyhow!("{e} (is the virtual environment set up? `cargo xtask verify` makes it)")
     })?;
     let mut cases = Vec::with_capacity(files.len());
+    let mut complete = true;
     for file in &files {
+        if crate::interrupt::requested() {
+            complete = false;
+            break;
+        }
         let result = match Case::load(file) {
             Ok(case) => runner.run_case(&case),
             Err(e) => CaseResult::error(
@@ -52,7 +57,12 @@ pub fn verify(req: &Request, mut on_case: impl FnMut(&CaseResult)) -> anyhow::Re
             ),
         };
         on_case(&result);
+        let stopped = result.status == crate::results::CaseStatus::Interrupted;
         cases.push(result);
+        if stopped {
+            complete = false;
+            break;
+        }
     }
     Ok(Results {
         schema: SCHEMA,
@@ -62,7 +72,7 @@ pub fn verify(req: &Request, mut on_case: impl FnMut(&CaseResult)) -> anyhow::Re
         python: runner.python.clone(),
         seed: req.options.seed,
         duration_ms: start.elapsed().as_millis() as u64,
-        complete: true,
+        complete,
         cases,
     })
 }

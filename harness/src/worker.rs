@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -41,6 +42,8 @@ pub enum WorkerError {
     },
     #[error("the Python worker did not answer `{op}` within {seconds:.0} s")]
     Timeout { op: String, seconds: f64 },
+    #[error("interrupted")]
+    Interrupted,
     #[error("protocol error with the Python worker: {0}")]
     Protocol(String),
     /// The worker answered, with an error of a kind it names (model_import, ...).
@@ -257,6 +260,9 @@ impl Worker {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group: a terminal's Ctrl-C reaches the harness, which ends the
+            // worker itself (see `interrupt`).
+            .process_group(0)
             .spawn()
             .map_err(|source| WorkerError::Spawn {
                 python: python.into(),
@@ -354,16 +360,25 @@ impl Worker {
         }
         let deadline = Instant::now() + timeout;
         loop {
+            if crate::interrupt::requested() {
+                self.kill();
+                return Err(WorkerError::Interrupted);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match self.replies.recv_timeout(left) {
+            if left.is_zero() {
+                self.kill();
+                return Err(WorkerError::Timeout {
+                    op: op.into(),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            // Wake up now and then to notice Ctrl-C.
+            let line = match self
+                .replies
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    return Err(WorkerError::Timeout {
-                        op: op.into(),
-                        seconds: timeout.as_secs_f64(),
-                    });
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return Err(self.died()),
             };
             let Ok(reply) = serde_json::from_str::<Json>(&line) else {
@@ -382,6 +397,17 @@ impl Worker {
             return serde_json::from_value(reply)
                 .map_err(|e| WorkerError::Protocol(format!("bad reply to `{op}`: {e}")));
         }
+    }
+
+    /// Kill the process and reap it.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn died(&mut self) -> WorkerError {

@@ -91,7 +91,7 @@ fn test(args: &[String]) -> Result<u8, String> {
 
 /// Does the argument list name case files or folders (not only flags and their values)?
 fn positional(args: &[String]) -> bool {
-    const WITH_VALUE: [&str; 7] = [
+    const WITH_VALUE: [&str; 8] = [
         "--filter",
         "--seed",
         "--json",
@@ -99,6 +99,7 @@ fn positional(args: &[String]) -> bool {
         "--python",
         "--timeout",
         "--replay",
+        "--max-elements",
     ];
     let mut skip = false;
     for a in args {

@@ -43,7 +43,8 @@ fn run(paths: &[PathBuf], filter: Option<&str>, seed: Option<u64>) -> (Results, 
             python: python(),
             out_dir: out.path().to_path_buf(),
             seed,
-            timeout: Duration::from_secs(300),
+            timeout: None,
+            max_elements: None,
             replay: None,
         },
     };
@@ -71,6 +72,7 @@ fn outcomes(results: &Results) -> BTreeMap<String, String> {
                     })
                     .collect::<Vec<_>>()
                     .join(" "),
+                other => other.label().to_string(),
             };
             (c.name.clone(), v)
         })
@@ -295,7 +297,8 @@ fn counterexamples_replay() {
                 python: python(),
                 out_dir: out.path().to_path_buf(),
                 seed: Some(0),
-                timeout: Duration::from_secs(300),
+                timeout: None,
+                max_elements: None,
                 replay: Some(file.to_path_buf()),
             },
         };
@@ -333,12 +336,19 @@ fn bad_input_gets_one_clear_line_and_the_rest_still_runs() {
             ("a_good", "traced=pass scripted=pass"),
             ("constructor_raises", "error:model_construct"),
             ("eager_raises", "error:eager_raised"),
+            ("empty", "error:case_file"),
             ("import_raises", "error:model_import"),
             ("missing_entry", "error:model_entry"),
             ("missing_model", "error:case_file"),
             ("not_a_module", "error:model_entry"),
+            ("not_utf8", "error:case_file"),
+            ("outside_repo", "error:case_file"),
+            ("oversized", "error:too_large"),
             ("syntax_error_model", "error:model_import"),
+            ("trace_outside_range", "error:case_file"),
+            ("undeclared_dim", "error:case_file"),
             ("unknown_field", "error:case_file"),
+            ("wrong_type", "error:case_file"),
             ("yaml_syntax", "error:case_file"),
         ],
     );
@@ -347,66 +357,230 @@ fn bad_input_gets_one_clear_line_and_the_rest_still_runs() {
         let c = results.cases.iter().find(|c| c.name == name).unwrap();
         c.error.as_ref().unwrap().message.clone()
     };
+    // (case, a fragment its one line must hold, is the line all there is)
     let expect = [
         (
             "yaml_syntax",
             "yaml_syntax.yaml:3:1: did not find expected ',' or ']'",
+            true,
         ),
         (
             "unknown_field",
-            "unknown_field.yaml:4:3: model: unknown field `evals`, expected one of",
+            "unknown_field.yaml:4:3: model: unknown field `evals`, expected one of `source`, \
+             `import`, `entry`, `kwargs`, `eval`; did you mean `eval`?",
+            true,
+        ),
+        (
+            "wrong_type",
+            "wrong_type.yaml:4:12: check.samples: invalid type: string \"many\", expected usize",
+            true,
+        ),
+        ("empty", "empty.yaml: the case file is empty", true),
+        (
+            "not_utf8",
+            "not_utf8.yaml: the case file is not UTF-8 (invalid byte at offset",
+            true,
+        ),
+        (
+            "undeclared_dim",
+            "undeclared_dim.yaml: inputs[0].shape[0]: dim `N` is not declared under `dims`",
+            true,
+        ),
+        (
+            "trace_outside_range",
+            "trace_outside_range.yaml: dims.B.trace: trace 9 is outside [min 1, max 8]",
+            true,
         ),
         (
             "missing_model",
             "missing_model.yaml: model.source: ../models/nowhere.py does not exist",
+            true,
         ),
-        ("missing_entry", "fixtures.py has no attribute 'Afine'"),
+        (
+            "outside_repo",
+            "(model files must stay inside the repository)",
+            true,
+        ),
+        (
+            "oversized",
+            "sample s2 (dim:B; dims B=16) would hold 268435456 elements, above the budget of \
+             16777216 per sample",
+            true,
+        ),
+        (
+            "missing_entry",
+            "fixtures.py has no attribute 'Afine'",
+            true,
+        ),
         (
             "import_raises",
             "No module named 'package_that_does_not_exist'",
+            true,
         ),
-        ("syntax_error_model", "SyntaxError: expected ':'"),
+        ("syntax_error_model", "SyntaxError: expected ':'", true),
         (
             "constructor_raises",
             "ValueError: bad config: width must be even",
+            true,
         ),
         (
             "not_a_module",
             "not_a_module returned str, not a torch.nn.Module",
+            true,
         ),
         (
             "eager_raises",
             "eager raised on sample s0 (trace; x: 2x5 float32)",
+            false,
         ),
     ];
-    for (name, fragment) in expect {
+    for (name, fragment, one_line) in expect {
         let m = message(name);
         assert!(m.contains(fragment), "{name}: {m:?} lacks {fragment:?}");
-        if !name.ends_with("raises") && name != "syntax_error_model" {
+        if one_line {
             assert!(!m.contains('\n'), "{name}: not one line: {m:?}");
         }
     }
+    // Model faults keep the traceback's last lines for the report.
+    let c = results
+        .cases
+        .iter()
+        .find(|c| c.name == "constructor_raises")
+        .unwrap();
+    let tb = &c.error.as_ref().unwrap().traceback;
+    assert!(
+        tb.iter()
+            .any(|l| l.contains("fixtures.py") && l.contains("__init__")),
+        "{tb:?}"
+    );
 }
 
 #[test]
-fn worker_crash_and_model_prints_are_contained() {
+fn worker_deaths_hangs_and_prints_are_contained() {
     let (results, _out) = run(&[fixtures().join("robust")], None, None);
     check(
         &results,
         &[
             ("a_printer", "traced=pass scripted=pass"),
-            ("b_exits", "error:crashed"),
+            ("b_exits", "crashed"),
             ("c_after_crash", "traced=pass scripted=pass"),
             ("d_in_place", "traced=pass scripted=pass"),
+            ("e_segfault", "crashed"),
+            ("f_killed", "crashed"),
+            ("g_hangs", "timeout"),
+            ("h_non_finite", "traced=pass scripted=pass"),
         ],
     );
-    let crashed = results.cases.iter().find(|c| c.name == "b_exits").unwrap();
-    let m = &crashed.error.as_ref().unwrap().message;
+    assert_eq!(results.exit_code(), exit::HARNESS_ERROR);
+    let message = |name: &str| {
+        let c = results.cases.iter().find(|c| c.name == name).unwrap();
+        c.error.as_ref().unwrap().message.clone()
+    };
+    let m = message("b_exits");
     assert!(m.contains("exited with code 3"), "{m}");
     assert!(
         !m.contains("constructing Printer"),
         "the previous case's stderr leaked: {m}"
     );
+    assert!(message("e_segfault").contains("killed by signal 11 (SIGSEGV)"));
+    assert!(message("f_killed").contains("killed by signal 9 (SIGKILL)"));
+    let m = message("g_hangs");
+    assert!(m.contains("longer than its limit of 3 s"), "{m}");
+    let hang = results.cases.iter().find(|c| c.name == "g_hangs").unwrap();
+    assert!(
+        hang.duration_ms < 20_000,
+        "the limit was not enforced: {} ms",
+        hang.duration_ms
+    );
+}
+
+/// SIGTERM mid-run: the worker is reaped, the results so far are written (incomplete), the
+/// case cut short leaves no artifacts and no half-written file is left.
+#[test]
+fn sigterm_writes_partial_results_and_reaps_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::copy(
+        fixtures().join("models/fixtures.py"),
+        cases.join("fixtures.py"),
+    )
+    .unwrap();
+    let pid_file = dir.path().join("worker.pid");
+    std::fs::write(
+        cases.join("a_fast.yaml"),
+        "model: {source: fixtures.py, entry: Affine}\ninputs: [{name: x, shape: [2, 4]}]\n\
+         check: {samples: 2}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cases.join("b_hangs.yaml"),
+        format!(
+            "model: {{source: fixtures.py, entry: Hangs, kwargs: {{pid_file: {}}}}}\n\
+             inputs: [{{name: x, shape: [2, 3]}}]\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        cases.join("c_never.yaml"),
+        std::fs::read(cases.join("a_fast.yaml")).unwrap(),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("verify")
+        .arg(&cases)
+        .arg("--python")
+        .arg(python())
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the hanging model runs inside the worker.
+    let start = std::time::Instant::now();
+    while !pid_file.exists() || std::fs::read_to_string(&pid_file).unwrap().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the hanging case never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let worker_pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(i32::from(exit::HARNESS_ERROR)));
+
+    let results = Results::read(&out.join("results.json")).unwrap();
+    assert!(!results.complete);
+    check(
+        &results,
+        &[
+            ("a_fast", "traced=pass scripted=pass"),
+            ("b_hangs", "interrupted"),
+        ],
+    );
+    assert!(
+        !Path::new(&format!("/proc/{worker_pid}")).exists(),
+        "worker {worker_pid} still there"
+    );
+    assert!(!out.join("artifacts/b_hangs").exists());
+    let leftovers: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "half-written files: {leftovers:?}");
 }
 
 #[test]
