@@ -310,7 +310,7 @@ class Worker:
         """Run eager and the saved artifacts with inputs on another device (meta or cuda)."""
         model = self._model(req)
         device = req["device"]
-        inputs = [t.to(device) for t in _load_inputs(req["input"], req["names"])]
+        inputs = [_to(t, device) for t in _load_inputs(req["input"], req["names"])]
         reply = {}
 
         def attempt(make):
@@ -382,11 +382,28 @@ def _state_digest(model):
 
 
 def _load_inputs(path, names):
+    """forward's arguments from a tensor file: `x` is one tensor, `images[]` the list of tensors
+    `images.0`, `images.1`, ... (as many as the file holds)."""
     tensors = load_file(path)
-    missing = [n for n in names if n not in tensors]
-    if missing:
-        raise HarnessError("protocol", f"{path} lacks inputs {missing}")
-    return [tensors[n] for n in names]
+    args = []
+    for n in names:
+        if n.endswith("[]"):
+            base = n[:-2]
+            items = []
+            while f"{base}.{len(items)}" in tensors:
+                items.append(tensors[f"{base}.{len(items)}"])
+            args.append(items)
+        elif n in tensors:
+            args.append(tensors[n])
+        else:
+            raise HarnessError("protocol", f"{path} lacks input {n!r}")
+    return args
+
+
+def _to(value, device):
+    if isinstance(value, list):
+        return [_to(v, device) for v in value]
+    return value.to(device)
 
 
 def _export_error(variant, exc):

@@ -212,6 +212,10 @@ pub struct InputSpec {
     pub dtypes: Option<Vec<DType>>,
     #[serde(default)]
     pub values: Option<ValueGen>,
+    /// A list of this many tensors (a size or a dim name), each of `shape`: forward takes a
+    /// `List[Tensor]` here (detection models take their images so).
+    #[serde(default)]
+    pub list: Option<DimRef>,
 }
 
 impl InputSpec {
@@ -255,6 +259,14 @@ pub struct CheckSpec {
     pub rtol: f64,
     #[serde(default = "default_atol")]
     pub atol: f64,
+    /// Tolerances for some outputs, by path glob (`output[*]["scores"]`); the first match wins.
+    #[serde(default)]
+    pub outputs: Vec<OutputTolerance>,
+    /// In dict outputs holding this key (a 1-D score tensor, e.g. `scores`), rows whose scores
+    /// tie may come in any order: both sides are put in one canonical order before comparing.
+    /// Off by default.
+    #[serde(default)]
+    pub reorder_ties: Option<String>,
     /// Seconds the whole case may take before its worker is killed (`--timeout` overrides).
     #[serde(default)]
     pub timeout_s: Option<f64>,
@@ -270,10 +282,23 @@ impl Default for CheckSpec {
             seed: 0,
             rtol: default_rtol(),
             atol: default_atol(),
+            outputs: Vec::new(),
+            reorder_ties: None,
             timeout_s: None,
             max_elements: None,
         }
     }
+}
+
+/// A tolerance for the outputs whose path matches `path` (`*` matches anything).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputTolerance {
+    pub path: String,
+    #[serde(default)]
+    pub rtol: Option<f64>,
+    #[serde(default)]
+    pub atol: Option<f64>,
 }
 
 /// A case file as written (format version 1).
@@ -396,6 +421,22 @@ impl Case {
     /// The inputs' names, in forward's positional order.
     pub fn input_names(&self) -> Vec<String> {
         self.spec.inputs.iter().map(|i| i.name.clone()).collect()
+    }
+
+    /// The inputs as the worker protocol names them: a list input `images` is `images[]`, its
+    /// tensors are `images.0`, `images.1`, ... in tensor files.
+    pub fn wire_names(&self) -> Vec<String> {
+        self.spec
+            .inputs
+            .iter()
+            .map(|i| {
+                if i.list.is_some() {
+                    format!("{}[]", i.name)
+                } else {
+                    i.name.clone()
+                }
+            })
+            .collect()
     }
 
     /// The pitfalls the case file expects for a variant (empty: it must pass).
@@ -533,6 +574,33 @@ fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, input) in spec.inputs.iter().enumerate() {
+        let identifier = input
+            .name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && input.name.chars().all(|c| c.is_alphanumeric() || c == '_');
+        if !identifier {
+            return err(
+                &format!("inputs[{i}].name"),
+                format!("`{}` is not a Python identifier", input.name),
+            );
+        }
+        match &input.list {
+            Some(DimRef::Fixed(n)) if *n < 0 => {
+                return err(
+                    &format!("inputs[{i}].list"),
+                    format!("length {n} is negative"),
+                );
+            }
+            Some(DimRef::Named(d)) if !spec.dims.contains_key(d) => {
+                return err(
+                    &format!("inputs[{i}].list"),
+                    format!("dim `{d}` is not declared under `dims`"),
+                );
+            }
+            _ => {}
+        }
         if !seen.insert(input.name.as_str()) {
             return err(
                 &format!("inputs[{i}].name"),
@@ -629,6 +697,16 @@ fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
     }
     if spec.check.samples > 10_000 {
         return err("check.samples", "expected at most 10000 samples".into());
+    }
+    for (i, o) in spec.check.outputs.iter().enumerate() {
+        for v in [o.rtol, o.atol].into_iter().flatten() {
+            if !(v >= 0.0 && v.is_finite()) {
+                return err(
+                    &format!("check.outputs[{i}]"),
+                    format!("expected a finite tolerance >= 0, got {v}"),
+                );
+            }
+        }
     }
     if let Some(t) = spec.check.timeout_s {
         if !(t > 0.0 && t.is_finite()) {

@@ -50,13 +50,121 @@ impl Comparison {
     }
 }
 
-pub fn compare(expected: &Value, actual: &Value, tol: Tolerance) -> Comparison {
+/// The tolerances of one case: a default, per-output overrides by path glob, and the optional
+/// tie-reordering key.
+#[derive(Debug, Clone)]
+pub struct Tolerances {
+    pub default: Tolerance,
+    /// `(glob, tolerance)`: the first glob matching an output path wins (`*` matches anything).
+    pub outputs: Vec<(regex::Regex, Tolerance)>,
+    /// Dict outputs holding this key are put in one canonical row order on both sides.
+    pub reorder_ties: Option<String>,
+}
+
+impl From<Tolerance> for Tolerances {
+    fn from(default: Tolerance) -> Tolerances {
+        Tolerances {
+            default,
+            outputs: Vec::new(),
+            reorder_ties: None,
+        }
+    }
+}
+
+impl Tolerances {
+    /// From a case's `check:` section.
+    pub fn from_check(check: &crate::case::CheckSpec) -> Tolerances {
+        let default = Tolerance {
+            rtol: check.rtol,
+            atol: check.atol,
+        };
+        let outputs = check
+            .outputs
+            .iter()
+            .map(|o| {
+                let pattern = format!("^{}$", regex::escape(&o.path).replace("\\*", ".*"));
+                let re = regex::Regex::new(&pattern).expect("an escaped glob is a valid regex");
+                let tol = Tolerance {
+                    rtol: o.rtol.unwrap_or(default.rtol),
+                    atol: o.atol.unwrap_or(default.atol),
+                };
+                (re, tol)
+            })
+            .collect();
+        Tolerances {
+            default,
+            outputs,
+            reorder_ties: check.reorder_ties.clone(),
+        }
+    }
+
+    /// The tolerance for the output at `path`.
+    pub fn at(&self, path: &str) -> Tolerance {
+        self.outputs
+            .iter()
+            .find(|(re, _)| re.is_match(path))
+            .map(|(_, t)| *t)
+            .unwrap_or(self.default)
+    }
+}
+
+pub fn compare(expected: &Value, actual: &Value, tols: &Tolerances) -> Comparison {
     let mut out = Comparison::default();
-    walk("output", expected, actual, tol, &mut out);
+    walk("output", expected, actual, tols, &mut out);
     out
 }
 
-fn walk(path: &str, e: &Value, a: &Value, tol: Tolerance, out: &mut Comparison) {
+/// Rows of a dict output, put in one canonical order: by `key`'s score (descending), ties
+/// broken by the rows of every other tensor with as many rows. `None` when `key` is absent or
+/// not a 1-D tensor.
+fn canonical_rows(d: &[(Value, Value)], key: &str) -> Option<Vec<(Value, Value)>> {
+    let scores = d.iter().find_map(|(k, v)| match (k, v) {
+        (Value::Str(s), Value::Tensor(t)) if s == key && t.dim() == 1 => Some(t),
+        _ => None,
+    })?;
+    let n = scores.size()[0];
+    let rows_of = |t: &Tensor| t.dim() >= 1 && t.size()[0] == n;
+    let mut keys: Vec<Vec<f64>> = Vec::try_from(scores.to_kind(Kind::Double))
+        .ok()?
+        .into_iter()
+        .map(|s: f64| vec![-s])
+        .collect();
+    for (k, v) in d {
+        if let (Value::Tensor(t), false) = (v, matches!(k, Value::Str(s) if s == key)) {
+            if rows_of(t) {
+                let flat: Vec<f64> = Vec::try_from(t.to_kind(Kind::Double).flatten(0, -1)).ok()?;
+                let width = if n == 0 { 0 } else { flat.len() / n as usize };
+                for (i, row) in keys.iter_mut().enumerate() {
+                    row.extend_from_slice(&flat[i * width..(i + 1) * width]);
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|&a, &b| {
+        keys[a]
+            .iter()
+            .zip(&keys[b])
+            .map(|(x, y)| x.total_cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let perm = Tensor::from_slice(&order.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    Some(
+        d.iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::Tensor(t) if rows_of(t) => Value::Tensor(t.index_select(0, &perm)),
+                    other => other.dup(),
+                };
+                (k.dup(), v)
+            })
+            .collect(),
+    )
+}
+
+fn walk(path: &str, e: &Value, a: &Value, tols: &Tolerances, out: &mut Comparison) {
+    let tol = tols.at(path);
     let mut mismatch = |kind, detail: String| {
         out.mismatches.push(Mismatch {
             path: path.to_string(),
@@ -105,10 +213,20 @@ fn walk(path: &str, e: &Value, a: &Value, tol: Tolerance, out: &mut Comparison) 
                 return;
             }
             for (i, (e, a)) in es.iter().zip(as_).enumerate() {
-                walk(&format!("{path}[{i}]"), e, a, tol, out);
+                walk(&format!("{path}[{i}]"), e, a, tols, out);
             }
         }
         (Value::Dict(es), Value::Dict(as_)) => {
+            if let Some(key) = &tols.reorder_ties {
+                if let (Some(e2), Some(a2)) = (canonical_rows(es, key), canonical_rows(as_, key)) {
+                    let inner = Tolerances {
+                        reorder_ties: None,
+                        ..tols.clone()
+                    };
+                    walk(path, &Value::Dict(e2), &Value::Dict(a2), &inner, out);
+                    return;
+                }
+            }
             let ekeys: Vec<String> = es.iter().map(|(k, _)| k.to_string()).collect();
             let akeys: Vec<String> = as_.iter().map(|(k, _)| k.to_string()).collect();
             let mut sorted_e = ekeys.clone();
@@ -133,7 +251,7 @@ fn walk(path: &str, e: &Value, a: &Value, tol: Tolerance, out: &mut Comparison) 
                     .find(|(ak, _)| ak.to_string() == key)
                     .expect("same keys")
                     .1;
-                walk(&format!("{path}[{key}]"), ev, av, tol, out);
+                walk(&format!("{path}[{key}]"), ev, av, tols, out);
             }
         }
         (Value::Int(x), Value::Int(y)) if x == y => {}
@@ -263,7 +381,7 @@ mod tests {
     /// Compare `e` with `a` and check the mismatch details (empty: they match).
     #[track_caller]
     fn check(e: Value, a: Value, expect: &[&str]) {
-        let c = compare(&e, &a, TOL);
+        let c = compare(&e, &a, &TOL.into());
         let got: Vec<String> = c
             .mismatches
             .iter()
@@ -351,15 +469,74 @@ mod tests {
     fn integers_must_be_exact_and_stats_are_kept() {
         let e = Value::Tensor(Tensor::from_slice(&[1i64, 2, 3]));
         let a = Value::Tensor(Tensor::from_slice(&[1i64, 2, 4]));
-        let c = compare(&e, &a, TOL);
+        let c = compare(&e, &a, &TOL.into());
         assert_eq!(c.mismatches.len(), 1);
         assert_eq!(c.max_abs, 1.0);
-        let c = compare(&t(&[1.0, 2.0]), &t(&[1.0, 2.001]), TOL);
+        let c = compare(&t(&[1.0, 2.0]), &t(&[1.0, 2.001]), &TOL.into());
         assert!(!c.is_match());
         assert!(
             (c.min_atol - (0.001 - 2.0 * 1e-5)).abs() < 1e-6,
             "{}",
             c.min_atol
         );
+    }
+
+    fn detections(scores: &[f32], labels: &[i64]) -> Value {
+        let n = scores.len() as i64;
+        let boxes: Vec<f32> = labels
+            .iter()
+            .flat_map(|l| [*l as f32, 0.0, 1.0, 1.0])
+            .collect();
+        Value::List(vec![Value::Dict(vec![
+            (
+                Value::Str("boxes".into()),
+                Value::Tensor(Tensor::from_slice(&boxes).reshape([n, 4])),
+            ),
+            (
+                Value::Str("labels".into()),
+                Value::Tensor(Tensor::from_slice(labels)),
+            ),
+            (
+                Value::Str("scores".into()),
+                Value::Tensor(Tensor::from_slice(scores)),
+            ),
+        ])])
+    }
+
+    #[test]
+    fn tied_rows_may_come_in_any_order_when_asked() {
+        let e = detections(&[0.9, 0.5, 0.5], &[1, 2, 3]);
+        let a = detections(&[0.9, 0.5, 0.5], &[1, 3, 2]);
+        let strict: Tolerances = TOL.into();
+        let c = compare(&e, &a, &strict);
+        let paths: Vec<&str> = c.mismatches.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(paths, vec!["output[0][\"boxes\"]", "output[0][\"labels\"]"]);
+        let lenient = Tolerances {
+            reorder_ties: Some("scores".into()),
+            ..strict.clone()
+        };
+        assert!(compare(&e, &a, &lenient).is_match());
+        // Reordering only forgives ties: different scores still differ.
+        let b = detections(&[0.9, 0.6, 0.5], &[1, 3, 2]);
+        assert!(!compare(&e, &b, &lenient).is_match());
+    }
+
+    #[test]
+    fn per_output_tolerances_match_by_path_glob() {
+        let check = crate::case::CheckSpec {
+            outputs: vec![crate::case::OutputTolerance {
+                path: "output[*][\"scores\"]".into(),
+                rtol: Some(0.0),
+                atol: Some(0.1),
+            }],
+            ..crate::case::CheckSpec::default()
+        };
+        let tols = Tolerances::from_check(&check);
+        assert_eq!(tols.at("output[0][\"scores\"]").atol, 0.1);
+        assert_eq!(tols.at("output[0][\"boxes\"]"), tols.default);
+        let e = detections(&[0.9], &[1]);
+        let a = detections(&[0.95], &[1]);
+        assert!(compare(&e, &a, &tols).is_match());
+        assert!(!compare(&e, &a, &TOL.into()).is_match());
     }
 }

@@ -42,6 +42,10 @@ pub struct DeviceCheck {
 pub struct Observation<'a> {
     pub variant: Variant,
     pub export_error: Option<&'a ErrorBody>,
+    /// Exported, but libtorch could not load the artifact (the message).
+    pub load_error: Option<&'a str>,
+    /// The first sample the variant raised on, and the message.
+    pub first_raise: Option<(&'a str, &'a str)>,
     /// One entry per sample run, in plan order.
     pub samples: Vec<(Group, Option<SampleFailure>)>,
     pub warnings: &'a [TraceWarning],
@@ -130,6 +134,28 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
         }
         f.evidence
             .extend(err.message.lines().skip(1).take(8).map(str::to_string));
+        findings.push(f);
+        return findings;
+    }
+    if let Some(message) = obs.load_error {
+        let mut f = Finding::new(
+            Pitfall::RuntimeError,
+            format!(
+                "libtorch cannot load the saved artifact: {}",
+                load_summary(message)
+            ),
+        );
+        f.evidence.extend(
+            message
+                .lines()
+                .map(str::trim_end)
+                .filter(|l| !l.trim().is_empty())
+                .take(8)
+                .map(str::to_string),
+        );
+        if let Some(h) = runtime_hint(message) {
+            f.hint = h.into();
+        }
         findings.push(f);
         return findings;
     }
@@ -232,13 +258,20 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
         }
     }
     if raised > 0 {
-        findings.push(Finding::new(
+        let mut f = Finding::new(
             Pitfall::RuntimeError,
             format!(
                 "raises on {raised} of {} samples where eager does not",
                 obs.samples.len()
             ),
-        ));
+        );
+        if let Some((sample, message)) = obs.first_raise {
+            f.evidence.push(format!("on {sample}: {message}"));
+            if let Some(h) = runtime_hint(message) {
+                f.hint = h.into();
+            }
+        }
+        findings.push(f);
     }
     if let Some(d) = obs.device.filter(|d| d.flagged) {
         let mut f = Finding::new(
@@ -272,6 +305,37 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
     }
     attach_static_evidence(&mut findings, obs);
     findings
+}
+
+/// The line of a libtorch load error that says what is missing.
+fn load_summary(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("Internal torch error"))
+        .or_else(|| message.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A fix hint for well-known libtorch runtime messages; `None` keeps the generic one.
+fn runtime_hint(message: &str) -> Option<&'static str> {
+    if message.contains("Unknown builtin op") {
+        Some(
+            "the artifact calls a custom op (such as torchvision::nms) that plain libtorch lacks: \
+             link the op library into the deployment (libtorchvision for torchvision's ops) and \
+             load it before the model",
+        )
+    } else if message.contains("Method 'forward' is not defined") {
+        Some(
+            "the scripted module has no plain `forward` (torch.nn.LSTM and GRU script theirs as \
+             overloads): wrap it in a module whose forward has typed arguments, or trace it",
+        )
+    } else if message.contains("same device") || message.contains("expected device") {
+        Some(Pitfall::DeviceSpecialization.hint())
+    } else {
+        None
+    }
 }
 
 /// Which pitfalls a tracer warning can explain.
@@ -505,6 +569,8 @@ mod tests {
         let obs = Observation {
             variant,
             export_error: None,
+            load_error: None,
+            first_raise: None,
             samples,
             warnings: &[],
             evidence: &evidence,
@@ -602,6 +668,8 @@ mod tests {
         let obs = Observation {
             variant: Variant::Traced,
             export_error: None,
+            load_error: None,
+            first_raise: None,
             samples: vec![
                 (Group::Trace, None),
                 (Group::Dim("B".into()), Some(Mismatch(Shape))),
@@ -633,6 +701,8 @@ mod tests {
         let base = Observation {
             variant: Variant::Traced,
             export_error: None,
+            load_error: None,
+            first_raise: None,
             samples: vec![(Group::Trace, Some(Mismatch(Values)))],
             warnings: &[],
             evidence: &evidence,
@@ -680,6 +750,8 @@ mod tests {
         let obs = Observation {
             variant: Variant::Traced,
             export_error: None,
+            load_error: None,
+            first_raise: None,
             samples: vec![(Group::Trace, None)],
             warnings: &[],
             evidence: &evidence,

@@ -15,7 +15,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::case::{Case, DType, DimRef, ValueGen};
+use crate::case::{Case, DType, DimRef, InputSpec, ValueGen};
 
 /// What a group of samples varies, relative to the trace input.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -238,12 +238,18 @@ pub fn shapes(case: &Case, sample: &SampleSpec) -> Vec<Vec<i64>> {
 
 /// How many elements a sample's inputs hold together (exact, so huge dims cannot overflow).
 pub fn elements(case: &Case, sample: &SampleSpec) -> u128 {
+    let counts = case.spec.inputs.iter().map(|i| {
+        list_len(i, sample)
+            .map(|n| u128::try_from(n).unwrap_or(0))
+            .unwrap_or(1)
+    });
     shapes(case, sample)
         .iter()
-        .map(|s| {
+        .zip(counts)
+        .map(|(s, count)| {
             s.iter()
                 .map(|d| u128::try_from(*d).unwrap_or(0))
-                .fold(1u128, u128::saturating_mul)
+                .fold(count, u128::saturating_mul)
         })
         .fold(0u128, u128::saturating_add)
 }
@@ -267,44 +273,66 @@ fn round(v: f64, p: Option<u8>) -> f64 {
 pub fn materialize(case: &Case, sample: &SampleSpec) -> Vec<(String, Tensor)> {
     let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &value_seed_bytes(sample.value_seed));
     let shapes = shapes(case, sample);
-    case.spec
-        .inputs
-        .iter()
-        .zip(shapes)
-        .zip(&sample.dtypes)
-        .map(|((input, shape), dtype)| {
-            let numel: i64 = shape.iter().product();
-            let n = usize::try_from(numel).unwrap_or(0);
-            let t = match input.values() {
-                ValueGen::Uniform([lo, hi]) => {
-                    let p = sample.precision;
-                    let v: Vec<f64> = (0..n)
-                        .map(|_| round(lo + (hi - lo) * unit(&mut rng), p))
-                        .collect();
-                    Tensor::from_slice(&v)
+    let mut out = Vec::new();
+    for ((input, shape), dtype) in case.spec.inputs.iter().zip(shapes).zip(&sample.dtypes) {
+        match list_len(input, sample) {
+            None => out.push((
+                input.name.clone(),
+                generate(input, &shape, *dtype, sample, &mut rng),
+            )),
+            Some(n) => {
+                for i in 0..n {
+                    let t = generate(input, &shape, *dtype, sample, &mut rng);
+                    out.push((format!("{}.{i}", input.name), t));
                 }
-                ValueGen::Normal([mean, std]) => {
-                    let p = sample.precision;
-                    let v: Vec<f64> = (0..n)
-                        .map(|_| round(mean + std * normal(&mut rng), p))
-                        .collect();
-                    Tensor::from_slice(&v)
-                }
-                ValueGen::Int([lo, hi]) => {
-                    let span = (hi - lo) as u64 + 1;
-                    let v: Vec<i64> = (0..n)
-                        .map(|_| lo + (rng.next_u64() % span.max(1)) as i64)
-                        .collect();
-                    Tensor::from_slice(&v)
-                }
-                ValueGen::Bool(p) => {
-                    let v: Vec<bool> = (0..n).map(|_| unit(&mut rng) < p).collect();
-                    Tensor::from_slice(&v)
-                }
-            };
-            (input.name.clone(), t.reshape(&shape).to_kind(dtype.kind()))
-        })
-        .collect()
+            }
+        }
+    }
+    out
+}
+
+/// How many tensors a list input holds in this sample (`None`: not a list).
+pub fn list_len(input: &InputSpec, sample: &SampleSpec) -> Option<i64> {
+    input.list.as_ref().map(|d| match d {
+        DimRef::Fixed(n) => *n,
+        DimRef::Named(name) => sample.dims[name],
+    })
+}
+
+fn generate(
+    input: &InputSpec,
+    shape: &[i64],
+    dtype: DType,
+    sample: &SampleSpec,
+    rng: &mut TestRng,
+) -> Tensor {
+    let numel: i64 = shape.iter().product();
+    let n = usize::try_from(numel).unwrap_or(0);
+    let p = sample.precision;
+    let t = match input.values() {
+        ValueGen::Uniform([lo, hi]) => {
+            let v: Vec<f64> = (0..n)
+                .map(|_| round(lo + (hi - lo) * unit(rng), p))
+                .collect();
+            Tensor::from_slice(&v)
+        }
+        ValueGen::Normal([mean, std]) => {
+            let v: Vec<f64> = (0..n).map(|_| round(mean + std * normal(rng), p)).collect();
+            Tensor::from_slice(&v)
+        }
+        ValueGen::Int([lo, hi]) => {
+            let span = (hi - lo) as u64 + 1;
+            let v: Vec<i64> = (0..n)
+                .map(|_| lo + (rng.next_u64() % span.max(1)) as i64)
+                .collect();
+            Tensor::from_slice(&v)
+        }
+        ValueGen::Bool(p) => {
+            let v: Vec<bool> = (0..n).map(|_| unit(rng) < p).collect();
+            Tensor::from_slice(&v)
+        }
+    };
+    t.reshape(shape).to_kind(dtype.kind())
 }
 
 fn value_seed_bytes(seed: u64) -> [u8; 32] {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tch::{CModule, Device, IValue, Tensor};
 
 use crate::case::{Case, ModelOrigin, Variant};
-use crate::compare::{compare, Comparison, MismatchKind, Tolerance};
+use crate::compare::{compare, Comparison, MismatchKind, Tolerance, Tolerances};
 use crate::diagnose::{self, DeviceCheck, Observation, SampleFailure};
 use crate::pitfall::Pitfall;
 use crate::plan::{self, Group, SampleSpec};
@@ -181,7 +181,7 @@ impl Runner {
         if let Some(w) = &self.worker {
             w.clear_stderr_tail();
         }
-        let names = case.input_names();
+        let names = case.wire_names();
         let sample_dir = self.work.path().join(&case.name);
         let artifact_dir = self.opts.out_dir.join("artifacts").join(&case.name);
         for dir in [&sample_dir, &artifact_dir] {
@@ -283,10 +283,9 @@ impl Runner {
         }
         let mut outputs = self.eager(case, &specs, &inputs, &requests, &sample_dir)?;
         let again = outputs.split_off(files.len());
-        let tol = Tolerance {
-            rtol: case.spec.check.rtol,
-            atol: case.spec.check.atol,
-        };
+        let tol = Tolerances::from_check(&case.spec.check);
+        let tol = &tol;
+        let wire = case.wire_names();
         let mut nondeterministic = None;
         for (&i, second) in repeats.iter().zip(&again) {
             let c = compare(&outputs[i], second, tol);
@@ -333,7 +332,7 @@ impl Runner {
                         .inputs
                         .iter()
                         .zip(&samples.expected)
-                        .map(|(i, e)| run_sample(&m, i, e, tol))
+                        .map(|(i, e)| run_sample(&m, &wire, i, e, tol))
                         .collect();
                     run_ms.insert(variant, t.elapsed().as_secs_f64() * 1e3);
                     runs.insert(variant, r);
@@ -341,20 +340,25 @@ impl Runner {
                 }
                 Err(e) => {
                     // Saved by torch 2.13 but not loadable by libtorch: a deployment fails too.
-                    load_errors.insert(
-                        variant,
-                        harness_error(
-                            "load",
-                            format!("libtorch cannot load {}: {e}", path.display()),
-                        ),
-                    );
+                    load_errors.insert(variant, harness_error("load", format!("{e}")));
                 }
             }
         }
 
         // 6. A second device: CUDA when there is one, else the meta device (in the worker).
         let device_checks = if self.opts.replay.is_none() && !modules.is_empty() {
-            self.device_probe(case, &exported, &samples, &modules, &mut result.notes)?
+            let cpu_matches: BTreeMap<Variant, bool> = runs
+                .iter()
+                .map(|(v, r)| (*v, matches!(r.first(), Some(SampleRun::Match(_)))))
+                .collect();
+            self.device_probe(
+                case,
+                &exported,
+                &samples,
+                &modules,
+                &cpu_matches,
+                &mut result.notes,
+            )?
         } else {
             BTreeMap::new()
         };
@@ -365,10 +369,14 @@ impl Runner {
         // 7. Per variant: re-trace where needed, diagnose, shrink, verdict.
         for &variant in &case.spec.variants {
             let export = export_of(&exported, variant)?;
-            let export_error = load_errors
-                .get(&variant)
-                .or(export.error.as_ref())
-                .filter(|_| !runs.contains_key(&variant));
+            let export_error = export.error.as_ref().filter(|_| !export.ok);
+            let load_error = load_errors.get(&variant).map(|e| e.message.as_str());
+            let first_raise = runs.get(&variant).and_then(|r| {
+                r.iter().zip(&samples.specs).find_map(|(r, s)| match r {
+                    SampleRun::Raised(m) => Some((s.id.clone(), m.clone())),
+                    _ => None,
+                })
+            });
             let sample_failures: Vec<(Group, Option<SampleFailure>)> = match runs.get(&variant) {
                 Some(r) => samples
                     .specs
@@ -386,7 +394,9 @@ impl Runner {
                 };
             let obs = Observation {
                 variant,
-                export_error: export_error.map(|e| e as &ErrorBody),
+                export_error,
+                load_error,
+                first_raise: first_raise.as_ref().map(|(s, m)| (s.as_str(), m.as_str())),
                 samples: sample_failures.clone(),
                 warnings: &export.warnings,
                 evidence: &exported.evidence,
@@ -409,7 +419,7 @@ impl Runner {
             };
             let variant_runs = runs.get(&variant).map(Vec::as_slice).unwrap_or(&[]);
             let info = ExportInfo {
-                ok: export_error.is_none(),
+                ok: export.ok,
                 seconds: export.seconds,
                 artifact: export.path.as_ref().map(|p| p.display().to_string()),
                 code: export.code.clone(),
@@ -448,7 +458,7 @@ impl Runner {
         requests: &[(String, PathBuf)],
         dir: &Path,
     ) -> Result<Vec<Value>, ErrorBody> {
-        let names = case.input_names();
+        let names = case.wire_names();
         let replies =
             self.call(|w, timeout| w.eager(&case.name, requests, &names, dir, timeout))?;
         let mut values = Vec::with_capacity(replies.len());
@@ -494,9 +504,10 @@ impl Runner {
         exported: &ExportReply,
         samples: &Samples,
         modules: &BTreeMap<Variant, CModule>,
+        cpu_matches: &BTreeMap<Variant, bool>,
         notes: &mut Vec<String>,
     ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
-        let names = case.input_names();
+        let names = case.wire_names();
         let cuda = tch::Cuda::is_available();
         let device = if cuda { "cuda" } else { "meta" };
         // On CUDA the variants run here, in libtorch; meta is not exposed by tch, so there the
@@ -537,10 +548,11 @@ impl Runner {
         for &variant in modules.keys() {
             let run: Result<Value, String> = if cuda {
                 let on = Device::Cuda(0);
-                let args: Vec<IValue> = samples.inputs[0]
+                let on_device: Vec<(String, Tensor)> = samples.inputs[0]
                     .iter()
-                    .map(|(_, t)| IValue::Tensor(t.to_device(on)))
+                    .map(|(k, t)| (k.clone(), t.to_device(on)))
                     .collect();
+                let args = arguments(&case.wire_names(), &on_device);
                 let _guard = tch::no_grad_guard();
                 let m = exported_path(exported, variant)
                     .ok_or_else(|| "no artifact".to_string())
@@ -564,47 +576,8 @@ impl Runner {
                     None => Err("no probe result".into()),
                 }
             };
-            let eager_kind = describe_leaf(&eager_value);
-            let check = match run {
-                // The meta device has no data and not every kernel: such a failure says nothing
-                // about the variant's device handling.
-                Err(e) if !cuda && meta_cannot_run(&e) => DeviceCheck {
-                    device: device.into(),
-                    flagged: false,
-                    detail: format!("inconclusive: {variant} cannot run on meta at all ({e})"),
-                },
-                Err(e) => DeviceCheck {
-                    device: device.into(),
-                    flagged: true,
-                    detail: format!(
-                        "on {device} eager returns {eager_kind}; {variant} raised: {e}"
-                    ),
-                },
-                Ok(v) => {
-                    let c = compare(
-                        &eager_value,
-                        &v,
-                        Tolerance {
-                            rtol: 0.0,
-                            atol: 0.0,
-                        },
-                    );
-                    match c.mismatches.first() {
-                        Some(m) => DeviceCheck {
-                            device: device.into(),
-                            flagged: true,
-                            detail: format!("on {device}, {variant} at {}: {}", m.path, m.detail),
-                        },
-                        None => DeviceCheck {
-                            device: device.into(),
-                            flagged: false,
-                            detail: format!(
-                                "on {device}, {variant} returns {eager_kind} like eager"
-                            ),
-                        },
-                    }
-                }
-            };
+            let cpu_ok = cpu_matches.get(&variant).copied().unwrap_or(false);
+            let check = device_verdict(device, cuda, variant, &eager_value, run, cpu_ok);
             checks.insert(variant, check);
         }
         Ok(checks)
@@ -621,7 +594,7 @@ impl Runner {
         if failures.first().is_some_and(|(_, f)| f.is_some()) {
             return Ok((None, None)); // diverges on the trace input: no specialization to explain
         }
-        let names = case.input_names();
+        let names = case.wire_names();
         let mut pick =
             |pred: &dyn Fn(&Group) -> bool| -> Result<Option<(String, Retrace)>, ErrorBody> {
                 let Some(i) = failures.iter().position(|(g, f)| pred(g) && f.is_some()) else {
@@ -647,11 +620,13 @@ impl Runner {
         module: &CModule,
         samples: &Samples,
         i: usize,
-        tol: Tolerance,
+        tol: &Tolerances,
         dir: &Path,
     ) -> Result<Option<Counterexample>, ErrorBody> {
         let start = samples.specs[i].clone();
-        let original_kind = run_sample(module, &samples.inputs[i], &samples.expected[i], tol);
+        let wire = case.wire_names();
+        let original_kind =
+            run_sample(module, &wire, &samples.inputs[i], &samples.expected[i], tol);
         let wants_raise = matches!(original_kind, SampleRun::Raised(_));
         let mut fatal = None;
         let mut n = 0usize;
@@ -688,7 +663,7 @@ impl Runner {
                         return false;
                     }
                 };
-                match run_sample(module, &inputs, &expected, tol) {
+                match run_sample(module, &wire, &inputs, &expected, tol) {
                     SampleRun::Match(_) => false,
                     SampleRun::Raised(_) => wants_raise,
                     SampleRun::Mismatch(_) => !wants_raise,
@@ -716,17 +691,18 @@ impl Runner {
                 dir,
             )?
             .remove(0);
-        let (kind, detail, max_abs, max_rel) = match run_sample(module, &inputs, &expected, tol) {
-            SampleRun::Raised(e) => ("raised", e, 0.0, 0.0),
-            SampleRun::Mismatch(c) | SampleRun::Match(c) => {
-                let d = c
-                    .mismatches
-                    .first()
-                    .map(|m| format!("{}: {}", m.path, m.detail))
-                    .unwrap_or_default();
-                ("mismatch", d, c.max_abs, c.max_rel)
-            }
-        };
+        let (kind, detail, max_abs, max_rel) =
+            match run_sample(module, &wire, &inputs, &expected, tol) {
+                SampleRun::Raised(e) => ("raised", e, 0.0, 0.0),
+                SampleRun::Mismatch(c) | SampleRun::Match(c) => {
+                    let d = c
+                        .mismatches
+                        .first()
+                        .map(|m| format!("{}: {}", m.path, m.detail))
+                        .unwrap_or_default();
+                    ("mismatch", d, c.max_abs, c.max_rel)
+                }
+            };
         let dir = self.opts.out_dir.join("counterexamples");
         std::fs::create_dir_all(&dir)
             .map_err(|e| harness_error("io", format!("{}: {e}", dir.display())))?;
@@ -808,14 +784,56 @@ fn write_sample(dir: &Path, id: &str, tensors: &[(String, Tensor)]) -> Result<Pa
     Ok(path)
 }
 
-fn read_replay(file: &Path, names: &[String]) -> Result<Vec<(String, Tensor)>, ErrorBody> {
+/// The inputs saved in a file, in forward's order (list inputs as `name.0`, `name.1`, ...).
+fn read_replay(file: &Path, wire: &[String]) -> Result<Vec<(String, Tensor)>, ErrorBody> {
     let mut tensors = tensors::read(file).map_err(|e| harness_error("replay", format!("{e:#}")))?;
-    names
-        .iter()
-        .map(|n| {
-            tensors.remove(n).map(|t| (n.clone(), t)).ok_or_else(|| {
-                harness_error("replay", format!("{} has no input `{n}`", file.display()))
-            })
+    let mut out = Vec::new();
+    for n in wire {
+        match n.strip_suffix("[]") {
+            Some(base) => {
+                let mut i = 0;
+                while let Some(t) = tensors.remove(&format!("{base}.{i}")) {
+                    out.push((format!("{base}.{i}"), t));
+                    i += 1;
+                }
+            }
+            None => {
+                let t = tensors.remove(n).ok_or_else(|| {
+                    harness_error("replay", format!("{} has no input `{n}`", file.display()))
+                })?;
+                out.push((n.clone(), t));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// forward's arguments: one tensor per plain input, a `List[Tensor]` per list input (`name[]`
+/// in `wire`, tensors `name.0`, `name.1`, ...). Deep copies: a model that writes into its input
+/// must not change the next run's input.
+fn arguments(wire: &[String], input: &[(String, Tensor)]) -> Vec<IValue> {
+    wire.iter()
+        .map(|n| match n.strip_suffix("[]") {
+            Some(base) => {
+                let prefix = format!("{base}.");
+                IValue::TensorList(
+                    input
+                        .iter()
+                        .filter(|(k, _)| {
+                            k.strip_prefix(&prefix)
+                                .is_some_and(|i| i.parse::<usize>().is_ok())
+                        })
+                        .map(|(_, t)| t.copy())
+                        .collect(),
+                )
+            }
+            None => IValue::Tensor(
+                input
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, t)| t.copy())
+                    .unwrap_or_else(|| Tensor::zeros([0], (tch::Kind::Float, Device::Cpu))),
+            ),
         })
         .collect()
 }
@@ -828,16 +846,13 @@ fn load_module(path: &Path, device: Device) -> Result<CModule, tch::TchError> {
 
 fn run_sample(
     module: &CModule,
+    wire: &[String],
     input: &[(String, Tensor)],
     expected: &Value,
-    tol: Tolerance,
+    tol: &Tolerances,
 ) -> SampleRun {
     let _guard = tch::no_grad_guard();
-    // Deep copies: a model that writes into its input must not change the next run's input.
-    let args: Vec<IValue> = input
-        .iter()
-        .map(|(_, t)| IValue::Tensor(t.copy()))
-        .collect();
+    let args = arguments(wire, input);
     match module.forward_is(&args) {
         Err(e) => SampleRun::Raised(error_summary(&e.to_string())),
         Ok(iv) => match Value::from_ivalue(iv) {
@@ -889,6 +904,56 @@ pub fn error_summary(message: &str) -> String {
     match line.split_once(": ") {
         Some((head, rest)) if rest.starts_with(&format!("{head}: ")) => rest.to_string(),
         _ => line,
+    }
+}
+
+/// Judge one variant's run on the probe device against eager's. `cpu_ok`: the variant matched
+/// eager on the trace input on the CPU. Only what the device changes is flagged: a result on
+/// another device always; a raise, or another shape, dtype or structure, only when the CPU run
+/// was right (otherwise that divergence is the CPU's finding, not the device's).
+fn device_verdict(
+    device: &str,
+    cuda: bool,
+    variant: Variant,
+    eager: &Value,
+    run: Result<Value, String>,
+    cpu_ok: bool,
+) -> DeviceCheck {
+    let eager_kind = describe_leaf(eager);
+    let (flagged, detail) = match run {
+        // The meta device has no data and not every kernel: such a failure says nothing about
+        // the variant's device handling.
+        Err(e) if !cuda && meta_cannot_run(&e) => (
+            false,
+            format!("inconclusive: {variant} cannot run on meta at all ({e})"),
+        ),
+        Err(e) => (
+            cpu_ok,
+            format!("on {device} eager returns {eager_kind}; {variant} raised: {e}"),
+        ),
+        Ok(v) => {
+            let exact: Tolerances = Tolerance {
+                rtol: 0.0,
+                atol: 0.0,
+            }
+            .into();
+            let c = compare(eager, &v, &exact);
+            match c.mismatches.first() {
+                Some(m) => (
+                    m.kind == MismatchKind::Device || cpu_ok,
+                    format!("on {device}, {variant} at {}: {}", m.path, m.detail),
+                ),
+                None => (
+                    false,
+                    format!("on {device}, {variant} returns {eager_kind} like eager"),
+                ),
+            }
+        }
+    };
+    DeviceCheck {
+        device: device.into(),
+        flagged,
+        detail,
     }
 }
 

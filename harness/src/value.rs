@@ -83,6 +83,30 @@ impl Value {
         })
     }
 
+    /// A second handle on the same tree (tensors are shared, not copied).
+    pub fn dup(&self) -> Value {
+        match self {
+            Value::Tensor(t) => Value::Tensor(t.shallow_clone()),
+            Value::Desc {
+                shape,
+                dtype,
+                device,
+            } => Value::Desc {
+                shape: shape.clone(),
+                dtype: dtype.clone(),
+                device: device.clone(),
+            },
+            Value::Int(i) => Value::Int(*i),
+            Value::Float(f) => Value::Float(*f),
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Str(s) => Value::Str(s.clone()),
+            Value::None => Value::None,
+            Value::Tuple(v) => Value::Tuple(v.iter().map(Value::dup).collect()),
+            Value::List(v) => Value::List(v.iter().map(Value::dup).collect()),
+            Value::Dict(v) => Value::Dict(v.iter().map(|(k, v)| (k.dup(), v.dup())).collect()),
+        }
+    }
+
     /// The same tree with every tensor replaced by its shape, dtype and device.
     pub fn describe(&self) -> Value {
         match self {

@@ -76,6 +76,12 @@ impl Env {
         .env("VIRTUAL_ENV", &self.venv)
         .env("LIBTORCH_USE_PYTORCH", "1")
         .env("HARNESS_PYTHON", self.python())
+        // libtorch's own warnings (printed from C++ while models run) would drown the
+        // harness's lines; the harness reports what matters itself.
+        .env(
+            "TORCH_CPP_LOG_LEVEL",
+            std::env::var("TORCH_CPP_LOG_LEVEL").unwrap_or_else(|_| "ERROR".into()),
+        )
         .env_remove("PYTHONHOME");
     }
 
