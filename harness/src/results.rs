@@ -74,7 +74,7 @@ pub struct CaseResult {
     #[serde(default)]
     pub notes: Vec<String>,
     pub duration_ms: u64,
-    /// The inputs, dims and tolerances the case file declares (absent for case errors).
+    /// The inputs, dims and tolerances the case file declares (absent when it did not parse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<SpecInfo>,
     /// Unified diff (`--- traced` / `+++ scripted`) of the normalized traced and scripted

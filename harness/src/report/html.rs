@@ -174,8 +174,8 @@ struct Timing {
 struct RegressionView<'a> {
     r: &'a Regression,
     timing: Vec<Timing>,
-    ratio: f64,
-    min_ms: f64,
+    ratio: String,
+    min_ms: String,
 }
 
 /// Render the report page.
@@ -220,8 +220,8 @@ pub fn render(results: &Results, regression: Option<&Regression>) -> anyhow::Res
                 slower: t.slower(),
             })
             .collect(),
-        ratio: baseline::TIMING_RATIO,
-        min_ms: baseline::TIMING_MIN_MS,
+        ratio: format!("{}×", baseline::TIMING_RATIO),
+        min_ms: format!("{} ms", baseline::TIMING_MIN_MS),
     });
     let page = tmpl.render(context! {
         results => results,
@@ -347,10 +347,29 @@ fn model_path(c: &CaseResult) -> Option<String> {
     let m = c.model.as_ref()?;
     if m.origin.ends_with(".py") {
         let dir = Path::new(&c.file).parent().unwrap_or(Path::new(""));
-        Some(dir.join(&m.origin).display().to_string())
+        Some(normalize(&dir.join(&m.origin)))
     } else {
         Some(m.origin.clone())
     }
+}
+
+/// `a/b/../c` as `a/c`, lexically (the report never looks at the file system).
+fn normalize(p: &Path) -> String {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out.iter()
+        .collect::<std::path::PathBuf>()
+        .display()
+        .to_string()
 }
 
 /// A warning's file, shortened to the path the case names when it is the model's source.
