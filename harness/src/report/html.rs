@@ -181,6 +181,7 @@ struct RegressionView<'a> {
 /// Render the report page.
 pub fn render(results: &Results, regression: Option<&Regression>) -> anyhow::Result<String> {
     let mut env = Environment::new();
+    env.add_filter("anchor", |case: String| anchor(&case));
     env.add_template("report.html", TEMPLATE)?;
     let tmpl = env.get_template("report.html")?;
 
@@ -594,11 +595,13 @@ fn unified_changes(diff: &str) -> Vec<LineChange> {
     let mut out = Vec::new();
     let (mut old_no, mut new_no) = (0usize, 0usize);
     let hunk = regex::Regex::new(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@").expect("valid regex");
+    let mut in_hunk = false;
     for line in diff.lines() {
-        if line.starts_with("--- ") || line.starts_with("+++ ") {
+        if !in_hunk && (line.starts_with("--- ") || line.starts_with("+++ ")) {
             continue;
         }
         if let Some(m) = hunk.captures(line) {
+            in_hunk = true;
             old_no = m[1].parse().unwrap_or(1);
             new_no = m[2].parse().unwrap_or(1);
             out.push((None, String::new(), old_no, new_no));
@@ -825,6 +828,44 @@ mod tests {
                 "eq Some(16) l16 | Some(16) l16",
             ]
         );
+    }
+
+    /// results.json with issue 4's fields (`code_diff`, `snapshot`) and without most optional
+    /// ones: the page shows the given diff (not one computed from `.code`) and the snapshot diff.
+    #[test]
+    fn renders_code_diff_and_snapshot_fields_when_present() {
+        let variant = |code: &str, snapshot: &str| {
+            format!(
+                r#"{{"outcome": "pass", "pitfalls": [], "expected": [], "message": "matches",
+                    "samples_run": 1, "samples_failed": 0,
+                    "export": {{"ok": true, "seconds": 0.001, "code": "{code}"}},
+                    "max_abs": 0, "max_rel": 0, "run_ms": 1.0 {snapshot}}}"#
+            )
+        };
+        let snapshot = r#", "snapshot": {"state": "changed", "path": "snapshots/c/traced.code",
+            "diff": "--- snapshots/c/traced.code\n+++ traced\n@@ -1 +1 @@\n-  return old_line\n+  return new_line\n"}"#;
+        let text = format!(
+            r#"{{"schema": 1, "harness": "0", "torch": "2.13.0", "tch": "0.26.0", "python": "3.11",
+                "seed": null, "duration_ms": 5, "complete": true,
+                "cases": [{{"name": "c", "file": "cases/c.yaml", "status": "ran", "duration_ms": 3,
+                  "variants": {{"traced": {}, "scripted": {}}},
+                  "code_diff": "--- traced\n+++ scripted\n@@ -1,2 +1,2 @@\n def forward(self, x):\n--- a comment\n+  return x + normalized\n"}}]}}"#,
+            variant(r"def forward(self, x):\n  return x\n", snapshot),
+            variant(r"def forward(self, x):\n  return x + 1\n", ""),
+        );
+        let results: Results = serde_json::from_str(&text).unwrap();
+        let page = render(&results, None).unwrap();
+        // The side-by-side view comes from code_diff; a removed line starting "--" is content.
+        assert!(page.contains("x + normalized"), "code_diff was not used");
+        assert!(
+            !page.contains("x + 1"),
+            "the diff was computed from .code instead"
+        );
+        assert!(page.contains("-- a comment"));
+        assert!(page.contains("Snapshot of traced <code>.code</code>: changed"));
+        assert!(page.contains(r#"<div class="del">-  return old_line</div>"#));
+        assert!(page.contains(r#"<div class="add">+  return new_line</div>"#));
+        assert!(page.contains("snapshots&#x2f;c&#x2f;traced.code"));
     }
 
     #[test]
