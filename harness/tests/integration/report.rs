@@ -170,7 +170,14 @@ fn junit_has_a_testcase_per_case_and_variant() {
 }
 
 fn harness(args: &[&str]) -> (i32, String, String) {
+    harness_in(Path::new("."), args)
+}
+
+/// The harness binary run from `cwd` (where its relative defaults, such as
+/// `reports/baseline.json`, are looked up).
+fn harness_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(cwd)
         .args(args)
         .output()
         .unwrap();
@@ -360,6 +367,52 @@ fn cli_reports_junit_baseline_and_json() {
     assert_eq!(doc.cases.len(), 1);
     assert_eq!(doc.cases[0].status, CaseStatus::Ran);
     assert!(!stdout.contains("PASS "), "human lines leaked: {stdout}");
+
+    // The default baseline, reports/baseline.json under the working folder: accepted with
+    // --save-baseline, then compared with on the next run without any flag.
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let faithful = gate.join("faithful.yaml");
+    let verify_here = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            faithful.to_str().unwrap(),
+            "--python",
+            py.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        harness_in(&work, &args)
+    };
+    let (code, stdout, stderr) = verify_here(&["--save-baseline"]);
+    assert_eq!(code, i32::from(exit::OK), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("baseline: reports/baseline.json (accepted)"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("against "),
+        "there was no baseline yet: {stdout}"
+    );
+    let base = work.join("reports/baseline.json");
+    let mut accepted = Results::read(&base).unwrap();
+    // Pretend the baseline run was red: this run fixes it.
+    accepted.cases[0]
+        .variants
+        .get_mut(&Variant::Traced)
+        .unwrap()
+        .outcome = Outcome::Fail;
+    accepted.write(&base).unwrap();
+    let (code, stdout, stderr) = verify_here(&[]);
+    assert_eq!(code, i32::from(exit::OK), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("against reports/baseline.json: 0 new failures, 1 fixed"),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(work.join("reports/latest/index.html")).unwrap();
+    assert!(html.contains("Fixed (1)") && html.contains("reg-fixed"));
+    // --no-baseline ignores it.
+    let (_, stdout, _) = verify_here(&["--no-baseline"]);
+    assert!(!stdout.contains("against "), "{stdout}");
 }
 
 /// Chromium from Debian's package, if installed.
