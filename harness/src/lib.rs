@@ -3,7 +3,8 @@
 //! A case file (`case`) pairs a model with input generators; the `plan` turns it into samples;
 //! the Python `worker` loads the model, traces and scripts it and runs eager; `run` executes the
 //! traced and scripted artifacts in libtorch through `tch` and `compare`s them with eager;
-//! `results` records verdicts as results.json and decides the exit code; `console` prints them.
+//! `results` records verdicts as results.json and decides the exit code; `console` prints them;
+//! `report` renders saved results as HTML and JUnit XML and compares them with a baseline.
 //! See ARCHITECTURE.md for the pipeline and its invariants.
 
 // ErrorBody (the worker's error with its traceback) is the error of most calls here; it is
@@ -17,6 +18,7 @@ pub mod diagnose;
 pub mod interrupt;
 pub mod pitfall;
 pub mod plan;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod shrink;

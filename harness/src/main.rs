@@ -1,18 +1,30 @@
-//! The `harness` command line: `harness verify [PATHS]...` runs cases and writes results.json.
+//! The `harness` command line: `harness verify [PATHS]...` runs cases and writes results.json,
+//! then renders the report (index.html, a timestamped copy, junit.xml) from it; `harness report
+//! RESULTS...` renders the report of saved results without running anything.
 //!
-//! Exit codes: 0 every outcome as the case files expect, 1 a divergence or stale expectation,
-//! 2 the harness itself failed (bad case file, missing model, broken environment).
+//! Exit codes: 0 every outcome as the case files expect, 1 a divergence, a stale expectation or
+//! a new failure against the baseline, 2 the harness itself failed (bad case file, missing model,
+//! broken environment).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::Path;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use harness::console::Console;
-use harness::results::exit;
+use harness::report::{self, baseline};
+use harness::results::{exit, Results};
 use harness::run::Options;
-use harness::verify::{verify, Request};
+use harness::verify::{select, verify, Request};
+
+/// The baseline used when `--baseline` is not given, if it exists (relative to the working
+/// folder, like the other defaults).
+const DEFAULT_BASELINE: &str = "reports/baseline.json";
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +41,45 @@ struct Cli {
 enum Command {
     /// Verify cases: trace and script each model, run the artifacts in libtorch, compare with eager.
     Verify(VerifyArgs),
+    /// Render the report (index.html, junit.xml) of saved results.json files, without running.
+    Report(ReportArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Lines per case and variant, then a summary.
+    Human,
+    /// Only the results document (results.json's schema) on stdout.
+    Json,
+}
+
+#[derive(clap::Args)]
+struct BaselineArgs {
+    /// A previous results.json to compare with (default: reports/baseline.json when it exists).
+    /// New failures against it fail the gate.
+    #[arg(long, conflicts_with = "no_baseline")]
+    baseline: Option<PathBuf>,
+    /// Do not compare with any baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Accept these results as the new baseline: write them to the baseline path
+    /// (--baseline PATH, else reports/baseline.json), after comparing with the old one.
+    #[arg(long)]
+    save_baseline: bool,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// results.json files; several are merged into one report (a case named again replaces
+    /// the earlier one).
+    #[arg(required = true)]
+    results: Vec<PathBuf>,
+    /// Where index.html, history/ and junit.xml go (default: the folder of the one results
+    /// file, or reports/merged for several, where the merged results.json is written too).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    baseline: BaselineArgs,
 }
 
 #[derive(clap::Args)]
@@ -63,18 +114,25 @@ struct VerifyArgs {
     /// 16777216).
     #[arg(long)]
     max_elements: Option<u64>,
+    /// `human` (default) or `json`: the results document on stdout, no other lines there.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[command(flatten)]
+    baseline: BaselineArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Verify(args) => match run_verify(args) {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(exit::HARNESS_ERROR)
-            }
-        },
+    let result = match cli.command {
+        Command::Verify(args) => run_verify(args),
+        Command::Report(args) => run_report(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::HARNESS_ERROR)
+        }
     }
 }
 
@@ -102,13 +160,21 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
                 PathBuf::from("python3")
             }
         });
+    let replay = args.replay.is_some();
     let out = args.out.unwrap_or_else(|| {
-        PathBuf::from(if args.replay.is_some() {
+        PathBuf::from(if replay {
             "reports/replay"
         } else {
             "reports/latest"
         })
     });
+    // Read the baseline before running, so a missing or broken one fails fast. A replay checks
+    // one input, so it is never compared with a full run.
+    let base = if replay {
+        None
+    } else {
+        load_baseline(&args.baseline)?
+    };
     let req = Request {
         paths: args.paths,
         filter,
@@ -122,11 +188,151 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
         },
     };
     harness::interrupt::install();
+    let human = args.format == Format::Human;
     let console = Console::default();
-    let results = verify(&req, |case| console.print_case(case))?;
+    let progress = progress_bar(&select(&req)?);
+    let mut done = 0;
+    let results = verify(&req, |case| {
+        done += 1;
+        if let Some((bar, names)) = &progress {
+            bar.inc(1);
+            bar.set_message(names.get(done).cloned().unwrap_or_default());
+            if human {
+                bar.suspend(|| console.print_case(case));
+            }
+        } else if human {
+            console.print_case(case);
+        }
+    });
+    if let Some((bar, _)) = &progress {
+        bar.finish_and_clear();
+    }
+    let results = results?;
     let json = args.json.unwrap_or_else(|| out.join("results.json"));
     results.write(&json)?;
+    let regression = base.map(|(path, b)| baseline::compare(&path, &b, &results));
+    if human {
+        println!("{}", Console::summary(&results));
+        if let Some(r) = &regression {
+            println!("{}", r.summary());
+            for c in &r.new_failures {
+                println!(
+                    "NEW FAILURE  {}/{}: {} -> {}",
+                    c.case, c.variant, c.before, c.after
+                );
+            }
+        }
+        println!("results: {}", json.display());
+    }
+    // The report is rendered from the results.json just written, never from live state; a
+    // failing report step is logged and does not change the exit code.
+    match Results::read(&json).and_then(|saved| report::write(&saved, regression.as_ref(), &out)) {
+        Ok(w) if human => println!(
+            "report: {}  (junit: {})",
+            w.html.display(),
+            w.junit.display()
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: the report could not be written: {e:#}"),
+    }
+    if args.baseline.save_baseline && !replay {
+        let path = baseline_path(&args.baseline);
+        results.write(&path)?;
+        if human {
+            println!("baseline: {} (accepted)", path.display());
+        }
+    }
+    if !human {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(baseline::gate(&results, regression.as_ref()))
+}
+
+fn run_report(args: ReportArgs) -> anyhow::Result<u8> {
+    let mut parts = Vec::new();
+    for p in &args.results {
+        parts.push(Results::read(p).map_err(|e| anyhow::anyhow!("{}: {e:#}", p.display()))?);
+    }
+    let several = parts.len() > 1;
+    let results = report::merge(parts)?;
+    let out = args.out.unwrap_or_else(|| {
+        if several {
+            PathBuf::from("reports/merged")
+        } else {
+            args.results[0]
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        }
+    });
+    if several {
+        results.write(&out.join("results.json"))?;
+    }
+    let regression =
+        load_baseline(&args.baseline)?.map(|(path, b)| baseline::compare(&path, &b, &results));
+    let w = report::write(&results, regression.as_ref(), &out)?;
     println!("{}", Console::summary(&results));
-    println!("results: {}", json.display());
-    Ok(results.exit_code())
+    if let Some(r) = &regression {
+        println!("{}", r.summary());
+    }
+    println!(
+        "report: {}  (junit: {})",
+        w.html.display(),
+        w.junit.display()
+    );
+    if args.baseline.save_baseline {
+        let path = baseline_path(&args.baseline);
+        results.write(&path)?;
+        println!("baseline: {} (accepted)", path.display());
+    }
+    Ok(baseline::gate(&results, regression.as_ref()))
+}
+
+fn baseline_path(args: &BaselineArgs) -> PathBuf {
+    args.baseline
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BASELINE))
+}
+
+/// The baseline to compare with: `--baseline PATH` (which must exist), else the default one if
+/// it exists, else none.
+fn load_baseline(args: &BaselineArgs) -> anyhow::Result<Option<(String, Results)>> {
+    if args.no_baseline {
+        return Ok(None);
+    }
+    let path = match &args.baseline {
+        Some(p) if p.exists() || !args.save_baseline => p.clone(),
+        Some(_) => return Ok(None), // --save-baseline will create it
+        None if Path::new(DEFAULT_BASELINE).is_file() => PathBuf::from(DEFAULT_BASELINE),
+        None => return Ok(None),
+    };
+    let b =
+        Results::read(&path).map_err(|e| anyhow::anyhow!("baseline {}: {e:#}", path.display()))?;
+    Ok(Some((path.display().to_string(), b)))
+}
+
+/// A progress bar on stderr for runs of several cases, only when stderr is a terminal; with the
+/// case names, so it can show the one running.
+fn progress_bar(files: &[PathBuf]) -> Option<(ProgressBar, Vec<String>)> {
+    if files.len() < 2 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let bar = ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} cases  {elapsed}  {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(names[0].clone());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some((bar, names))
 }

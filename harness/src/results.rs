@@ -37,6 +37,9 @@ pub struct Results {
     /// The `--seed` given on the command line; each case records the seed it used.
     pub seed: Option<u64>,
     pub duration_ms: u64,
+    /// When the run started, RFC 3339 UTC (`2026-11-22T00:17:24Z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     /// False when the run was cut short.
     pub complete: bool,
     pub cases: Vec<CaseResult>,
@@ -91,6 +94,45 @@ pub struct CaseResult {
     #[serde(default)]
     pub notes: Vec<String>,
     pub duration_ms: u64,
+    /// The inputs, dims and tolerances the case file declares (absent when it did not parse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<SpecInfo>,
+    /// Unified diff (`--- traced` / `+++ scripted`) of the normalized traced and scripted
+    /// `.code`, when both exported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_diff: Option<String>,
+}
+
+/// What the case file declares about the inputs, as a report shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecInfo {
+    /// forward's positional arguments, in order.
+    pub inputs: Vec<InputInfo>,
+    /// Each symbolic dim's trace value and range.
+    #[serde(default)]
+    pub dims: BTreeMap<String, DimInfo>,
+    pub rtol: f64,
+    pub atol: f64,
+    /// Generated samples besides the trace input.
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputInfo {
+    pub name: String,
+    /// `[B, 4]`: sizes and dim names.
+    pub shape: String,
+    /// The first is the one traced.
+    pub dtypes: Vec<String>,
+    /// `uniform [-1, 1]`, `int [0, 255]`, ...
+    pub values: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DimInfo {
+    pub trace: i64,
+    pub min: i64,
+    pub max: i64,
 }
 
 impl CaseResult {
@@ -108,6 +150,8 @@ impl CaseResult {
             variants: BTreeMap::new(),
             notes: Vec::new(),
             duration_ms: 0,
+            spec: None,
+            code_diff: None,
         }
     }
 }
@@ -191,6 +235,30 @@ pub struct VariantResult {
     #[serde(with = "nonfinite")]
     pub max_rel: f64,
     pub run_ms: f64,
+    /// How the variant's `.code` compares with its reviewed snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+/// A variant's `.code` against its reviewed snapshot under `snapshots/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub state: SnapshotState,
+    /// The snapshot file.
+    pub path: String,
+    /// Unified diff from the snapshot to the current `.code`, when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotState {
+    Matched,
+    New,
+    Changed,
+    Accepted,
+    Skipped,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,10 +294,23 @@ pub struct Failure {
     pub max_rel: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// One sample group of one variant: how many samples ran and diverged, and by how much.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct GroupStat {
     pub run: usize,
     pub failed: usize,
+    /// Samples that no tolerance can pass: they raised, or the output's structure, shape,
+    /// dtype or device differs.
+    #[serde(default)]
+    pub unmatched: usize,
+    /// The largest errors over the group's comparable outputs.
+    #[serde(default, with = "nonfinite")]
+    pub max_abs: f64,
+    #[serde(default, with = "nonfinite")]
+    pub max_rel: f64,
+    /// The smallest `atol` that would have passed every comparable output at the case's `rtol`.
+    #[serde(default, with = "nonfinite")]
+    pub min_atol: f64,
 }
 
 /// The smallest input found that still diverges, saved for replay.
@@ -364,6 +445,7 @@ mod tests {
             max_abs,
             max_rel: 0.0,
             run_ms: 0.0,
+            snapshot: None,
         }
     }
 
@@ -376,6 +458,7 @@ mod tests {
             python: "3.11".into(),
             seed: None,
             duration_ms: 0,
+            started_at: None,
             complete: true,
             cases,
         }

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use tch::{CModule, Device, IValue, Tensor};
 
-use crate::case::{Case, ModelOrigin, Variant};
+use crate::case::{Case, ModelOrigin, ValueGen, Variant};
 use crate::compare::{compare, Comparison, MismatchKind, Tolerance, Tolerances};
 use crate::diagnose::{self, DeviceCheck, Observation, SampleFailure};
 use crate::pitfall::Pitfall;
 use crate::plan::{self, Group, SampleSpec};
 use crate::results::{
-    CaseResult, CaseStatus, Counterexample, ExportInfo, Failure, GroupStat, ModelInfo, Outcome,
-    SampleInfo, VariantResult,
+    CaseResult, CaseStatus, Counterexample, DimInfo, ExportInfo, Failure, GroupStat, InputInfo,
+    ModelInfo, Outcome, SampleInfo, SpecInfo, VariantResult,
 };
 use crate::shrink;
 use crate::tensors;
@@ -138,6 +138,8 @@ impl Runner {
             variants: Default::default(),
             notes: Vec::new(),
             duration_ms: 0,
+            spec: Some(spec_info(case)),
+            code_diff: None,
         };
         if let Err(mut error) = self.run_inner(case, seed, &mut result) {
             result.status = match error.kind.as_str() {
@@ -435,10 +437,7 @@ impl Runner {
                     findings,
                     samples: &samples,
                     runs: variant_runs,
-                    groups: diagnose::group_stats(&sample_failures)
-                        .into_iter()
-                        .map(|(g, (run, failed))| (g, GroupStat { run, failed }))
-                        .collect(),
+                    groups: group_stats(&samples.specs, variant_runs),
                     device_check: device_checks.get(&variant).cloned(),
                     counterexample,
                     run_ms: run_ms.get(&variant).copied().unwrap_or(0.0),
@@ -869,6 +868,81 @@ fn run_sample(
     }
 }
 
+/// Per sample group: samples run and diverged, the largest errors and the smallest `atol`
+/// that would have passed (at the case's `rtol`).
+fn group_stats(specs: &[SampleSpec], runs: &[SampleRun]) -> BTreeMap<String, GroupStat> {
+    let mut stats: BTreeMap<String, GroupStat> = BTreeMap::new();
+    for (spec, run) in specs.iter().zip(runs) {
+        let g = stats.entry(String::from(spec.group.clone())).or_default();
+        g.run += 1;
+        let c = match run {
+            SampleRun::Match(c) => c,
+            SampleRun::Mismatch(c) => {
+                g.failed += 1;
+                if c.mismatches.iter().any(|m| m.kind != MismatchKind::Values) {
+                    g.unmatched += 1;
+                }
+                c
+            }
+            SampleRun::Raised(_) => {
+                g.failed += 1;
+                g.unmatched += 1;
+                continue;
+            }
+        };
+        g.max_abs = g.max_abs.max(c.max_abs);
+        g.max_rel = g.max_rel.max(c.max_rel);
+        g.min_atol = g.min_atol.max(c.min_atol);
+    }
+    stats
+}
+
+/// The case file's inputs, dims and tolerances, for results.json.
+fn spec_info(case: &Case) -> SpecInfo {
+    let spec = &case.spec;
+    SpecInfo {
+        inputs: spec
+            .inputs
+            .iter()
+            .map(|i| InputInfo {
+                name: i.name.clone(),
+                shape: format!(
+                    "[{}]",
+                    i.shape
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                dtypes: i.dtypes().iter().map(|d| d.to_string()).collect(),
+                values: match i.values() {
+                    ValueGen::Uniform([lo, hi]) => format!("uniform [{lo}, {hi}]"),
+                    ValueGen::Normal([m, s]) => format!("normal (mean {m}, std {s})"),
+                    ValueGen::Int([lo, hi]) => format!("int [{lo}, {hi}]"),
+                    ValueGen::Bool(p) => format!("bool (p = {p})"),
+                },
+            })
+            .collect(),
+        dims: spec
+            .dims
+            .iter()
+            .map(|(k, d)| {
+                (
+                    k.clone(),
+                    DimInfo {
+                        trace: d.trace,
+                        min: d.min,
+                        max: d.max,
+                    },
+                )
+            })
+            .collect(),
+        rtol: spec.check.rtol,
+        atol: spec.check.atol,
+        samples: spec.check.samples,
+    }
+}
+
 fn failure_of(r: &SampleRun) -> Option<SampleFailure> {
     match r {
         SampleRun::Match(_) => None,
@@ -1124,6 +1198,7 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
         max_abs,
         max_rel,
         run_ms: facts.run_ms,
+        snapshot: None,
     }
 }
 

@@ -23,14 +23,8 @@ pub struct Request {
 /// Run every selected case, calling `on_case` as each one finishes.
 pub fn verify(req: &Request, mut on_case: impl FnMut(&CaseResult)) -> anyhow::Result<Results> {
     let start = Instant::now();
-    let files = case::discover(&req.paths).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let files: Vec<PathBuf> = files
-        .into_iter()
-        .filter(|f| match &req.filter {
-            Some(re) => re.is_match(&stem(f)),
-            None => true,
-        })
-        .collect();
+    let started_at = crate::report::utc_rfc3339(std::time::SystemTime::now());
+    let files = select(req)?;
     let mut runner = Runner::new(req.options.clone()).map_err(|e| {
         anyhow::anyhow!("{e} (is the virtual environment set up? `cargo xtask verify` makes it)")
     })?;
@@ -72,9 +66,22 @@ pub fn verify(req: &Request, mut on_case: impl FnMut(&CaseResult)) -> anyhow::Re
         python: runner.python.clone(),
         seed: req.options.seed,
         duration_ms: start.elapsed().as_millis() as u64,
+        started_at: Some(started_at),
         complete,
         cases,
     })
+}
+
+/// The case files a request selects, in run order.
+pub fn select(req: &Request) -> anyhow::Result<Vec<PathBuf>> {
+    let files = case::discover(&req.paths).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(files
+        .into_iter()
+        .filter(|f| match &req.filter {
+            Some(re) => re.is_match(&stem(f)),
+            None => true,
+        })
+        .collect())
 }
 
 fn stem(f: &std::path::Path) -> String {

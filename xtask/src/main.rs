@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask verify [ARGS]`: set up the Python environment (once), build the harness
 //!   against its libtorch, and run `harness verify ARGS`; the exit code is the harness's.
+//! - `cargo xtask report [RESULTS...] [ARGS]`: the same build, then `harness report`: render the
+//!   report (index.html, junit.xml) of saved results.json files without running anything.
 //! - `cargo xtask test [ARGS]`: the same setup, then the whole test suite (`cargo test`).
 //!
 //! Few dependencies on purpose: this crate must build fast and before anything else.
@@ -16,12 +18,19 @@ fn main() -> ExitCode {
     let task = args.next().unwrap_or_default();
     let rest: Vec<String> = args.collect();
     let result = match task.as_str() {
-        "verify" => verify(&rest),
+        "verify" => harness("verify", &rest),
+        "report" => harness("report", &rest),
         "test" => test(&rest),
         "setup" => env::Env::prepare().map(|_| 0),
         _ => {
             eprintln!(
-                "usage: cargo xtask <verify|test|setup> [ARGS]\n\n  verify [PATHS] [--filter RE] [--seed N] [--json PATH] ...   verify cases (default: cases/)\n  test [CARGO TEST ARGS]   run every test, with the real worker and libtorch\n  setup                    only create .venv and check it"
+                "usage: cargo xtask <verify|report|test|setup> [ARGS]\n\n  \
+                 verify [PATHS] [--filter RE] [--seed N] [--baseline PATH] [--save-baseline] [--format json] ...\n      \
+                 verify cases (default: cases/), write reports/latest/{{results.json,index.html,junit.xml}}\n  \
+                 report [RESULTS...] [--out DIR] [--baseline PATH]\n      \
+                 render the report of saved results (default: reports/latest/results.json)\n  \
+                 test [CARGO TEST ARGS]   run every test, with the real worker and libtorch\n  \
+                 setup                    only create .venv and check it"
             );
             return ExitCode::from(2);
         }
@@ -35,8 +44,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Build the harness (release) and run `harness verify` with the user's arguments.
-fn verify(args: &[String]) -> Result<u8, String> {
+/// Build the harness (release) and run `harness <command>` with the user's arguments.
+fn harness(command: &str, args: &[String]) -> Result<u8, String> {
     let env = env::Env::prepare()?;
     env.cargo(&[
         "build",
@@ -49,25 +58,37 @@ fn verify(args: &[String]) -> Result<u8, String> {
     ])?;
     let bin = env.root.join("target/release/harness");
     let mut cmd = Command::new(&bin);
-    cmd.arg("verify");
+    cmd.arg(command);
     env.apply(&mut cmd);
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
     let given_paths = positional(args);
+    let given = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
     cmd.args(args);
     // Defaults relative to the repository, whatever folder the user runs from.
-    if !given_paths {
+    if command == "report" {
+        if !given_paths {
+            cmd.arg(relative(&cwd, env.root.join("reports/latest/results.json")));
+        }
+    } else if !given_paths {
         cmd.arg(relative(&cwd, env.root.join("cases")));
     }
-    if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
-        let folder = if args
-            .iter()
-            .any(|a| a == "--replay" || a.starts_with("--replay="))
-        {
+    if command == "verify" && !given("--out") {
+        let folder = if given("--replay") {
             "reports/replay"
         } else {
             "reports/latest"
         };
         cmd.arg("--out").arg(relative(&cwd, env.root.join(folder)));
+    }
+    // The accepted baseline lives in the repository's reports/, wherever the user runs from.
+    if !given("--baseline") && !given("--no-baseline") {
+        let baseline = env.root.join("reports/baseline.json");
+        if baseline.is_file() || given("--save-baseline") {
+            cmd.arg("--baseline").arg(relative(&cwd, baseline));
+        }
     }
     let status = cmd
         .status()
@@ -91,7 +112,7 @@ fn test(args: &[String]) -> Result<u8, String> {
 
 /// Does the argument list name case files or folders (not only flags and their values)?
 fn positional(args: &[String]) -> bool {
-    const WITH_VALUE: [&str; 8] = [
+    const WITH_VALUE: [&str; 10] = [
         "--filter",
         "--seed",
         "--json",
@@ -100,6 +121,8 @@ fn positional(args: &[String]) -> bool {
         "--timeout",
         "--replay",
         "--max-elements",
+        "--baseline",
+        "--format",
     ];
     let mut skip = false;
     for a in args {
@@ -129,5 +152,13 @@ mod tests {
         assert!(!positional(&s(&["--filter", "cell", "--seed", "3"])));
         assert!(positional(&s(&["--seed", "3", "cases/my_cell.yaml"])));
         assert!(!positional(&s(&["--json=out.json"])));
+        assert!(!positional(&s(&[
+            "--baseline",
+            "b.json",
+            "--format",
+            "json"
+        ])));
+        assert!(!positional(&s(&["--save-baseline", "--no-baseline"])));
+        assert!(positional(&s(&["--baseline", "b.json", "r.json"])));
     }
 }

@@ -4,9 +4,12 @@
 //! The Python interpreter comes from `HARNESS_PYTHON` (set by `cargo xtask test`) or the
 //! repository's `.venv`.
 
+mod report;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use harness::case::Variant;
@@ -36,19 +39,46 @@ fn python() -> PathBuf {
 /// Verify `paths` through the library, as the CLI does.
 fn run(paths: &[PathBuf], filter: Option<&str>, seed: Option<u64>) -> (Results, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
+    (run_into(paths, filter, seed, out.path()), out)
+}
+
+fn run_into(paths: &[PathBuf], filter: Option<&str>, seed: Option<u64>, out: &Path) -> Results {
     let req = Request {
         paths: paths.to_vec(),
         filter: filter.map(|f| regex::Regex::new(f).unwrap()),
         options: Options {
             python: python(),
-            out_dir: out.path().to_path_buf(),
+            out_dir: out.to_path_buf(),
             seed,
             timeout: None,
             max_elements: None,
             replay: None,
         },
     };
-    (verify(&req, |_| {}).expect("the worker starts"), out)
+    verify(&req, |_| {}).expect("the worker starts")
+}
+
+/// The shipped cases, run once for every test that looks at them; results.json is written to
+/// (and read back from) `<out>/results.json`, as the CLI does.
+fn shipped() -> &'static (Results, PathBuf) {
+    static SHIPPED: OnceLock<(Results, PathBuf)> = OnceLock::new();
+    SHIPPED.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shipped");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        // The top-level cases; the model zoo (cases/zoo) is `cargo xtask verify`'s, too slow
+        // for the test suite.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("cases"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        let results = run_into(&files, None, None, &out);
+        let json = out.join("results.json");
+        results.write(&json).unwrap();
+        (Results::read(&json).unwrap(), out)
+    })
 }
 
 /// Each case's status, or its variants' outcomes, as short strings.
@@ -91,17 +121,10 @@ fn check(results: &Results, expect: &[(&str, &str)]) {
 
 #[test]
 fn shipped_cases_meet_their_expectations() {
-    // The top-level cases; the model zoo (cases/zoo) is `cargo xtask verify`'s, too slow here.
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("cases"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    let (results, out) = run(&files, None, None);
+    let (results, out) = shipped();
     let none = "";
     check(
-        &results,
+        results,
         &[
             (
                 "arange_len",
@@ -248,7 +271,7 @@ fn shipped_cases_meet_their_expectations() {
         for v in c.variants.values() {
             if v.export.ok {
                 assert_eq!(v.samples_run, c.samples.len(), "{}", c.name);
-                assert!(Path::new(v.export.artifact.as_deref().unwrap()).starts_with(out.path()));
+                assert!(Path::new(v.export.artifact.as_deref().unwrap()).starts_with(out));
             }
             for f in &v.findings {
                 assert!(
