@@ -1,12 +1,21 @@
 //! Terminal output: one line per case and variant as they finish, then a summary.
 //!
-//! Lines are plain text (no colour when stdout is not a terminal), so CI logs stay readable.
+//! Lines are plain text (no colour when stdout is not a terminal or `NO_COLOR` is set), so CI
+//! logs stay readable. A `.code` snapshot to review gets a `SNAP` line with its diff; a case
+//! whose variants diverge shows the traced-versus-scripted `.code` diff.
 
 use std::io::{IsTerminal, Write};
 
-use crate::results::{CaseResult, CaseStatus, Outcome, Results};
+use crate::case::Variant;
+use crate::results::{
+    CaseResult, CaseStatus, Outcome, Results, SnapshotInfo, SnapshotState, VariantResult,
+};
+use crate::snapshot::paint_diff;
 
 const INDENT: &str = "         ";
+
+/// Diff lines shown in the terminal per diff; the whole diff is in results.json.
+const MAX_DIFF_LINES: usize = 60;
 
 /// At most `n` characters, with an ellipsis when cut.
 fn clip(s: &str, n: usize) -> String {
@@ -31,6 +40,26 @@ impl Default for Console {
 }
 
 impl Console {
+    /// Plain output, whatever stdout is (for tests and logs).
+    pub fn plain() -> Self {
+        Console { color: false }
+    }
+
+    /// A diff, indented and coloured, cut at `MAX_DIFF_LINES`.
+    fn diff_lines(&self, diff: &str, out: &mut Vec<String>) {
+        let lines = paint_diff(diff, self.color);
+        let n = lines.len();
+        for l in lines.into_iter().take(MAX_DIFF_LINES) {
+            out.push(format!("{INDENT}  {l}"));
+        }
+        if n > MAX_DIFF_LINES {
+            out.push(format!(
+                "{INDENT}  … {} more lines in results.json",
+                n - MAX_DIFF_LINES
+            ));
+        }
+    }
+
     fn paint(&self, label: &str, outcome: Option<Outcome>) -> String {
         let code = match outcome {
             Some(Outcome::Pass) => "32",
@@ -76,42 +105,91 @@ impl Console {
                 clip(&v.message, 400),
                 v.export.seconds * 1e3 + v.run_ms
             ));
-            if v.outcome == Outcome::Pass {
-                continue;
+            if v.outcome != Outcome::Pass {
+                self.finding_lines(v, &mut lines);
             }
-            for f in &v.findings {
-                let at = f
-                    .location
-                    .as_deref()
-                    .map(|l| format!(" ({l})"))
-                    .unwrap_or_default();
-                lines.push(format!(
-                    "{INDENT}{}{at}: {}",
-                    f.pitfall,
-                    clip(&f.summary, 300)
-                ));
-                for e in f.evidence.iter().take(3) {
-                    lines.push(format!("{INDENT}  - {}", clip(e, 300)));
-                }
-                lines.push(format!("{INDENT}  fix: {}", f.hint));
-            }
-            if let Some(cx) = &v.counterexample {
-                lines.push(format!(
-                    "{INDENT}minimal input: {} (shrunk from {} in {} tries): {}",
-                    cx.inputs,
-                    cx.from_sample,
-                    cx.round_trips,
-                    clip(&cx.detail, 200)
-                ));
-                lines.push(format!("{INDENT}replay: {}", cx.replay));
+            if let Some(snap) = &v.snapshot {
+                self.snapshot_lines(&case.name, *variant, snap, &mut lines);
             }
         }
         if !case.variants.values().all(|v| v.outcome == Outcome::Pass) {
             for n in &case.notes {
                 lines.push(format!("{INDENT}note: {}", clip(n, 300)));
             }
+            if let Some(diff) = case.code_diff.as_deref() {
+                if diff.is_empty() {
+                    lines.push(format!(
+                        "{INDENT}code: traced and scripted .code are the same"
+                    ));
+                } else {
+                    lines.push(format!("{INDENT}code: traced vs scripted .code:"));
+                    self.diff_lines(diff, &mut lines);
+                }
+            }
         }
         lines
+    }
+
+    /// Why a variant diverged: findings with evidence and hints, the minimal input, the replay.
+    fn finding_lines(&self, v: &VariantResult, lines: &mut Vec<String>) {
+        for f in &v.findings {
+            let at = f
+                .location
+                .as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "{INDENT}{}{at}: {}",
+                f.pitfall,
+                clip(&f.summary, 300)
+            ));
+            for e in f.evidence.iter().take(3) {
+                lines.push(format!("{INDENT}  - {}", clip(e, 300)));
+            }
+            lines.push(format!("{INDENT}  fix: {}", f.hint));
+        }
+        if let Some(cx) = &v.counterexample {
+            lines.push(format!(
+                "{INDENT}minimal input: {} (shrunk from {} in {} tries): {}",
+                cx.inputs,
+                cx.from_sample,
+                cx.round_trips,
+                clip(&cx.detail, 200)
+            ));
+            lines.push(format!("{INDENT}replay: {}", cx.replay));
+        }
+    }
+
+    /// A `SNAP` line, with the diff, for a snapshot that is new, changed or just accepted.
+    fn snapshot_lines(
+        &self,
+        case: &str,
+        variant: Variant,
+        snap: &SnapshotInfo,
+        lines: &mut Vec<String>,
+    ) {
+        let what = match snap.state {
+            SnapshotState::New => "new: no stored snapshot",
+            SnapshotState::Changed => "changed",
+            SnapshotState::Accepted => "accepted",
+            SnapshotState::Matched | SnapshotState::Skipped => return,
+        };
+        let (review, look) = if snap.state.needs_review() {
+            (
+                "; review: cargo xtask verify --accept, or cargo insta review",
+                Outcome::Fail,
+            )
+        } else {
+            ("", Outcome::Pass)
+        };
+        lines.push(format!(
+            "{} {case}/{variant}: .code snapshot {what} ({}){review}",
+            self.paint("SNAP", Some(look)),
+            snap.path
+        ));
+        if let Some(diff) = snap.diff.as_deref().filter(|d| !d.is_empty()) {
+            self.diff_lines(diff, lines);
+        }
     }
 
     pub fn print_case(&self, case: &CaseResult) {
@@ -119,6 +197,30 @@ impl Console {
         for line in self.case_lines(case) {
             let _ = writeln!(out, "{line}");
         }
+    }
+
+    /// `snapshots: 2 new, 1 changed (...)`, when any snapshot was checked.
+    pub fn snapshot_summary(results: &Results) -> Option<String> {
+        let counts = results.snapshot_counts();
+        if counts.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(state, n)| {
+                let name = serde_json::to_value(state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                format!("{n} {name}")
+            })
+            .collect();
+        let review = if counts.keys().any(|s| s.needs_review()) {
+            ": review the diffs, then `cargo xtask verify --accept` or `cargo insta review`"
+        } else {
+            ""
+        };
+        Some(format!("snapshots: {}{review}", parts.join(", ")))
     }
 
     pub fn summary(results: &Results) -> String {

@@ -3,7 +3,8 @@
 //! A case file (`case`) pairs a model with input generators; the `plan` turns it into samples;
 //! the Python `worker` loads the model, traces and scripts it and runs eager; `run` executes the
 //! traced and scripted artifacts in libtorch through `tch` and `compare`s them with eager;
-//! `results` records verdicts as results.json and decides the exit code; `console` prints them.
+//! `snapshot` keeps each variant's normalized `.code` as a reviewed insta snapshot; `results`
+//! records verdicts as results.json and decides the exit code; `console` prints them.
 //! See ARCHITECTURE.md for the pipeline and its invariants.
 
 // ErrorBody (the worker's error with its traceback) is the error of most calls here; it is
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod results;
 pub mod run;
 pub mod shrink;
+pub mod snapshot;
 pub mod tensors;
 pub mod value;
 pub mod verify;

@@ -1,7 +1,8 @@
 //! The `harness` command line: `harness verify [PATHS]...` runs cases and writes results.json.
 //!
-//! Exit codes: 0 every outcome as the case files expect, 1 a divergence or stale expectation,
-//! 2 the harness itself failed (bad case file, missing model, broken environment).
+//! Exit codes: 0 every outcome as the case files expect, 1 a divergence, a stale expectation or a
+//! `.code` snapshot to review, 2 the harness itself failed (bad case file, missing model, broken
+//! environment).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 use harness::console::Console;
 use harness::results::exit;
 use harness::run::Options;
+use harness::snapshot::{self, Mode, Policy};
 use harness::verify::{verify, Request};
 
 #[derive(Parser)]
@@ -58,6 +60,12 @@ struct VerifyArgs {
     /// Seconds one worker request (load, export, eager) may take.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Folder of the reviewed `.code` snapshots (`<case>__<variant>.snap`).
+    #[arg(long, default_value = "harness/snapshots")]
+    snapshots: PathBuf,
+    /// Write new and changed `.code` snapshots (never allowed when CI is set).
+    #[arg(long)]
+    accept: bool,
 }
 
 fn main() -> ExitCode {
@@ -98,6 +106,20 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
             "reports/latest"
         })
     });
+    let ci = snapshot::is_ci();
+    if args.accept && ci {
+        anyhow::bail!(
+            "--accept: CI is set, and snapshots are never written in CI; \
+             accept locally and commit the snapshots"
+        );
+    }
+    let mode = if args.accept {
+        Mode::Accept
+    } else if ci {
+        Mode::ReadOnly
+    } else {
+        Mode::Check
+    };
     let req = Request {
         paths: args.paths,
         filter,
@@ -108,12 +130,19 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
             timeout: Duration::from_secs(args.timeout),
             replay: args.replay,
         },
+        snapshots: Some(Policy {
+            dir: args.snapshots,
+            mode,
+        }),
     };
     let console = Console::default();
     let results = verify(&req, |case| console.print_case(case))?;
     let json = args.json.unwrap_or_else(|| out.join("results.json"));
     results.write(&json)?;
     println!("{}", Console::summary(&results));
+    if let Some(line) = Console::snapshot_summary(&results) {
+        println!("{line}");
+    }
     println!("results: {}", json.display());
     Ok(results.exit_code())
 }

@@ -117,6 +117,7 @@ impl Runner {
             samples: Vec::new(),
             variants: Default::default(),
             notes: Vec::new(),
+            code_diff: None,
             duration_ms: 0,
         };
         if let Err(error) = self.run_inner(case, seed, &mut result) {
@@ -351,6 +352,7 @@ impl Runner {
                 seconds: export.seconds,
                 artifact: export.path.as_ref().map(|p| p.display().to_string()),
                 code: export.code.clone(),
+                constants: export.constants.clone(),
                 error: export_error.cloned(),
                 warnings: export.warnings.clone(),
             };
@@ -996,6 +998,7 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
         max_abs,
         max_rel,
         run_ms: facts.run_ms,
+        snapshot: None,
     }
 }
 

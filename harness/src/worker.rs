@@ -108,6 +108,9 @@ pub struct Export {
     pub code: Option<String>,
     #[serde(default)]
     pub graph: Option<String>,
+    /// The tensor constants `.code` refers to (`CONSTANTS.c0`), described, by name.
+    #[serde(default)]
+    pub constants: std::collections::BTreeMap<String, String>,
     pub error: Option<ErrorBody>,
     #[serde(default)]
     pub warnings: Vec<TraceWarning>,

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         "setup" => env::Env::prepare().map(|_| 0),
         _ => {
             eprintln!(
-                "usage: cargo xtask <verify|test|setup> [ARGS]\n\n  verify [PATHS] [--filter RE] [--seed N] [--json PATH] ...   verify cases (default: cases/)\n  test [CARGO TEST ARGS]   run every test, with the real worker and libtorch\n  setup                    only create .venv and check it"
+                "usage: cargo xtask <verify|test|setup> [ARGS]\n\n  verify [PATHS] [--filter RE] [--seed N] [--accept] ...   verify cases (default: cases/)\n  test [CARGO TEST ARGS]   run every test, with the real worker and libtorch\n  setup                    only create .venv and check it"
             );
             return ExitCode::from(2);
         }
@@ -58,6 +58,13 @@ fn verify(args: &[String]) -> Result<u8, String> {
     if !given_paths {
         cmd.arg(relative(&cwd, env.root.join("cases")));
     }
+    if !args
+        .iter()
+        .any(|a| a == "--snapshots" || a.starts_with("--snapshots="))
+    {
+        cmd.arg("--snapshots")
+            .arg(relative(&cwd, env.root.join("harness/snapshots")));
+    }
     if !args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
         let folder = if args
             .iter()
@@ -91,7 +98,7 @@ fn test(args: &[String]) -> Result<u8, String> {
 
 /// Does the argument list name case files or folders (not only flags and their values)?
 fn positional(args: &[String]) -> bool {
-    const WITH_VALUE: [&str; 7] = [
+    const WITH_VALUE: [&str; 8] = [
         "--filter",
         "--seed",
         "--json",
@@ -99,6 +106,7 @@ fn positional(args: &[String]) -> bool {
         "--python",
         "--timeout",
         "--replay",
+        "--snapshots",
     ];
     let mut skip = false;
     for a in args {
@@ -128,5 +136,7 @@ mod tests {
         assert!(!positional(&s(&["--filter", "cell", "--seed", "3"])));
         assert!(positional(&s(&["--seed", "3", "cases/my_cell.yaml"])));
         assert!(!positional(&s(&["--json=out.json"])));
+        assert!(!positional(&s(&["--snapshots", "snaps", "--accept"])));
+        assert!(positional(&s(&["--accept", "cases/my_cell.yaml"])));
     }
 }
