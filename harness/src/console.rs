@@ -251,3 +251,91 @@ impl Console {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ran case with one traced variant of `outcome`, its snapshot and the code diff.
+    fn case(outcome: &str, snapshot: serde_json::Value, code_diff: Option<&str>) -> CaseResult {
+        serde_json::from_value(serde_json::json!({
+            "name": "c", "file": "c.yaml", "status": "ran", "duration_ms": 0,
+            "code_diff": code_diff,
+            "variants": {"traced": {
+                "outcome": outcome, "pitfalls": [], "expected": [], "message": "m",
+                "samples_run": 1, "samples_failed": 0, "max_abs": 0.0, "max_rel": 0.0,
+                "run_ms": 0.0, "export": {"ok": true, "seconds": 0.0},
+                "snapshot": snapshot,
+            }},
+        }))
+        .unwrap()
+    }
+
+    /// The lines printed for a case, plain.
+    #[track_caller]
+    fn check(case: &CaseResult, expect: &[&str]) {
+        assert_eq!(Console::plain().case_lines(case), expect);
+    }
+
+    #[test]
+    fn snapshot_lines() {
+        let changed = serde_json::json!({"state": "changed", "path": "s/c__traced.snap",
+            "diff": "--- stored\n+++ new\n@@ -1 +1 @@\n-a\n+b\n"});
+        check(
+            &case("pass", changed, Some("")),
+            &[
+                "PASS   c/traced: m  (0 ms)",
+                "SNAP   c/traced: .code snapshot changed (s/c__traced.snap); review: cargo xtask verify --accept, or cargo insta review",
+                "           --- stored",
+                "           +++ new",
+                "           @@ -1 +1 @@",
+                "           -a",
+                "           +b",
+            ],
+        );
+        let matched = serde_json::json!({"state": "matched", "path": "p"});
+        check(
+            &case(
+                "pass",
+                matched.clone(),
+                Some("--- traced\n+++ scripted\n-x\n+y\n"),
+            ),
+            &["PASS   c/traced: m  (0 ms)"],
+        );
+        // A divergent case shows the traced-vs-scripted diff.
+        check(
+            &case(
+                "xfail",
+                matched.clone(),
+                Some("--- traced\n+++ scripted\n-x\n+y\n"),
+            ),
+            &[
+                "XFAIL  c/traced: m  (0 ms)",
+                "         code: traced vs scripted .code:",
+                "           --- traced",
+                "           +++ scripted",
+                "           -x",
+                "           +y",
+            ],
+        );
+        check(
+            &case("fail", matched, Some("")),
+            &[
+                "FAIL   c/traced: m  (0 ms)",
+                "         code: traced and scripted .code are the same",
+            ],
+        );
+        // Long diffs are cut; results.json has them whole.
+        let long: String = (0..100).map(|i| format!("+{i}\n")).collect();
+        let lines = Console::plain().case_lines(&case(
+            "pass",
+            serde_json::json!({"state": "changed", "path": "p", "diff": long}),
+            None,
+        ));
+        assert_eq!(lines.len(), 2 + MAX_DIFF_LINES + 1);
+        assert!(lines
+            .last()
+            .unwrap()
+            .ends_with("40 more lines in results.json"));
+    }
+}
