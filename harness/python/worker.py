@@ -264,6 +264,7 @@ class Worker:
                             k: _describe_constant(v)
                             for k, v in sorted(constants.const_mapping.items())
                         }
+                        entry["modules"] = _submodule_code(artifact)
                         graphs[variant] = artifact.inlined_graph
                         entry["graph"] = str(graphs[variant])
                     except Exception as exc:  # noqa: BLE001 - saved, but not printable
@@ -446,6 +447,27 @@ def _constant(node):
     else:
         value = repr(value)
     return {"type": kind, "value": value, "where": _where(node)}
+
+
+def _submodule_code(artifact):
+    """The code of every submodule with a forward, by attribute path: the top-level `.code`
+    only calls them (`(fc1).forward(x, )`), so an edit inside one shows only here."""
+    modules = []
+    for name, sub in artifact.named_modules():
+        if not name:
+            continue
+        try:
+            code, constants = sub.code_with_constants
+        except Exception:  # noqa: BLE001 - containers (ModuleList, ...) have no forward
+            continue
+        modules.append({
+            "name": name,
+            "code": code,
+            "constants": {
+                k: _describe_constant(v) for k, v in sorted(constants.const_mapping.items())
+            },
+        })
+    return modules
 
 
 def _describe_constant(value):

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::case::Variant;
 use crate::diagnose::{DeviceCheck, Finding};
 use crate::pitfall::Pitfall;
-use crate::worker::{ErrorBody, TraceWarning};
+use crate::worker::{ErrorBody, ModuleCode, TraceWarning};
 
 /// Bumped when a field changes meaning or goes away (adding fields does not bump it).
 pub const SCHEMA: u32 = 1;
@@ -225,6 +225,9 @@ pub struct ExportInfo {
     /// The constants `code` names (`CONSTANTS.c0`): their values are not in `code` itself.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub constants: BTreeMap<String, String>,
+    /// Each submodule's code: `code` only calls them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<ModuleCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     #[serde(default)]
@@ -400,6 +403,7 @@ mod tests {
                 artifact: None,
                 code: None,
                 constants: BTreeMap::new(),
+                modules: vec![],
                 error: None,
                 warnings: vec![],
             },

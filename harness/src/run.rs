@@ -353,6 +353,7 @@ impl Runner {
                 artifact: export.path.as_ref().map(|p| p.display().to_string()),
                 code: export.code.clone(),
                 constants: export.constants.clone(),
+                modules: export.modules.clone(),
                 error: export_error.cloned(),
                 warnings: export.warnings.clone(),
             };

@@ -1,7 +1,8 @@
 //! `.code` snapshots: the reviewable form of what will run in production, and the
 //! traced-versus-scripted diff.
 //!
-//! Each variant's TorchScript `.code` is normalized (`___torch_mangle_N` names, the worker's
+//! Each variant's TorchScript `.code` (with the values of the tensor constants it names, and the
+//! code of every submodule it calls, which `.code` alone does not show) is normalized (`___torch_mangle_N` names, the worker's
 //! `<stem>_2` module names, absolute and temporary paths, source-range comments, memory
 //! addresses, trailing whitespace) so two runs on two machines give the same text, then compared
 //! with the stored snapshot `<dir>/<case>__<variant>.snap`. The files are in insta's format (a
@@ -15,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use regex::Regex;
-use serde::Serialize;
 
 use crate::case::Variant;
 use crate::results::{SnapshotInfo, SnapshotState};
+use crate::worker::ModuleCode;
 
 /// What a run may write into the snapshot folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,13 +117,35 @@ impl Normalizer {
     }
 }
 
-/// What is snapshotted and diffed for a variant: its normalized `.code`, then the tensor
-/// constants it names (`CONSTANTS.c0`), whose values `.code` does not show, as comments.
+/// What is snapshotted and diffed for a variant: its normalized `.code` and the values of the
+/// tensor constants it names (`CONSTANTS.c0`, which `.code` does not show), then the same for
+/// each submodule it calls (a submodule with the same text as an earlier one is named only).
 pub fn code_text(
     normalizer: &Normalizer,
     code: &str,
-    constants: &std::collections::BTreeMap<String, String>,
+    constants: &Constants,
+    modules: &[ModuleCode],
 ) -> String {
+    let mut text = module_text(normalizer, code, constants);
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    for m in modules {
+        let body = module_text(normalizer, &m.code, &m.constants);
+        match seen.iter().find(|(b, _)| *b == body) {
+            Some((_, first)) => {
+                text.push_str(&format!("\n\n# module {}: the code of {first}", m.name))
+            }
+            None => {
+                text.push_str(&format!("\n\n# module {}\n{body}", m.name));
+                seen.push((body, &m.name));
+            }
+        }
+    }
+    text
+}
+
+type Constants = std::collections::BTreeMap<String, String>;
+
+fn module_text(normalizer: &Normalizer, code: &str, constants: &Constants) -> String {
     let mut text = normalizer.normalize(code);
     if !constants.is_empty() {
         text.push_str("\n\n# CONSTANTS");
@@ -156,7 +179,7 @@ pub fn code_diff(traced: &str, scripted: &str) -> String {
 }
 
 /// The YAML header of a `.snap` file, in insta's field names and order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Header {
     /// The case file, relative to the current folder when it is inside it, else its file name.
     pub source: String,
@@ -165,7 +188,7 @@ pub struct Header {
     pub info: Info,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Info {
     pub case: String,
     pub variant: Variant,
@@ -213,10 +236,45 @@ fn source_path(file: &Path) -> String {
         .join("/")
 }
 
-/// A whole `.snap` file: `---`, the YAML header, `---`, the body, a final newline.
+/// A whole `.snap` file: `---`, the YAML header, `---`, the body, a final newline. The header is
+/// written as insta writes it (the same fields, order and quoting), so a snapshot accepted with
+/// `--accept` and one accepted with `cargo insta accept` are the same bytes.
 pub fn render(header: &Header, body: &str) -> String {
-    let yaml = serde_yaml::to_string(header).expect("the header is plain data");
-    format!("---\n{yaml}---\n{}\n", body.trim_end())
+    let i = &header.info;
+    format!(
+        "---\nsource: {}\nexpression: {}\ninfo:\n  case: {}\n  variant: {}\n  torch: {}\n  model: {}\n---\n{}\n",
+        yaml_str(&header.source),
+        yaml_str(&header.expression),
+        yaml_str(&i.case),
+        yaml_str(i.variant.as_str()),
+        yaml_str(&i.torch),
+        yaml_str(&i.model),
+        body.trim_end()
+    )
+}
+
+/// A YAML string scalar, double-quoted exactly when insta's emitter quotes it.
+fn yaml_str(s: &str) -> String {
+    const KEYWORDS: [&str; 22] = [
+        "yes", "Yes", "YES", "no", "No", "NO", "True", "TRUE", "true", "False", "FALSE", "false",
+        "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
+    ];
+    let quote = s.is_empty()
+        || s.starts_with(' ')
+        || s.ends_with(' ')
+        || s.starts_with(['&', '*', '?', '|', '-', '<', '>', '=', '!', '%', '@', '.'])
+        || s.contains(|c: char| {
+            ":{}[],#`\"'\\\t\n\r".contains(c) || (c.is_control() && c != '\x1b')
+        })
+        || KEYWORDS.contains(&s)
+        || s.starts_with("0x")
+        || s.parse::<i64>().is_ok()
+        || s.parse::<f64>().is_ok();
+    if quote {
+        serde_json::to_string(s).expect("a string serializes")
+    } else {
+        s.to_string()
+    }
 }
 
 /// The stored snapshot's body, read with insta's parser (normalized as insta compares it);
@@ -412,12 +470,28 @@ mod tests {
     fn constants_follow_the_code() {
         let n = Normalizer::default();
         let mut constants = std::collections::BTreeMap::new();
-        assert_eq!(code_text(&n, "return x  \n", &constants), "return x");
+        assert_eq!(code_text(&n, "return x  \n", &constants, &[]), "return x");
         constants.insert("c1".to_string(), "tensor(int64, [], [3])".to_string());
         constants.insert("c0".to_string(), "2".to_string());
         assert_eq!(
-            code_text(&n, "return torch.mul(x, CONSTANTS.c0)\n", &constants),
+            code_text(&n, "return torch.mul(x, CONSTANTS.c0)\n", &constants, &[]),
             "return torch.mul(x, CONSTANTS.c0)\n\n# CONSTANTS\n# c0 = 2\n# c1 = tensor(int64, [], [3])"
+        );
+        // Submodules follow, each once.
+        let module = |name: &str, code: &str| ModuleCode {
+            name: name.into(),
+            code: code.into(),
+            constants: Default::default(),
+        };
+        let linear = "def forward(self,\n    input: Tensor) -> Tensor:\n  return torch.linear(input, self.weight, self.bias)\n";
+        assert_eq!(
+            code_text(
+                &n,
+                "return (fc2).forward((fc1).forward(x, ), )",
+                &Default::default(),
+                &[module("fc1", linear), module("fc2", linear), module("act", "return x")]
+            ),
+            "return (fc2).forward((fc1).forward(x, ), )\n\n# module fc1\ndef forward(self,\n    input: Tensor) -> Tensor:\n  return torch.linear(input, self.weight, self.bias)\n\n# module fc2: the code of fc1\n\n# module act\nreturn x"
         );
     }
 
@@ -470,18 +544,37 @@ mod tests {
     }
 
     #[test]
+    fn yaml_quoting_follows_insta() {
+        let cases = [
+            ("cases/my_cell.yaml", "cases/my_cell.yaml"),
+            ("2.13.0", "2.13.0"),
+            ("2.13", "\"2.13\""),
+            ("7", "\"7\""),
+            ("models/m.py:Net", "\"models/m.py:Net\""),
+            ("f(a, b)", "\"f(a, b)\""),
+            ("true", "\"true\""),
+            ("-x", "\"-x\""),
+            ("", "\"\""),
+            ("it's", "\"it's\""),
+            ("traced", "traced"),
+        ];
+        for (input, expect) in cases {
+            assert_eq!(yaml_str(input), expect, "{input}");
+        }
+    }
+
+    #[test]
     fn files_round_trip_through_insta() {
         let dir = tempfile::tempdir().unwrap();
         let h = header("my_cell", Variant::Traced);
         let body = "def forward(self,\n    x: Tensor) -> Tensor:\n  return x";
         let path = snap_path(dir.path(), "my_cell", Variant::Traced);
         std::fs::write(&path, render(&h, body)).unwrap();
+        // Byte for byte what `cargo insta accept` writes for this snapshot.
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.starts_with(
-                "---\nsource: my_cell.yaml\nexpression: torch.jit.trace(model, trace_input).code_with_constants\ninfo:\n  case: my_cell\n  variant: traced\n  torch: 2.13.0\n"
-            ),
-            "{text}"
+        assert_eq!(
+            text,
+            "---\nsource: my_cell.yaml\nexpression: \"torch.jit.trace(model, trace_input).code_with_constants\"\ninfo:\n  case: my_cell\n  variant: traced\n  torch: 2.13.0\n  model: \"models/tutorial.py:MyCell\"\n---\ndef forward(self,\n    x: Tensor) -> Tensor:\n  return x\n"
         );
         let snap = insta::Snapshot::from_file(&path).unwrap();
         assert_eq!(snap.metadata().source(), Some("my_cell.yaml"));

@@ -103,7 +103,7 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
             .code
             .as_deref()
             .filter(|_| export.ok)
-            .map(|c| snapshot::code_text(&normalizer, c, &export.constants))
+            .map(|c| snapshot::code_text(&normalizer, c, &export.constants, &export.modules))
     };
     let (traced, scripted) = (code(Variant::Traced), code(Variant::Scripted));
     if let (Some(t), Some(s)) = (&traced, &scripted) {
