@@ -181,7 +181,7 @@ pub fn code_diff(traced: &str, scripted: &str) -> String {
 /// The YAML header of a `.snap` file, in insta's field names and order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
-    /// The case file, relative to the current folder when it is inside it, else its file name.
+    /// The case file, relative to the workspace when it is inside it, else its file name.
     pub source: String,
     /// How the body was made.
     pub expression: String,
@@ -198,9 +198,17 @@ pub struct Info {
 }
 
 impl Header {
-    pub fn new(case: &str, case_file: &Path, variant: Variant, torch: &str, model: &str) -> Self {
+    /// `root`: the workspace (see [`workspace_root`]).
+    pub fn new(
+        case: &str,
+        case_file: &Path,
+        root: Option<&Path>,
+        variant: Variant,
+        torch: &str,
+        model: &str,
+    ) -> Self {
         Header {
-            source: source_path(case_file),
+            source: source_path(case_file, root),
             expression: match variant {
                 Variant::Traced => "torch.jit.trace(model, trace_input).code_with_constants",
                 Variant::Scripted => "torch.jit.script(model).code_with_constants",
@@ -216,19 +224,26 @@ impl Header {
     }
 }
 
-/// The case file as a `source:` value that is the same on every machine.
-fn source_path(file: &Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    let abs = if file.is_absolute() {
-        Some(file.to_path_buf())
-    } else {
-        cwd.as_ref().map(|c| c.join(file))
-    };
-    let inside = abs
-        .as_deref()
-        .and_then(|a| a.canonicalize().ok())
-        .zip(cwd.and_then(|c| c.canonicalize().ok()))
-        .and_then(|(a, c)| a.strip_prefix(c).ok().map(Path::to_path_buf));
+/// The Cargo workspace the snapshot folder belongs to (the nearest ancestor holding
+/// `Cargo.lock`), as insta's `source:` paths are relative to it; `None` outside one.
+pub fn workspace_root(snapshot_dir: &Path) -> Option<PathBuf> {
+    let abs = std::env::current_dir().ok()?.join(snapshot_dir);
+    // The folder may not exist yet: start from its nearest existing ancestor.
+    let existing = abs.ancestors().find_map(|a| a.canonicalize().ok())?;
+    existing
+        .ancestors()
+        .find(|a| a.join("Cargo.lock").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// The case file as a `source:` value that is the same on every machine: relative to the
+/// workspace when it is inside it, else its file name.
+fn source_path(file: &Path, root: Option<&Path>) -> String {
+    let inside = file
+        .canonicalize()
+        .ok()
+        .zip(root)
+        .and_then(|(f, r)| f.strip_prefix(r).ok().map(Path::to_path_buf));
     let path = inside.unwrap_or_else(|| PathBuf::from(file.file_name().unwrap_or_default()));
     path.components()
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -537,10 +552,33 @@ mod tests {
         Header::new(
             case,
             Path::new("/nowhere/cases/my_cell.yaml"),
+            None,
             variant,
             "2.13.0",
             "models/tutorial.py:MyCell",
         )
+    }
+
+    #[test]
+    fn sources_are_relative_to_the_workspace() {
+        let ws = tempfile::tempdir().unwrap();
+        let root = ws.path().canonicalize().unwrap();
+        std::fs::write(root.join("Cargo.lock"), "").unwrap();
+        std::fs::create_dir_all(root.join("cases")).unwrap();
+        std::fs::create_dir_all(root.join("harness")).unwrap();
+        let case = root.join("cases/a.yaml");
+        std::fs::write(&case, "").unwrap();
+        // The snapshot folder need not exist yet.
+        assert_eq!(
+            workspace_root(&root.join("harness/snapshots")),
+            Some(root.clone())
+        );
+        assert_eq!(source_path(&case, Some(&root)), "cases/a.yaml");
+        let outside = tempfile::tempdir().unwrap();
+        let other = outside.path().join("b.yaml");
+        std::fs::write(&other, "").unwrap();
+        assert_eq!(source_path(&other, Some(&root)), "b.yaml");
+        assert_eq!(source_path(&case, None), "a.yaml");
     }
 
     #[test]

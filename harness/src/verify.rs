@@ -110,6 +110,7 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
         result.code_diff = Some(snapshot::code_diff(t, s));
     }
     let Some(policy) = policy else { return };
+    let root = snapshot::workspace_root(&policy.dir);
     let model = result
         .model
         .as_ref()
@@ -119,7 +120,14 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
         let Some(vr) = result.variants.get_mut(&variant) else {
             continue;
         };
-        let header = Header::new(&case.name, &case.file, variant, torch, &model);
+        let header = Header::new(
+            &case.name,
+            &case.file,
+            root.as_deref(),
+            variant,
+            torch,
+            &model,
+        );
         match snapshot::check(policy, &header, body.as_deref()) {
             Ok(info) => vr.snapshot = Some(info),
             Err(message) => {
