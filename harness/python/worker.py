@@ -256,7 +256,15 @@ class Worker:
                     artifact.save(path)
                     entry = {"ok": True, "path": path}
                     try:
-                        entry["code"] = artifact.code
+                        code, constants = artifact.code_with_constants
+                        entry["code"] = code
+                        # `.code` names tensor constants (CONSTANTS.c0) without their values:
+                        # a baked value, or an edit to one, shows only here.
+                        entry["constants"] = {
+                            k: _describe_constant(v)
+                            for k, v in sorted(constants.const_mapping.items())
+                        }
+                        entry["modules"] = _submodule_code(artifact)
                         graphs[variant] = artifact.inlined_graph
                         entry["graph"] = str(graphs[variant])
                     except Exception as exc:  # noqa: BLE001 - saved, but not printable
@@ -456,6 +464,39 @@ def _constant(node):
     else:
         value = repr(value)
     return {"type": kind, "value": value, "where": _where(node)}
+
+
+def _submodule_code(artifact):
+    """The code of every submodule with a forward, by attribute path: the top-level `.code`
+    only calls them (`(fc1).forward(x, )`), so an edit inside one shows only here."""
+    modules = []
+    for name, sub in artifact.named_modules():
+        if not name:
+            continue
+        try:
+            code, constants = sub.code_with_constants
+        except Exception:  # noqa: BLE001 - containers (ModuleList, ...) have no forward
+            continue
+        modules.append({
+            "name": name,
+            "code": code,
+            "constants": {
+                k: _describe_constant(v) for k, v in sorted(constants.const_mapping.items())
+            },
+        })
+    return modules
+
+
+def _describe_constant(value):
+    """A constant of `.code`, as one stable line: small tensors in full, large ones by digest."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        head = f"tensor({str(t.dtype).replace('torch.', '')}, {list(t.shape)}"
+        if t.numel() <= 16:
+            return f"{head}, {t.flatten().tolist()})"
+        digest = hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()[:16]
+        return f"{head}, sha256 {digest})"
+    return repr(value)
 
 
 def _signature(graph):

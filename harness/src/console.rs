@@ -1,12 +1,21 @@
 //! Terminal output: one line per case and variant as they finish, then a summary.
 //!
-//! Lines are plain text (no colour when stdout is not a terminal), so CI logs stay readable.
+//! Lines are plain text (no colour when stdout is not a terminal or `NO_COLOR` is set), so CI
+//! logs stay readable. A `.code` snapshot to review gets a `SNAP` line with its diff; a case
+//! whose variants diverge shows the traced-versus-scripted `.code` diff.
 
 use std::io::{IsTerminal, Write};
 
-use crate::results::{CaseResult, CaseStatus, Outcome, Results};
+use crate::case::Variant;
+use crate::results::{
+    CaseResult, CaseStatus, Outcome, Results, SnapshotInfo, SnapshotState, VariantResult,
+};
+use crate::snapshot::paint_diff;
 
 const INDENT: &str = "         ";
+
+/// Diff lines shown in the terminal per diff; the whole diff is in results.json.
+const MAX_DIFF_LINES: usize = 60;
 
 /// At most `n` characters, with an ellipsis when cut.
 fn clip(s: &str, n: usize) -> String {
@@ -31,6 +40,26 @@ impl Default for Console {
 }
 
 impl Console {
+    /// Plain output, whatever stdout is (for tests and logs).
+    pub fn plain() -> Self {
+        Console { color: false }
+    }
+
+    /// A diff, indented and coloured, cut at `MAX_DIFF_LINES`.
+    fn diff_lines(&self, diff: &str, out: &mut Vec<String>) {
+        let lines = paint_diff(diff, self.color);
+        let n = lines.len();
+        for l in lines.into_iter().take(MAX_DIFF_LINES) {
+            out.push(format!("{INDENT}  {l}"));
+        }
+        if n > MAX_DIFF_LINES {
+            out.push(format!(
+                "{INDENT}  … {} more lines in results.json",
+                n - MAX_DIFF_LINES
+            ));
+        }
+    }
+
     fn paint(&self, label: &str, outcome: Option<Outcome>) -> String {
         let code = match outcome {
             Some(Outcome::Pass) => "32",
@@ -84,42 +113,91 @@ impl Console {
                 clip(&v.message, 400),
                 v.export.seconds * 1e3 + v.run_ms
             ));
-            if v.outcome == Outcome::Pass {
-                continue;
+            if v.outcome != Outcome::Pass {
+                self.finding_lines(v, &mut lines);
             }
-            for f in &v.findings {
-                let at = f
-                    .location
-                    .as_deref()
-                    .map(|l| format!(" ({l})"))
-                    .unwrap_or_default();
-                lines.push(format!(
-                    "{INDENT}{}{at}: {}",
-                    f.pitfall,
-                    clip(&f.summary, 300)
-                ));
-                for e in f.evidence.iter().take(3) {
-                    lines.push(format!("{INDENT}  - {}", clip(e, 300)));
-                }
-                lines.push(format!("{INDENT}  fix: {}", f.hint));
-            }
-            if let Some(cx) = &v.counterexample {
-                lines.push(format!(
-                    "{INDENT}minimal input: {} (shrunk from {} in {} tries): {}",
-                    cx.inputs,
-                    cx.from_sample,
-                    cx.round_trips,
-                    clip(&cx.detail, 200)
-                ));
-                lines.push(format!("{INDENT}replay: {}", cx.replay));
+            if let Some(snap) = &v.snapshot {
+                self.snapshot_lines(&case.name, *variant, snap, &mut lines);
             }
         }
         if !case.variants.values().all(|v| v.outcome == Outcome::Pass) {
             for n in &case.notes {
                 lines.push(format!("{INDENT}note: {}", clip(n, 300)));
             }
+            if let Some(diff) = case.code_diff.as_deref() {
+                if diff.is_empty() {
+                    lines.push(format!(
+                        "{INDENT}code: traced and scripted .code are the same"
+                    ));
+                } else {
+                    lines.push(format!("{INDENT}code: traced vs scripted .code:"));
+                    self.diff_lines(diff, &mut lines);
+                }
+            }
         }
         lines
+    }
+
+    /// Why a variant diverged: findings with evidence and hints, the minimal input, the replay.
+    fn finding_lines(&self, v: &VariantResult, lines: &mut Vec<String>) {
+        for f in &v.findings {
+            let at = f
+                .location
+                .as_deref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "{INDENT}{}{at}: {}",
+                f.pitfall,
+                clip(&f.summary, 300)
+            ));
+            for e in f.evidence.iter().take(3) {
+                lines.push(format!("{INDENT}  - {}", clip(e, 300)));
+            }
+            lines.push(format!("{INDENT}  fix: {}", f.hint));
+        }
+        if let Some(cx) = &v.counterexample {
+            lines.push(format!(
+                "{INDENT}minimal input: {} (shrunk from {} in {} tries): {}",
+                cx.inputs,
+                cx.from_sample,
+                cx.round_trips,
+                clip(&cx.detail, 200)
+            ));
+            lines.push(format!("{INDENT}replay: {}", cx.replay));
+        }
+    }
+
+    /// A `SNAP` line, with the diff, for a snapshot that is new, changed or just accepted.
+    fn snapshot_lines(
+        &self,
+        case: &str,
+        variant: Variant,
+        snap: &SnapshotInfo,
+        lines: &mut Vec<String>,
+    ) {
+        let what = match snap.state {
+            SnapshotState::New => "new: no stored snapshot",
+            SnapshotState::Changed => "changed",
+            SnapshotState::Accepted => "accepted",
+            SnapshotState::Matched | SnapshotState::Skipped => return,
+        };
+        let (review, look) = if snap.state.needs_review() {
+            (
+                "; review: cargo xtask verify --accept, or cargo insta review",
+                Outcome::Fail,
+            )
+        } else {
+            ("", Outcome::Pass)
+        };
+        lines.push(format!(
+            "{} {case}/{variant}: .code snapshot {what} ({}){review}",
+            self.paint("SNAP", Some(look)),
+            snap.path
+        ));
+        if let Some(diff) = snap.diff.as_deref().filter(|d| !d.is_empty()) {
+            self.diff_lines(diff, lines);
+        }
     }
 
     pub fn print_case(&self, case: &CaseResult) {
@@ -127,6 +205,30 @@ impl Console {
         for line in self.case_lines(case) {
             let _ = writeln!(out, "{line}");
         }
+    }
+
+    /// `snapshots: 2 new, 1 changed (...)`, when any snapshot was checked.
+    pub fn snapshot_summary(results: &Results) -> Option<String> {
+        let counts = results.snapshot_counts();
+        if counts.is_empty() {
+            return None;
+        }
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(state, n)| {
+                let name = serde_json::to_value(state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                format!("{n} {name}")
+            })
+            .collect();
+        let review = if counts.keys().any(|s| s.needs_review()) {
+            ": review the diffs, then `cargo xtask verify --accept` or `cargo insta review`"
+        } else {
+            ""
+        };
+        Some(format!("snapshots: {}{review}", parts.join(", ")))
     }
 
     pub fn summary(results: &Results) -> String {
@@ -165,5 +267,93 @@ impl Console {
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "per case".into()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ran case with one traced variant of `outcome`, its snapshot and the code diff.
+    fn case(outcome: &str, snapshot: serde_json::Value, code_diff: Option<&str>) -> CaseResult {
+        serde_json::from_value(serde_json::json!({
+            "name": "c", "file": "c.yaml", "status": "ran", "duration_ms": 0,
+            "code_diff": code_diff,
+            "variants": {"traced": {
+                "outcome": outcome, "pitfalls": [], "expected": [], "message": "m",
+                "samples_run": 1, "samples_failed": 0, "max_abs": 0.0, "max_rel": 0.0,
+                "run_ms": 0.0, "export": {"ok": true, "seconds": 0.0},
+                "snapshot": snapshot,
+            }},
+        }))
+        .unwrap()
+    }
+
+    /// The lines printed for a case, plain.
+    #[track_caller]
+    fn check(case: &CaseResult, expect: &[&str]) {
+        assert_eq!(Console::plain().case_lines(case), expect);
+    }
+
+    #[test]
+    fn snapshot_lines() {
+        let changed = serde_json::json!({"state": "changed", "path": "s/c__traced.snap",
+            "diff": "--- stored\n+++ new\n@@ -1 +1 @@\n-a\n+b\n"});
+        check(
+            &case("pass", changed, Some("")),
+            &[
+                "PASS   c/traced: m  (0 ms)",
+                "SNAP   c/traced: .code snapshot changed (s/c__traced.snap); review: cargo xtask verify --accept, or cargo insta review",
+                "           --- stored",
+                "           +++ new",
+                "           @@ -1 +1 @@",
+                "           -a",
+                "           +b",
+            ],
+        );
+        let matched = serde_json::json!({"state": "matched", "path": "p"});
+        check(
+            &case(
+                "pass",
+                matched.clone(),
+                Some("--- traced\n+++ scripted\n-x\n+y\n"),
+            ),
+            &["PASS   c/traced: m  (0 ms)"],
+        );
+        // A divergent case shows the traced-vs-scripted diff.
+        check(
+            &case(
+                "xfail",
+                matched.clone(),
+                Some("--- traced\n+++ scripted\n-x\n+y\n"),
+            ),
+            &[
+                "XFAIL  c/traced: m  (0 ms)",
+                "         code: traced vs scripted .code:",
+                "           --- traced",
+                "           +++ scripted",
+                "           -x",
+                "           +y",
+            ],
+        );
+        check(
+            &case("fail", matched, Some("")),
+            &[
+                "FAIL   c/traced: m  (0 ms)",
+                "         code: traced and scripted .code are the same",
+            ],
+        );
+        // Long diffs are cut; results.json has them whole.
+        let long: String = (0..100).map(|i| format!("+{i}\n")).collect();
+        let lines = Console::plain().case_lines(&case(
+            "pass",
+            serde_json::json!({"state": "changed", "path": "p", "diff": long}),
+            None,
+        ));
+        assert_eq!(lines.len(), 2 + MAX_DIFF_LINES + 1);
+        assert!(lines
+            .last()
+            .unwrap()
+            .ends_with("40 more lines in results.json"));
     }
 }

@@ -3,7 +3,8 @@
 //! A case file (`case`) pairs a model with input generators; the `plan` turns it into samples;
 //! the Python `worker` loads the model, traces and scripts it and runs eager; `run` executes the
 //! traced and scripted artifacts in libtorch through `tch` and `compare`s them with eager;
-//! `results` records verdicts as results.json and decides the exit code; `console` prints them;
+//! `snapshot` keeps each variant's normalized `.code` as a reviewed insta snapshot; `results`
+//! records verdicts as results.json and decides the exit code; `console` prints them;
 //! `report` renders saved results as HTML and JUnit XML and compares them with a baseline.
 //! See ARCHITECTURE.md for the pipeline and its invariants.
 
@@ -22,6 +23,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod shrink;
+pub mod snapshot;
 pub mod tensors;
 pub mod value;
 pub mod verify;

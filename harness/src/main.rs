@@ -2,9 +2,9 @@
 //! then renders the report (index.html, a timestamped copy, junit.xml) from it; `harness report
 //! RESULTS...` renders the report of saved results without running anything.
 //!
-//! Exit codes: 0 every outcome as the case files expect, 1 a divergence, a stale expectation or
-//! a new failure against the baseline, 2 the harness itself failed (bad case file, missing model,
-//! broken environment).
+//! Exit codes: 0 every outcome as the case files expect, 1 a divergence, a stale expectation, a
+//! `.code` snapshot to review or a new failure against the baseline, 2 the harness itself failed
+//! (bad case file, missing model, broken environment).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,7 @@ use harness::console::Console;
 use harness::report::{self, baseline};
 use harness::results::{exit, Results};
 use harness::run::Options;
+use harness::snapshot::{self, Mode, Policy};
 use harness::verify::{select, verify, Request};
 
 /// The baseline used when `--baseline` is not given, if it exists (relative to the working
@@ -114,6 +115,15 @@ struct VerifyArgs {
     /// 16777216).
     #[arg(long)]
     max_elements: Option<u64>,
+    /// Folder of the reviewed `.code` snapshots (`<case>__<variant>.snap`).
+    #[arg(long, default_value = "harness/snapshots")]
+    snapshots: PathBuf,
+    /// Write new and changed `.code` snapshots (never allowed when CI is set).
+    #[arg(long)]
+    accept: bool,
+    /// Do not check `.code` snapshots (ad-hoc runs on models that have none).
+    #[arg(long, conflicts_with = "accept")]
+    no_snapshots: bool,
     /// `human` (default) or `json`: the results document on stdout, no other lines there.
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
@@ -175,6 +185,20 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
     } else {
         load_baseline(&args.baseline)?
     };
+    let ci = snapshot::is_ci();
+    if args.accept && ci {
+        anyhow::bail!(
+            "--accept: CI is set, and snapshots are never written in CI; \
+             accept locally and commit the snapshots"
+        );
+    }
+    let mode = if args.accept {
+        Mode::Accept
+    } else if ci {
+        Mode::ReadOnly
+    } else {
+        Mode::Check
+    };
     let req = Request {
         paths: args.paths,
         filter,
@@ -186,6 +210,10 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
             max_elements: args.max_elements,
             replay: args.replay,
         },
+        snapshots: (!args.no_snapshots).then_some(Policy {
+            dir: args.snapshots,
+            mode,
+        }),
     };
     harness::interrupt::install();
     let human = args.format == Format::Human;
@@ -213,6 +241,9 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
     let regression = base.map(|(path, b)| baseline::compare(&path, &b, &results));
     if human {
         println!("{}", Console::summary(&results));
+        if let Some(line) = Console::snapshot_summary(&results) {
+            println!("{line}");
+        }
         if let Some(r) = &regression {
             println!("{}", r.summary());
             for c in &r.new_failures {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::case::Variant;
 use crate::diagnose::{DeviceCheck, Finding};
 use crate::pitfall::Pitfall;
-use crate::worker::{ErrorBody, TraceWarning};
+use crate::worker::{ErrorBody, ModuleCode, TraceWarning};
 
 /// Bumped when a field changes meaning or goes away (adding fields does not bump it).
 pub const SCHEMA: u32 = 1;
@@ -93,14 +93,14 @@ pub struct CaseResult {
     /// Case-level observations (eager determinism, the device probe).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Unified diff (`--- traced` / `+++ scripted`) of the two variants' normalized `.code`:
+    /// present whenever both produced code, empty when they are the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_diff: Option<String>,
     pub duration_ms: u64,
     /// The inputs, dims and tolerances the case file declares (absent when it did not parse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<SpecInfo>,
-    /// Unified diff (`--- traced` / `+++ scripted`) of the normalized traced and scripted
-    /// `.code`, when both exported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code_diff: Option<String>,
 }
 
 /// What the case file declares about the inputs, as a report shows it.
@@ -149,9 +149,9 @@ impl CaseResult {
             samples: Vec::new(),
             variants: BTreeMap::new(),
             notes: Vec::new(),
+            code_diff: None,
             duration_ms: 0,
             spec: None,
-            code_diff: None,
         }
     }
 }
@@ -235,30 +235,42 @@ pub struct VariantResult {
     #[serde(with = "nonfinite")]
     pub max_rel: f64,
     pub run_ms: f64,
-    /// How the variant's `.code` compares with its reviewed snapshot.
+    /// The variant's `.code` against its stored snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
 }
 
-/// A variant's `.code` against its reviewed snapshot under `snapshots/`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A variant's normalized `.code` against its stored snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotInfo {
     pub state: SnapshotState,
-    /// The snapshot file.
+    /// The `.snap` file (a pending change is next to it, as `.snap.new`).
     pub path: String,
-    /// Unified diff from the snapshot to the current `.code`, when they differ.
+    /// Unified diff (`--- stored` / `+++ new`) when the code changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotState {
+    /// The stored snapshot equals the new code.
     Matched,
+    /// No stored snapshot: to review (fails the gate).
     New,
+    /// The code differs from the stored snapshot: to review (fails the gate).
     Changed,
+    /// Written by `--accept`.
     Accepted,
+    /// The variant produced no code (its export failed).
     Skipped,
+}
+
+impl SnapshotState {
+    /// Does this state need a person's review (and fail the gate)?
+    pub fn needs_review(self) -> bool {
+        matches!(self, SnapshotState::New | SnapshotState::Changed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,6 +281,12 @@ pub struct ExportInfo {
     pub artifact: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// The constants `code` names (`CONSTANTS.c0`): their values are not in `code` itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub constants: BTreeMap<String, String>,
+    /// Each submodule's code: `code` only calls them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<ModuleCode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
     #[serde(default)]
@@ -366,7 +384,8 @@ mod nonfinite {
 }
 
 impl Results {
-    /// The gate: 2 if any case could not be run, else 1 if any verdict is not as expected.
+    /// The gate: 2 if any case could not be run, else 1 if any verdict is not as expected or
+    /// any snapshot is new or changed (a change to review).
     pub fn exit_code(&self) -> u8 {
         if !self.complete || self.cases.iter().any(|c| c.status != CaseStatus::Ran) {
             return exit::HARNESS_ERROR;
@@ -375,12 +394,28 @@ impl Results {
             .cases
             .iter()
             .flat_map(|c| c.variants.values())
-            .all(|v| v.outcome.is_ok());
+            .all(|v| {
+                v.outcome.is_ok() && !v.snapshot.as_ref().is_some_and(|s| s.state.needs_review())
+            });
         if all_ok {
             exit::OK
         } else {
             exit::DIVERGED
         }
+    }
+
+    /// Snapshots by state (`new`, `changed`, ...), for the summary.
+    pub fn snapshot_counts(&self) -> BTreeMap<SnapshotState, usize> {
+        let mut counts = BTreeMap::new();
+        for s in self
+            .cases
+            .iter()
+            .flat_map(|c| c.variants.values())
+            .filter_map(|v| v.snapshot.as_ref())
+        {
+            *counts.entry(s.state).or_default() += 1;
+        }
+        counts
     }
 
     /// Counts by outcome, with `case error` for cases that did not run.
@@ -439,6 +474,8 @@ mod tests {
                 seconds: 0.0,
                 artifact: None,
                 code: None,
+                constants: BTreeMap::new(),
+                modules: vec![],
                 error: None,
                 warnings: vec![],
             },
@@ -518,6 +555,50 @@ mod tests {
         check(&[Some(&[Error])], exit::DIVERGED);
         check(&[Some(&[Fail]), None], exit::HARNESS_ERROR);
         check(&[], exit::OK);
+    }
+
+    /// A snapshot to review fails the gate like a divergence; a case error still wins.
+    #[test]
+    fn gate_with_snapshots() {
+        use SnapshotState::*;
+        let code = |states: &[SnapshotState], error: bool| {
+            let mut c = case(&[Outcome::Pass, Outcome::Xfail]);
+            for (v, s) in c.variants.values_mut().zip(states) {
+                v.snapshot = Some(SnapshotInfo {
+                    state: *s,
+                    path: "p".into(),
+                    diff: None,
+                });
+            }
+            let mut cases = vec![c];
+            if error {
+                cases.push(CaseResult::error(
+                    "bad",
+                    "bad.yaml",
+                    cases[0].clone().error.unwrap_or(ErrorBody {
+                        kind: "x".into(),
+                        message: "m".into(),
+                        traceback: vec![],
+                        file: None,
+                        line: None,
+                        source_line: None,
+                    }),
+                ));
+            }
+            results(cases).exit_code()
+        };
+        assert_eq!(code(&[Matched, Accepted], false), exit::OK);
+        assert_eq!(code(&[Skipped, Matched], false), exit::OK);
+        assert_eq!(code(&[New, Matched], false), exit::DIVERGED);
+        assert_eq!(code(&[Matched, Changed], false), exit::DIVERGED);
+        assert_eq!(code(&[Changed, Changed], true), exit::HARNESS_ERROR);
+        let text = serde_json::to_string(&SnapshotInfo {
+            state: Changed,
+            path: "s.snap".into(),
+            diff: Some("d".into()),
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"state":"changed","path":"s.snap","diff":"d"}"#);
     }
 
     #[test]

@@ -137,9 +137,9 @@ impl Runner {
             samples: Vec::new(),
             variants: Default::default(),
             notes: Vec::new(),
+            code_diff: None,
             duration_ms: 0,
             spec: Some(spec_info(case)),
-            code_diff: None,
         };
         if let Err(mut error) = self.run_inner(case, seed, &mut result) {
             result.status = match error.kind.as_str() {
@@ -425,6 +425,8 @@ impl Runner {
                 seconds: export.seconds,
                 artifact: export.path.as_ref().map(|p| p.display().to_string()),
                 code: export.code.clone(),
+                constants: export.constants.clone(),
+                modules: export.modules.clone(),
                 error: export_error.cloned(),
                 warnings: export.warnings.clone(),
             };

@@ -91,6 +91,15 @@ pub struct Loaded {
     pub files: Vec<PathBuf>,
 }
 
+/// One submodule's TorchScript code (`fc1`, `blocks.0.attn`), with the constants it names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleCode {
+    pub name: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub constants: std::collections::BTreeMap<String, String>,
+}
+
 /// A warning raised while exporting, at the user's file and line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceWarning {
@@ -111,6 +120,12 @@ pub struct Export {
     pub code: Option<String>,
     #[serde(default)]
     pub graph: Option<String>,
+    /// The tensor constants `.code` refers to (`CONSTANTS.c0`), described, by name.
+    #[serde(default)]
+    pub constants: std::collections::BTreeMap<String, String>,
+    /// Each submodule's code, in `named_modules` order.
+    #[serde(default)]
+    pub modules: Vec<ModuleCode>,
     pub error: Option<ErrorBody>,
     #[serde(default)]
     pub warnings: Vec<TraceWarning>,

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask <verify|report|test|setup> [ARGS]\n\n  \
-                 verify [PATHS] [--filter RE] [--seed N] [--baseline PATH] [--save-baseline] [--format json] ...\n      \
+                 verify [PATHS] [--filter RE] [--seed N] [--baseline PATH] [--save-baseline] [--format json] [--accept] ...\n      \
                  verify cases (default: cases/), write reports/latest/{{results.json,index.html,junit.xml}}\n  \
                  report [RESULTS...] [--out DIR] [--baseline PATH]\n      \
                  render the report of saved results (default: reports/latest/results.json)\n  \
@@ -75,6 +75,10 @@ fn harness(command: &str, args: &[String]) -> Result<u8, String> {
     } else if !given_paths {
         cmd.arg(relative(&cwd, env.root.join("cases")));
     }
+    if command == "verify" && !given("--snapshots") {
+        cmd.arg("--snapshots")
+            .arg(relative(&cwd, env.root.join("harness/snapshots")));
+    }
     if command == "verify" && !given("--out") {
         let folder = if given("--replay") {
             "reports/replay"
@@ -112,7 +116,7 @@ fn test(args: &[String]) -> Result<u8, String> {
 
 /// Does the argument list name case files or folders (not only flags and their values)?
 fn positional(args: &[String]) -> bool {
-    const WITH_VALUE: [&str; 10] = [
+    const WITH_VALUE: [&str; 11] = [
         "--filter",
         "--seed",
         "--json",
@@ -123,6 +127,7 @@ fn positional(args: &[String]) -> bool {
         "--max-elements",
         "--baseline",
         "--format",
+        "--snapshots",
     ];
     let mut skip = false;
     for a in args {
@@ -160,5 +165,7 @@ mod tests {
         ])));
         assert!(!positional(&s(&["--save-baseline", "--no-baseline"])));
         assert!(positional(&s(&["--baseline", "b.json", "r.json"])));
+        assert!(!positional(&s(&["--snapshots", "snaps", "--accept"])));
+        assert!(positional(&s(&["--accept", "cases/my_cell.yaml"])));
     }
 }

@@ -294,6 +294,8 @@ mod tests {
                                     seconds: 0.0,
                                     artifact: None,
                                     code: Some(code.to_string()),
+                                    constants: BTreeMap::new(),
+                                    modules: vec![],
                                     error: None,
                                     warnings: vec![],
                                 },

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use harness::case::Variant;
 use harness::pitfall::Pitfall;
-use harness::results::{exit, CaseStatus, Outcome, Results};
+use harness::results::{exit, CaseStatus, Outcome, Results, SnapshotState};
 use harness::run::Options;
+use harness::snapshot::{Mode, Policy};
 use harness::tensors;
 use harness::verify::{verify, Request};
 
@@ -36,13 +37,36 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| repo().join(".venv/bin/python"))
 }
 
-/// Verify `paths` through the library, as the CLI does.
+/// Verify `paths` through the library, as the CLI does, without snapshot checks.
 fn run(paths: &[PathBuf], filter: Option<&str>, seed: Option<u64>) -> (Results, tempfile::TempDir) {
-    let out = tempfile::tempdir().unwrap();
-    (run_into(paths, filter, seed, out.path()), out)
+    run_with(paths, filter, seed, None)
 }
 
-fn run_into(paths: &[PathBuf], filter: Option<&str>, seed: Option<u64>, out: &Path) -> Results {
+/// The committed snapshots, read only (as in CI).
+fn committed_snapshots() -> Policy {
+    Policy {
+        dir: repo().join("harness/snapshots"),
+        mode: Mode::ReadOnly,
+    }
+}
+
+fn run_with(
+    paths: &[PathBuf],
+    filter: Option<&str>,
+    seed: Option<u64>,
+    snapshots: Option<Policy>,
+) -> (Results, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    (run_into(paths, filter, seed, out.path(), snapshots), out)
+}
+
+fn run_into(
+    paths: &[PathBuf],
+    filter: Option<&str>,
+    seed: Option<u64>,
+    out: &Path,
+    snapshots: Option<Policy>,
+) -> Results {
     let req = Request {
         paths: paths.to_vec(),
         filter: filter.map(|f| regex::Regex::new(f).unwrap()),
@@ -54,6 +78,7 @@ fn run_into(paths: &[PathBuf], filter: Option<&str>, seed: Option<u64>, out: &Pa
             max_elements: None,
             replay: None,
         },
+        snapshots,
     };
     verify(&req, |_| {}).expect("the worker starts")
 }
@@ -74,7 +99,7 @@ fn shipped() -> &'static (Results, PathBuf) {
             .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
             .collect();
         files.sort();
-        let results = run_into(&files, None, None, &out);
+        let results = run_into(&files, None, None, &out, Some(committed_snapshots()));
         let json = out.join("results.json");
         results.write(&json).unwrap();
         (Results::read(&json).unwrap(), out)
@@ -308,6 +333,75 @@ fn shipped_cases_meet_their_expectations() {
     assert_eq!(shrunk("decision_gate").dims["B"], 1);
     assert_eq!(shrunk("arange_len").dims["B"], 1);
     assert_eq!(shrunk("arange_len").inputs, "x: 1x3 float32");
+
+    // Every variant with code matches its committed snapshot; the others are skipped.
+    for c in &results.cases {
+        for (v, r) in &c.variants {
+            let snap = r.snapshot.as_ref().unwrap();
+            let expect = if r.export.code.is_some() && r.export.ok {
+                SnapshotState::Matched
+            } else {
+                SnapshotState::Skipped
+            };
+            assert_eq!(snap.state, expect, "{}/{v}: {snap:?}", c.name);
+            assert!(snap.path.ends_with(&format!("{}__{v}.snap", c.name)));
+        }
+        let both = c.variants.values().all(|r| r.export.ok) && c.variants.len() == 2;
+        assert_eq!(c.code_diff.is_some(), both, "{}", c.name);
+    }
+    // The traced-vs-scripted diff shows what tracing erased or baked in.
+    let diff = |case: &str| {
+        let c = results.cases.iter().find(|c| c.name == case).unwrap();
+        c.code_diff.clone().unwrap()
+    };
+    let gate = diff("decision_gate");
+    assert!(gate.starts_with("--- traced\n+++ scripted\n"), "{gate}");
+    assert!(
+        gate.contains("\n+  if bool("),
+        "the if only the scripted side has: {gate}"
+    );
+    let device = diff("device_factory");
+    assert!(
+        device
+            .lines()
+            .any(|l| l.starts_with('-') && l.contains("torch.device(\"cpu\")")),
+        "{device}"
+    );
+    let arange = diff("arange_len");
+    assert!(
+        arange
+            .lines()
+            .any(|l| l.starts_with('-') && l.contains("torch.arange(4,")),
+        "{arange}"
+    );
+    // The classifier's forward is the same either way; only the submodules' code differs.
+    let classifier = diff("classifier");
+    assert!(
+        !classifier
+            .lines()
+            .any(|l| (l.starts_with('-') || l.starts_with('+')) && l.contains("sigmoid")),
+        "{classifier}"
+    );
+    assert!(classifier.contains("\n # module fc1\n"), "{classifier}");
+    // A snapshot holds the submodules' code and the constants' values too.
+    let stored = |file: &str| {
+        let path = repo().join("harness/snapshots").join(file);
+        insta::Snapshot::from_file(&path)
+            .unwrap()
+            .as_text()
+            .unwrap()
+            .to_string()
+    };
+    let cell = stored("my_cell__traced.snap");
+    assert!(
+        cell.contains("\n# module linear\n") && cell.contains("torch.linear("),
+        "{cell}"
+    );
+    let hash = stored("feature_hash__traced.snap");
+    assert!(
+        hash.contains("CONSTANTS.c0") && hash.contains("\n# c0 = "),
+        "{hash}"
+    );
 }
 
 /// The printed replay command reproduces the divergence on exactly the saved input.
@@ -331,6 +425,10 @@ fn counterexamples_replay() {
                 max_elements: None,
                 replay: Some(file.to_path_buf()),
             },
+            snapshots: Some(Policy {
+                dir: out.path().join("snapshots"),
+                mode: Mode::Check,
+            }),
         };
         verify(&req, |_| {}).unwrap()
     };
@@ -345,6 +443,9 @@ fn counterexamples_replay() {
     assert_eq!(case.variants[&Variant::Traced].outcome, Outcome::Fail);
     assert_eq!(case.variants[&Variant::Scripted].outcome, Outcome::Pass);
     assert_eq!(r.exit_code(), exit::DIVERGED);
+    // A replay checks the input, not the snapshots.
+    assert!(case.variants.values().all(|v| v.snapshot.is_none()));
+    assert!(!out.path().join("snapshots").exists());
     // A file without the case's inputs is a clear case error.
     let empty = out.path().join("empty.safetensors");
     tensors::write(
@@ -560,6 +661,7 @@ fn sigterm_writes_partial_results_and_reaps_the_worker() {
     let out = dir.path().join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .arg("verify")
+        .arg("--no-snapshots")
         .arg(&cases)
         .arg("--python")
         .arg(python())
@@ -630,17 +732,29 @@ fn same_seed_same_samples() {
     assert_ne!(a, samples(6));
 }
 
+/// `harness verify` with the test's Python and snapshot folder, outside CI whatever runs the
+/// tests (the CI test sets it back).
+fn harness_cli(snapshots: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.arg("verify")
+        .arg("--python")
+        .arg(python())
+        .arg("--snapshots")
+        .arg(snapshots)
+        .env_remove("CI")
+        .env_remove("TF_BUILD");
+    cmd
+}
+
 /// The command line: exit codes, one line per case and variant, results.json where asked.
 #[test]
 fn cli_exit_codes_and_output() {
     let out = tempfile::tempdir().unwrap();
     let json = out.path().join("r.json");
+    let snapshots = out.path().join("snapshots");
     let cli = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_harness"))
-            .arg("verify")
+        let o = harness_cli(&snapshots)
             .args(args)
-            .arg("--python")
-            .arg(python())
             .arg("--out")
             .arg(out.path())
             .output()
@@ -653,6 +767,10 @@ fn cli_exit_codes_and_output() {
     let gate = fixtures().join("gate");
     let gate = gate.to_str().unwrap();
 
+    // The fixtures' snapshots, accepted into a temporary folder first.
+    let (code, stdout) = cli(&[gate, "--accept"]);
+    assert_eq!(code, i32::from(exit::DIVERGED), "{stdout}");
+    assert!(stdout.contains("snapshots: 8 accepted"), "{stdout}");
     let (code, stdout) = cli(&[gate, "--json", json.to_str().unwrap()]);
     assert_eq!(code, i32::from(exit::DIVERGED), "{stdout}");
     assert!(
@@ -674,6 +792,13 @@ fn cli_exit_codes_and_output() {
         stdout.contains("4 cases, 8 variants: 5 pass, 2 fail, 1 xpass"),
         "{stdout}"
     );
+    assert!(stdout.contains("snapshots: 8 matched\n"), "{stdout}");
+    // A divergent case shows the traced-vs-scripted code diff; no colours off a terminal.
+    assert!(
+        stdout.contains("code: traced vs scripted .code:"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\x1b'), "{stdout}");
     let results = Results::read(&json).unwrap();
     assert_eq!(results.cases.len(), 4);
     let fail = &results
@@ -727,9 +852,197 @@ fn list_inputs_reach_eager_and_libtorch() {
             max_elements: None,
             replay: Some(PathBuf::from(&cx.file)),
         },
+        snapshots: None,
     };
     let r = verify(&req, |_| {}).unwrap();
     let v = &r.cases[0].variants;
     assert_eq!(v[&Variant::Traced].outcome, Outcome::Error);
     assert_eq!(v[&Variant::Scripted].outcome, Outcome::Pass);
+}
+
+/// A case `net` in a fresh folder: `relu(x) * factor` and its case file.
+fn write_net(dir: &Path, factor: u32) {
+    std::fs::write(
+        dir.join("model.py"),
+        format!(
+            "import torch\n\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return torch.relu(x) * {factor}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("net.yaml"),
+        "model: {source: model.py, entry: Net}\ninputs: [{name: x, shape: [B, 4]}]\ndims: {B: {trace: 2, min: 1, max: 3}}\ncheck: {samples: 3}\n",
+    )
+    .unwrap();
+}
+
+/// The review workflow on the command line: a new snapshot fails the gate and is written as
+/// `.snap.new`; `--accept` writes `.snap`; a model edit that changes `.code` fails with the diff
+/// until accepted; with CI set nothing is written and `--accept` is refused.
+#[test]
+fn snapshot_review_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases");
+    std::fs::create_dir(&cases).unwrap();
+    write_net(&cases, 2);
+    let snaps = dir.path().join("snaps");
+    let out = dir.path().join("out");
+    let cli = |snapshots: &Path, args: &[&str], ci: bool| {
+        let mut cmd = harness_cli(snapshots);
+        cmd.arg(&cases).arg("--out").arg(&out).args(args);
+        if ci {
+            cmd.env("CI", "1");
+        }
+        let o = cmd.output().unwrap();
+        let results = Results::read(&out.join("results.json")).ok();
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+            results,
+        )
+    };
+    let states = |r: &Option<Results>| {
+        r.as_ref().unwrap().cases[0]
+            .variants
+            .iter()
+            .map(|(v, r)| format!("{v}={:?}", r.snapshot.as_ref().unwrap().state))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let snap = snaps.join("net__traced.snap");
+    let pending = snaps.join("net__traced.snap.new");
+
+    // CI: nothing written, not even .snap.new; new snapshots fail the gate.
+    let (code, stdout, r) = cli(&snaps, &[], true);
+    assert_eq!(code, i32::from(exit::DIVERGED), "{stdout}");
+    assert_eq!(states(&r), "traced=New scripted=New");
+    assert!(!snaps.exists(), "CI wrote into {}", snaps.display());
+    let (code, stdout, _) = cli(&snaps, &["--accept"], true);
+    assert_eq!(code, i32::from(exit::HARNESS_ERROR), "{stdout}");
+    assert!(stdout.contains("--accept: CI is set"), "{stdout}");
+    assert!(!snaps.exists());
+
+    // Locally: new snapshots are pending, for `cargo insta review`.
+    let (code, stdout, r) = cli(&snaps, &[], false);
+    assert_eq!(code, i32::from(exit::DIVERGED), "{stdout}");
+    assert_eq!(states(&r), "traced=New scripted=New");
+    assert!(
+        stdout.contains("SNAP   net/traced: .code snapshot new: no stored snapshot"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("snapshots: 2 new: review"), "{stdout}");
+    assert!(pending.is_file() && !snap.exists());
+
+    // --accept writes them; then they match and the gate is green.
+    let (code, stdout, r) = cli(&snaps, &["--accept"], false);
+    assert_eq!(code, i32::from(exit::OK), "{stdout}");
+    assert_eq!(states(&r), "traced=Accepted scripted=Accepted");
+    assert!(snap.is_file() && !pending.exists());
+    let stored = std::fs::read_to_string(&snap).unwrap();
+    let parsed = insta::Snapshot::from_file(&snap).unwrap();
+    assert_eq!(parsed.metadata().source(), Some("net.yaml"));
+    let body = parsed.as_text().unwrap().to_string();
+    // Traced code names the factor as a constant, scripted code has it inline.
+    assert!(body.contains("# c0 = 2"), "{body}");
+    let scripted_body = insta::Snapshot::from_file(&snaps.join("net__scripted.snap")).unwrap();
+    let scripted_body = scripted_body.as_text().unwrap().to_string();
+    assert!(
+        scripted_body.contains("torch.mul(torch.relu(x), 2)"),
+        "{scripted_body}"
+    );
+    assert!(stored.contains("  torch: 2.13.0\n"), "{stored}");
+    let (code, stdout, r) = cli(&snaps, &[], false);
+    assert_eq!(code, i32::from(exit::OK), "{stdout}");
+    assert_eq!(states(&r), "traced=Matched scripted=Matched");
+    assert_eq!(std::fs::read_to_string(&snap).unwrap(), stored);
+
+    // A model edit that changes .code fails the gate with the diff, old to new.
+    write_net(&cases, 3);
+    let (code, stdout, r) = cli(&snaps, &[], false);
+    assert_eq!(code, i32::from(exit::DIVERGED), "{stdout}");
+    assert_eq!(states(&r), "traced=Changed scripted=Changed");
+    assert!(
+        stdout.contains("SNAP   net/traced: .code snapshot changed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-# c0 = 2") && stdout.contains("+# c0 = 3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-  return torch.mul(torch.relu(x), 2)")
+            && stdout.contains("+  return torch.mul(torch.relu(x), 3)"),
+        "{stdout}"
+    );
+    let diff = r.as_ref().unwrap().cases[0].variants[&Variant::Traced]
+        .snapshot
+        .clone()
+        .unwrap()
+        .diff
+        .unwrap();
+    assert!(diff.starts_with("--- stored\n+++ new\n@@"), "{diff}");
+    assert_eq!(std::fs::read_to_string(&snap).unwrap(), stored);
+    assert!(pending.is_file());
+    // ... and passes once accepted.
+    let (code, stdout, r) = cli(&snaps, &["--accept"], false);
+    assert_eq!(code, i32::from(exit::OK), "{stdout}");
+    assert_eq!(states(&r), "traced=Accepted scripted=Accepted");
+    assert!(!pending.exists());
+    let (code, stdout, _) = cli(&snaps, &[], false);
+    assert_eq!(code, i32::from(exit::OK), "{stdout}");
+}
+
+/// The same model in two folders, loaded in a different order (so the worker names its module
+/// `nt_model_2` and torch mangles its classes), gives byte-identical snapshots.
+#[test]
+fn same_model_in_two_folders_gives_identical_snapshots() {
+    let model = "from typing import NamedTuple\n\nimport torch\n\n\nclass Out(NamedTuple):\n    y: torch.Tensor\n    total: torch.Tensor\n\n\nclass Head(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.fc = torch.nn.Linear(4, 4)\n\n    def forward(self, x):\n        y = self.fc(x)\n        return Out(y, y.sum())\n";
+    let case = |source: &str| {
+        format!(
+            "model: {{source: {source}, entry: Head}}\ninputs: [{{name: x, shape: [B, 4]}}]\ndims: {{B: {{trace: 2, min: 1, max: 3}}}}\ncheck: {{samples: 2}}\n"
+        )
+    };
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    std::fs::write(a.path().join("nt_model.py"), model).unwrap();
+    std::fs::write(a.path().join("nt.yaml"), case("nt_model.py")).unwrap();
+    // In b, another file with the same stem is loaded first.
+    std::fs::create_dir(b.path().join("other")).unwrap();
+    std::fs::write(b.path().join("other/nt_model.py"), model).unwrap();
+    std::fs::write(b.path().join("a_first.yaml"), case("other/nt_model.py")).unwrap();
+    std::fs::write(b.path().join("nt_model.py"), model).unwrap();
+    std::fs::write(b.path().join("nt.yaml"), case("nt_model.py")).unwrap();
+
+    let accept = |paths: &[PathBuf], dir: &Path| {
+        let policy = Policy {
+            dir: dir.to_path_buf(),
+            mode: Mode::Accept,
+        };
+        let (r, _out) = run_with(paths, None, None, Some(policy));
+        assert_eq!(r.exit_code(), exit::OK, "{:?}", outcomes(&r));
+        r
+    };
+    let snaps_a = a.path().join("snaps");
+    let snaps_b = b.path().join("snaps");
+    accept(&[a.path().join("nt.yaml")], &snaps_a);
+    let rb = accept(
+        &[b.path().join("a_first.yaml"), b.path().join("nt.yaml")],
+        &snaps_b,
+    );
+    // What the normalization had to undo: the raw code names the worker's second module.
+    let raw = rb.cases[1].variants[&Variant::Scripted]
+        .export
+        .code
+        .clone()
+        .unwrap();
+    assert!(raw.contains("__torch__.nt_model_2.Out"), "{raw}");
+    for v in Variant::ALL {
+        let file = format!("nt__{v}.snap");
+        let sa = std::fs::read_to_string(snaps_a.join(&file)).unwrap();
+        let sb = std::fs::read_to_string(snaps_b.join(&file)).unwrap();
+        assert_eq!(sa, sb, "{file}");
+        assert!(!sa.contains("/tmp") && !sa.contains(&*a.path().to_string_lossy()));
+    }
+    let scripted = std::fs::read_to_string(snaps_a.join("nt__scripted.snap")).unwrap();
+    assert!(scripted.contains("__torch__.nt_model.Out("), "{scripted}");
 }
