@@ -148,6 +148,7 @@ class Worker:
     def __init__(self):
         self.models = {}  # case -> (model, model spec)
         self.modules = {}  # (path, mtime) -> module
+        self.deps = {}  # (path, mtime) -> the user's files it imported
         self.module_names = {}  # module name -> path
         self.trace_sigs = {}  # case -> signature of the trace-time graph
 
@@ -158,7 +159,7 @@ class Worker:
             raise HarnessError("model_import", f"model source {path} does not exist")
         key = (path, os.stat(path).st_mtime_ns)
         if key in self.modules:
-            return self.modules[key]
+            return self.modules[key], self.deps[key]
         stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
         name = stem
         n = 1
@@ -172,6 +173,7 @@ class Worker:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # torch.jit.script looks classes up through sys.modules
+        before = set(sys.modules)
         try:
             spec.loader.exec_module(module)
         except BaseException as exc:  # noqa: BLE001 - a model may raise anything, SystemExit too
@@ -180,13 +182,21 @@ class Worker:
                 "model_import", f"importing {path} failed: {type(exc).__name__}: {exc}",
                 _traceback_tail(exc),
             ) from exc
+        # The user's files this model imported (its own and siblings): the harness caches
+        # results by them, so an edit to any of them re-runs the case.
+        files = {path}
+        for mod_name in set(sys.modules) - before:
+            f = getattr(sys.modules.get(mod_name), "__file__", None)
+            if f and _is_user_frame(f, allow_site=False):
+                files.add(os.path.abspath(f))
         self.modules[key] = module
-        return module
+        self.deps[key] = sorted(files)
+        return module, self.deps[key]
 
     def op_load(self, req):
         case = req["case"]
         if req.get("source"):
-            module = self._module_from_source(req["source"])
+            module, files = self._module_from_source(req["source"])
             where = req["source"]
         else:
             where = req["import"]
@@ -220,7 +230,8 @@ class Worker:
         if req.get("eval", True):
             model.eval()
         self.models[case] = model
-        files = sorted({os.path.abspath(m.__file__) for m in [module] if getattr(m, "__file__", None)})
+        if not req.get("source"):
+            files = [os.path.abspath(module.__file__)] if getattr(module, "__file__", None) else []
         return {"class": type(model).__qualname__, "files": files, "state": _state_digest(model)}
 
     def _model(self, req):
@@ -298,7 +309,14 @@ class Worker:
                 return {"traced": False, "error": _error("trace_error", exc)}
         ops0, consts0 = self.trace_sigs[req["case"]]
         ops1, consts1 = _signature(traced.inlined_graph)
-        reply = {"traced": True, "same_ops": ops0 == ops1, "ops_before": len(ops0), "ops_after": len(ops1)}
+        reply = {
+            "traced": True,
+            "same_ops": ops0 == ops1,
+            # Other kinds of ops (not just more or fewer of the same, as an unrolled loop gives).
+            "kinds_differ": set(ops0) != set(ops1),
+            "ops_before": len(ops0),
+            "ops_after": len(ops1),
+        }
         if ops0 != ops1:
             i = next((i for i, (a, b) in enumerate(zip(ops0, ops1)) if a != b), min(len(ops0), len(ops1)))
             reply["first_difference"] = {

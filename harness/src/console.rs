@@ -106,12 +106,16 @@ impl Console {
         }
         let mut lines = Vec::new();
         for (variant, v) in &case.variants {
+            let time = if case.cached {
+                "cached".to_string()
+            } else {
+                format!("{:.0} ms", v.export.seconds * 1e3 + v.run_ms)
+            };
             lines.push(format!(
-                "{} {}/{variant}: {}  ({:.0} ms)",
+                "{} {}/{variant}: {}  ({time})",
                 self.paint(v.outcome.label(), Some(v.outcome)),
                 case.name,
                 clip(&v.message, 400),
-                v.export.seconds * 1e3 + v.run_ms
             ));
             if v.outcome != Outcome::Pass {
                 self.finding_lines(v, &mut lines);

@@ -230,7 +230,30 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
             }
             findings.push(f);
         }
-        if on_shapes > 0 && (on_values == 0 || shape_mismatch_on_new_shapes) {
+        // New shapes diverge while the trace shapes with new values matched: usually a frozen
+        // shape, but a data-dependent branch whose new values happened to agree looks the same;
+        // a re-trace recording other kinds of ops, with the tracer's "Python boolean" warning,
+        // tells the branch apart (a shape branch gives no such warning, an unrolled loop the
+        // same kinds of ops).
+        let branch_seen_on_shapes = on_values == 0
+            && obs
+                .retrace_shapes
+                .is_some_and(|(_, r)| r.traced && r.kinds_differ)
+            && warned(obs.warnings, Pitfall::ControlFlowErasure);
+        if branch_seen_on_shapes {
+            let mut f = Finding::new(
+                Pitfall::ControlFlowErasure,
+                format!("tracing recorded one path of a data-dependent branch: the traced artifact {stats}"),
+            );
+            if let Some((sample, r)) = obs.retrace_shapes {
+                f.evidence.push(retrace_evidence(sample, r));
+            }
+            findings.push(f);
+        }
+        if on_shapes > 0
+            && !branch_seen_on_shapes
+            && (on_values == 0 || shape_mismatch_on_new_shapes)
+        {
             let mut f = Finding::new(
                 Pitfall::ShapeSpecialization,
                 format!(
@@ -511,6 +534,7 @@ mod tests {
         Retrace {
             traced: true,
             same_ops,
+            kinds_differ: !same_ops,
             ops_before: 1,
             ops_after: if same_ops { 1 } else { 2 },
             first_difference: (!same_ops).then(|| OpDifference {
@@ -765,5 +789,54 @@ mod tests {
         assert_eq!(f[0].pitfall, Pitfall::DeviceSpecialization);
         assert_eq!(f[0].location.as_deref(), Some("m.py:9"));
         assert_eq!(f[0].evidence.len(), 2);
+    }
+
+    #[test]
+    fn a_branch_whose_new_values_agreed_is_still_control_flow() {
+        let evidence = StaticEvidence::default();
+        let warnings = [TraceWarning {
+            category: "TracerWarning".into(),
+            message:
+                "Converting a tensor to a Python boolean might cause the trace to be incorrect."
+                    .into(),
+            file: "m.py".into(),
+            line: 3,
+            source_line: "if x.sum() > 0:".into(),
+            count: 1,
+        }];
+        let branch = retrace(false, false);
+        let obs = |warnings: &'static [TraceWarning], r: &'static Retrace| Observation {
+            variant: Variant::Traced,
+            export_error: None,
+            load_error: None,
+            first_raise: None,
+            samples: vec![
+                (Group::Trace, None),
+                (Group::Values, None),
+                (Group::Dim("B".into()), Some(Mismatch(Values))),
+            ],
+            warnings,
+            evidence: Box::leak(Box::new(evidence.clone())),
+            nondeterministic: None,
+            device: None,
+            retrace_values: None,
+            retrace_shapes: Some(("s2", r)),
+        };
+        let leak = |r: Retrace| -> &'static Retrace { Box::leak(Box::new(r)) };
+        let w: &'static [TraceWarning] = Box::leak(Box::new(warnings));
+        let ids =
+            |o: Observation<'static>| diagnose(&o).iter().map(|f| f.pitfall).collect::<Vec<_>>();
+        assert_eq!(ids(obs(w, leak(branch))), vec![Pitfall::ControlFlowErasure]);
+        // The same kinds of ops (an unrolled loop), or no boolean warning: a frozen shape.
+        let mut unrolled = retrace(false, false);
+        unrolled.kinds_differ = false;
+        assert_eq!(
+            ids(obs(w, leak(unrolled))),
+            vec![Pitfall::ShapeSpecialization]
+        );
+        assert_eq!(
+            ids(obs(&[], leak(retrace(false, false)))),
+            vec![Pitfall::ShapeSpecialization]
+        );
     }
 }

@@ -12,6 +12,7 @@
 // moved once per failed case, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod cache;
 pub mod case;
 pub mod compare;
 pub mod console;
@@ -31,3 +32,6 @@ pub mod worker;
 
 /// The tch crate this harness links (pinned in Cargo.toml).
 pub const TCH_VERSION: &str = "0.26.0";
+
+/// The torch version tch 0.26 links (torch-sys refuses to build against any other).
+pub const TORCH_VERSION: &str = "2.13.0";

@@ -16,6 +16,7 @@ use std::path::Path;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use harness::cache::Cache;
 use harness::console::Console;
 use harness::report::{self, baseline};
 use harness::results::{exit, Results};
@@ -121,6 +122,18 @@ struct VerifyArgs {
     /// Write new and changed `.code` snapshots (never allowed when CI is set).
     #[arg(long)]
     accept: bool,
+    /// Run every case, ignoring (and not filling) the result cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Where unchanged cases' results are kept (default: `cache/` in the output folder).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Cases run at once, each with its own worker (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Only part k of n of the selected cases (for CI matrices; `harness report` merges them).
+    #[arg(long, value_parser = harness::verify::parse_shard)]
+    shard: Option<(usize, usize)>,
     /// Do not check `.code` snapshots (ad-hoc runs on models that have none).
     #[arg(long, conflicts_with = "accept")]
     no_snapshots: bool,
@@ -209,11 +222,21 @@ fn run_verify(args: VerifyArgs) -> anyhow::Result<u8> {
             timeout: args.timeout.map(Duration::from_secs_f64),
             max_elements: args.max_elements,
             replay: args.replay,
+            torch_threads: None,
         },
         snapshots: (!args.no_snapshots).then_some(Policy {
             dir: args.snapshots,
             mode,
         }),
+        cache: (!args.no_cache).then(|| Cache {
+            dir: args.cache_dir.clone().unwrap_or_else(|| out.join("cache")),
+        }),
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        shard: args.shard,
     };
     harness::interrupt::install();
     let human = args.format == Format::Human;

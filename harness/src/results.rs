@@ -101,6 +101,12 @@ pub struct CaseResult {
     /// The inputs, dims and tolerances the case file declares (absent when it did not parse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<SpecInfo>,
+    /// The model source files the worker imported for this case (the cache is keyed by them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// Taken from the result cache: nothing the result depends on changed since it was made.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// What the case file declares about the inputs, as a report shows it.
@@ -152,6 +158,8 @@ impl CaseResult {
             code_diff: None,
             duration_ms: 0,
             spec: None,
+            sources: Vec::new(),
+            cached: false,
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct Options {
     pub max_elements: Option<u64>,
     /// Check only the trace input and this saved input (a counterexample), not the plan.
     pub replay: Option<PathBuf>,
+    /// Intra-op threads for the worker's torch (`None`: torch's default); set when several
+    /// cases run at once, so they share the cores instead of oversubscribing them.
+    pub torch_threads: Option<usize>,
 }
 
 /// Runs cases one after another with one persistent worker, restarted after a crash.
@@ -63,6 +66,8 @@ pub struct Runner {
     worker: Option<Worker>,
     /// When the current case must be done.
     deadline: Instant,
+    /// The worker's time for each eager sample of the last `eager` call, in ms.
+    last_eager_ms: Vec<f64>,
     work: tempfile::TempDir,
     pub torch: String,
     pub python: String,
@@ -84,25 +89,30 @@ enum SampleRun {
 }
 
 impl Runner {
+    /// A runner; its worker starts with the first case that needs it (a run whose every case
+    /// comes from the cache starts no Python at all).
     pub fn new(opts: Options) -> Result<Runner, WorkerError> {
-        let worker = Worker::spawn(&opts.python)?;
         let work = tempfile::Builder::new()
             .prefix("harness-run-")
             .tempdir()
             .map_err(|e| WorkerError::Protocol(format!("cannot make a work folder: {e}")))?;
         Ok(Runner {
-            torch: worker.hello.torch.clone(),
-            python: worker.hello.python.clone(),
+            torch: String::new(),
+            python: String::new(),
             opts,
             deadline: Instant::now(),
-            worker: Some(worker),
+            last_eager_ms: Vec::new(),
+            worker: None,
             work,
         })
     }
 
     fn worker(&mut self) -> Result<&mut Worker, WorkerError> {
         if self.worker.is_none() {
-            self.worker = Some(Worker::spawn(&self.opts.python)?);
+            let w = Worker::spawn(&self.opts.python, self.opts.torch_threads)?;
+            self.torch = w.hello.torch.clone();
+            self.python = w.hello.python.clone();
+            self.worker = Some(w);
         }
         Ok(self.worker.as_mut().expect("just spawned"))
     }
@@ -140,6 +150,8 @@ impl Runner {
             code_diff: None,
             duration_ms: 0,
             spec: Some(spec_info(case)),
+            sources: Vec::new(),
+            cached: false,
         };
         if let Err(mut error) = self.run_inner(case, seed, &mut result) {
             result.status = match error.kind.as_str() {
@@ -210,6 +222,12 @@ impl Runner {
         if let Some(m) = result.model.as_mut() {
             m.class = Some(loaded.class);
         }
+        result.sources = loaded
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        {}
 
         // 2. Inputs: the plan (or the trace input and a replayed file), made once, written for
         //    the worker, kept for libtorch.
@@ -284,6 +302,7 @@ impl Runner {
             requests.push((format!("{}#again", files[i].0), files[i].1.clone()));
         }
         let mut outputs = self.eager(case, &specs, &inputs, &requests, &sample_dir)?;
+        let eager_ms = std::mem::take(&mut self.last_eager_ms);
         let again = outputs.split_off(files.len());
         let tol = Tolerances::from_check(&case.spec.check);
         let tol = &tol;
@@ -307,7 +326,7 @@ impl Runner {
                 id: s.id.clone(),
                 group: s.group.clone().into(),
                 inputs: plan::describe_tensors(&inputs[i]),
-                eager_ms: 0.0,
+                eager_ms: eager_ms.get(i).copied().unwrap_or(0.0),
             });
         }
         let samples = Samples {
@@ -495,6 +514,10 @@ impl Runner {
                 .map_err(|m| harness_error("unsupported_output", format!("{what}: {m}")))?;
             values.push(value);
         }
+        self.last_eager_ms = replies
+            .iter()
+            .map(|e| e.seconds.unwrap_or(0.0) * 1e3)
+            .collect();
         Ok(values)
     }
 
@@ -736,9 +759,12 @@ impl Runner {
         f: impl FnOnce(&mut Worker, Duration) -> Result<T, WorkerError>,
     ) -> Result<T, ErrorBody> {
         let left = self.deadline.saturating_duration_since(Instant::now());
-        let worker = self
-            .worker()
-            .map_err(|e| harness_error("worker", e.to_string()))?;
+        let worker = self.worker().map_err(|e| {
+            harness_error(
+                "worker",
+                format!("{e} (is the virtual environment set up? `cargo xtask verify` makes it)"),
+            )
+        })?;
         match f(worker, left) {
             Ok(v) => Ok(v),
             Err(WorkerError::Reply(body)) => Err(body),

@@ -6,9 +6,12 @@
 //! variants' `.code` (from the result, never from the worker) is normalized, diffed traced
 //! against scripted, and checked against the stored snapshots.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::cache::{Cache, KeyParts};
 use crate::case::{self, Case, ModelOrigin, Variant};
 use crate::results::{CaseResult, CaseStatus, Results, SCHEMA};
 use crate::run::{Options, Runner};
@@ -24,60 +27,102 @@ pub struct Request {
     pub options: Options,
     /// Check `.code` snapshots there (`None`: no snapshot checks). Replays never check them.
     pub snapshots: Option<Policy>,
+    /// Reuse results of unchanged cases (`None`: run everything). Replays never use it.
+    pub cache: Option<Cache>,
+    /// Cases run at once, each with its own worker (at least 1).
+    pub jobs: usize,
+    /// `(k, n)`: only the k-th of n deterministic parts of the selected cases (1-based).
+    pub shard: Option<(usize, usize)>,
 }
 
-/// Run every selected case, calling `on_case` as each one finishes.
-pub fn verify(req: &Request, mut on_case: impl FnMut(&CaseResult)) -> anyhow::Result<Results> {
+impl Request {
+    /// A request with no snapshot checks, no cache, one job and no sharding.
+    pub fn new(paths: Vec<PathBuf>, options: Options) -> Request {
+        Request {
+            paths,
+            filter: None,
+            options,
+            snapshots: None,
+            cache: None,
+            jobs: 1,
+            shard: None,
+        }
+    }
+}
+
+/// Run every selected case, calling `on_case` as each one finishes (from the job's thread).
+pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow::Result<Results> {
     let start = Instant::now();
     let started_at = crate::report::utc_rfc3339(std::time::SystemTime::now());
     let files = select(req)?;
-    let mut runner = Runner::new(req.options.clone()).map_err(|e| {
-        anyhow::anyhow!("{e} (is the virtual environment set up? `cargo xtask verify` makes it)")
-    })?;
-    let mut cases = Vec::with_capacity(files.len());
-    let mut complete = true;
-    for file in &files {
-        if crate::interrupt::requested() {
-            complete = false;
-            break;
-        }
-        let result = match Case::load(file) {
-            Ok(case) => {
-                let mut result = runner.run_case(&case);
-                let policy = req
-                    .snapshots
-                    .as_ref()
-                    .filter(|_| req.options.replay.is_none());
-                check_code(&case, &mut result, policy, &runner.torch);
-                result
-            }
-            Err(e) => CaseResult::error(
-                &stem(file),
-                &file.display().to_string(),
-                ErrorBody {
-                    kind: "case_file".into(),
-                    message: e.to_string(),
-                    traceback: Vec::new(),
-                    file: None,
-                    line: None,
-                    source_line: None,
-                },
-            ),
-        };
-        on_case(&result);
-        let stopped = result.status == CaseStatus::Interrupted;
-        cases.push(result);
-        if stopped {
-            complete = false;
-            break;
-        }
+    let jobs = req.jobs.clamp(1, files.len().max(1));
+    // Two cores, two workers: each libtorch and each worker gets its share of the threads.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let threads = (cores / jobs).max(1);
+    if jobs > 1 {
+        tch::set_num_threads(threads as i32);
     }
+    let next = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; files.len()]);
+    let on_case = Mutex::new(on_case);
+    let versions: Mutex<(String, String)> = Mutex::new((String::new(), String::new()));
+    let stopped = AtomicBool::new(false);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..jobs {
+            let mut options = req.options.clone();
+            options.torch_threads = (jobs > 1).then_some(threads);
+            let mut runner = Runner::new(options)?;
+            let (next, slots, on_case, versions, stopped, files) =
+                (&next, &slots, &on_case, &versions, &stopped, &files);
+            handles.push(scope.spawn(move || loop {
+                if crate::interrupt::requested() || stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(file) = files.get(i) else { break };
+                let (result, python) = run_one(req, &mut runner, file);
+                if result.status == CaseStatus::Interrupted {
+                    stopped.store(true, Ordering::SeqCst);
+                }
+                {
+                    let mut v = versions.lock().unwrap_or_else(|e| e.into_inner());
+                    if v.0.is_empty() && !runner.torch.is_empty() {
+                        v.0 = runner.torch.clone();
+                    }
+                    if v.1.is_empty() {
+                        v.1 = python.unwrap_or_else(|| runner.python.clone());
+                    }
+                }
+                (on_case.lock().unwrap_or_else(|e| e.into_inner()))(&result);
+                slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+            }));
+        }
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a job panicked"))?;
+        }
+        Ok(())
+    })?;
+    let slots = slots.into_inner().unwrap_or_else(|e| e.into_inner());
+    let complete = slots.iter().all(Option::is_some)
+        && !slots
+            .iter()
+            .flatten()
+            .any(|c| c.status == CaseStatus::Interrupted);
+    let cases: Vec<CaseResult> = slots.into_iter().flatten().collect();
+    let (torch, python) = versions.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(Results {
         schema: SCHEMA,
         harness: env!("CARGO_PKG_VERSION").into(),
-        torch: runner.torch.clone(),
+        torch: if torch.is_empty() {
+            crate::TORCH_VERSION.into()
+        } else {
+            torch
+        },
         tch: crate::TCH_VERSION.into(),
-        python: runner.python.clone(),
+        python,
         seed: req.options.seed,
         duration_ms: start.elapsed().as_millis() as u64,
         started_at: Some(started_at),
@@ -86,7 +131,57 @@ pub fn verify(req: &Request, mut on_case: impl FnMut(&CaseResult)) -> anyhow::Re
     })
 }
 
-/// The case files a request selects, in run order.
+/// One case file to a result: from the cache when nothing it depends on changed, else run
+/// (and stored). Also returns the Python version a cache hit recorded.
+fn run_one(req: &Request, runner: &mut Runner, file: &Path) -> (CaseResult, Option<String>) {
+    let case = match Case::load(file) {
+        Ok(case) => case,
+        Err(e) => {
+            let error = ErrorBody {
+                kind: "case_file".into(),
+                message: e.to_string(),
+                traceback: Vec::new(),
+                file: None,
+                line: None,
+                source_line: None,
+            };
+            return (
+                CaseResult::error(&stem(file), &file.display().to_string(), error),
+                None,
+            );
+        }
+    };
+    let replay = req.options.replay.is_some();
+    let parts = KeyParts {
+        python: &req.options.python,
+        seed: req.options.seed,
+        timeout_s: req.options.timeout.map(|t| t.as_secs_f64()),
+        max_elements: req.options.max_elements,
+    };
+    let cache = req.cache.as_ref().filter(|_| !replay);
+    let policy = req.snapshots.as_ref().filter(|_| !replay);
+    if let Some(hit) = cache.and_then(|c| c.lookup(file, &parts, &req.options.out_dir)) {
+        let mut result = hit.result;
+        // Snapshots are checked again: they may have been accepted or edited since.
+        for v in result.variants.values_mut() {
+            v.snapshot = None;
+        }
+        check_code(&case, &mut result, policy, crate::TORCH_VERSION);
+        return (result, Some(hit.python_version));
+    }
+    let mut result = runner.run_case(&case);
+    if let Some(c) = cache {
+        if let Err(e) = c.store(file, &parts, &result, &runner.python) {
+            result.notes.push(format!("not cached: {e}"));
+        }
+    }
+    check_code(&case, &mut result, policy, &runner.torch);
+    (result, None)
+}
+
+/// The case files a request selects, in run order: discovered, filtered, then sharded (shard k
+/// of n takes every n-th file of the sorted list, starting with the k-th, so shards are
+/// disjoint, cover everything and stay balanced).
 pub fn select(req: &Request) -> anyhow::Result<Vec<PathBuf>> {
     let files = case::discover(&req.paths).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(files
@@ -95,7 +190,32 @@ pub fn select(req: &Request) -> anyhow::Result<Vec<PathBuf>> {
             Some(re) => re.is_match(&stem(f)),
             None => true,
         })
+        .enumerate()
+        .filter(|(i, _)| match req.shard {
+            Some((k, n)) => i % n == k - 1,
+            None => true,
+        })
+        .map(|(_, f)| f)
         .collect())
+}
+
+/// `k/n` with 1 <= k <= n.
+pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}`: expected k/n, such as 1/4"))?;
+    let k: usize = k
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: k is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: n is not a number"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("`{s}`: expected 1 <= k <= n"));
+    }
+    Ok((k, n))
 }
 
 /// The traced-versus-scripted diff and each variant's snapshot, from the `.code` in `result`.
@@ -160,6 +280,56 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(s: &str, expect: Result<(usize, usize), &str>) {
+        assert_eq!(parse_shard(s), expect.map_err(str::to_string));
+    }
+
+    #[test]
+    fn shards_parse() {
+        check("1/4", Ok((1, 4)));
+        check("4/4", Ok((4, 4)));
+        check("0/4", Err("`0/4`: expected 1 <= k <= n"));
+        check("5/4", Err("`5/4`: expected 1 <= k <= n"));
+        check("2", Err("`2`: expected k/n, such as 1/4"));
+        check("a/2", Err("`a/2`: k is not a number"));
+    }
+
+    #[test]
+    fn shards_partition_the_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..7 {
+            std::fs::write(dir.path().join(format!("c{i}.yaml")), "").unwrap();
+        }
+        let options = Options {
+            python: "python3".into(),
+            out_dir: dir.path().into(),
+            seed: None,
+            timeout: None,
+            max_elements: None,
+            replay: None,
+            torch_threads: None,
+        };
+        let all = select(&Request::new(vec![dir.path().into()], options.clone())).unwrap();
+        let mut union = Vec::new();
+        for k in 1..=3 {
+            let req = Request {
+                shard: Some((k, 3)),
+                ..Request::new(vec![dir.path().into()], options.clone())
+            };
+            let part = select(&req).unwrap();
+            assert!(part.len() >= 2 && part.len() <= 3, "{part:?}");
+            union.extend(part);
+        }
+        union.sort();
+        assert_eq!(union, all);
     }
 }
 

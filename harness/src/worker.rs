@@ -179,6 +179,9 @@ pub struct Retrace {
     pub traced: bool,
     #[serde(default)]
     pub same_ops: bool,
+    /// The new graph has other kinds of ops, not only more or fewer of the same.
+    #[serde(default)]
+    pub kinds_differ: bool,
     #[serde(default)]
     pub ops_before: usize,
     #[serde(default)]
@@ -254,7 +257,7 @@ pub struct Worker {
 
 impl Worker {
     /// Start a worker with this Python interpreter and check the protocol version.
-    pub fn spawn(python: &Path) -> Result<Worker, WorkerError> {
+    pub fn spawn(python: &Path, threads: Option<usize>) -> Result<Worker, WorkerError> {
         let script_dir = tempfile::Builder::new()
             .prefix("harness-worker-")
             .tempdir()
@@ -267,7 +270,12 @@ impl Worker {
             python: python.into(),
             source,
         })?;
-        let mut child = Command::new(python)
+        let mut cmd = Command::new(python);
+        if let Some(n) = threads {
+            cmd.env("OMP_NUM_THREADS", n.to_string())
+                .env("MKL_NUM_THREADS", n.to_string());
+        }
+        let mut child = cmd
             .arg("-u")
             .arg(&script)
             .env("PYTHONWARNINGS", "ignore::DeprecationWarning")

@@ -116,7 +116,7 @@ fn test(args: &[String]) -> Result<u8, String> {
 
 /// Does the argument list name case files or folders (not only flags and their values)?
 fn positional(args: &[String]) -> bool {
-    const WITH_VALUE: [&str; 11] = [
+    const WITH_VALUE: [&str; 14] = [
         "--filter",
         "--seed",
         "--json",
@@ -128,6 +128,9 @@ fn positional(args: &[String]) -> bool {
         "--baseline",
         "--format",
         "--snapshots",
+        "--cache-dir",
+        "--jobs",
+        "--shard",
     ];
     let mut skip = false;
     for a in args {

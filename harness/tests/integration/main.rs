@@ -77,8 +77,12 @@ fn run_into(
             timeout: None,
             max_elements: None,
             replay: None,
+            torch_threads: None,
         },
         snapshots,
+        cache: None,
+        jobs: 1,
+        shard: None,
     };
     verify(&req, |_| {}).expect("the worker starts")
 }
@@ -424,11 +428,15 @@ fn counterexamples_replay() {
                 timeout: None,
                 max_elements: None,
                 replay: Some(file.to_path_buf()),
+                torch_threads: None,
             },
             snapshots: Some(Policy {
                 dir: out.path().join("snapshots"),
                 mode: Mode::Check,
             }),
+            cache: None,
+            jobs: 1,
+            shard: None,
         };
         verify(&req, |_| {}).unwrap()
     };
@@ -662,6 +670,8 @@ fn sigterm_writes_partial_results_and_reaps_the_worker() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .arg("verify")
         .arg("--no-snapshots")
+        .arg("--no-cache")
+        .args(["--jobs", "1"])
         .arg(&cases)
         .arg("--python")
         .arg(python())
@@ -851,8 +861,12 @@ fn list_inputs_reach_eager_and_libtorch() {
             timeout: None,
             max_elements: None,
             replay: Some(PathBuf::from(&cx.file)),
+            torch_threads: None,
         },
         snapshots: None,
+        cache: None,
+        jobs: 1,
+        shard: None,
     };
     let r = verify(&req, |_| {}).unwrap();
     let v = &r.cases[0].variants;
@@ -1045,4 +1059,122 @@ fn same_model_in_two_folders_gives_identical_snapshots() {
     }
     let scripted = std::fs::read_to_string(snaps_a.join("nt__scripted.snap")).unwrap();
     assert!(scripted.contains("__torch__.nt_model.Out("), "{scripted}");
+}
+
+/// The result cache: a second run takes every case from it; editing one model file re-runs
+/// only the cases that import it; two jobs give the same verdicts as one.
+#[test]
+fn cache_reruns_only_what_changed_and_jobs_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    std::fs::write(
+        cases.join("shared.py"),
+        "import torch\n\n\ndef double(x):\n    return x * 2\n\n\nclass Double(torch.nn.Module):\n    def forward(self, x):\n        return double(x)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cases.join("gate.py"),
+        "import torch\nfrom shared import double\n\n\nclass Gate(torch.nn.Module):\n    def forward(self, x):\n        if x.sum() > 0:\n            return double(x)\n        return -x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        cases.join("alone.py"),
+        "import torch\n\n\nclass Alone(torch.nn.Module):\n    def forward(self, x):\n        return x + 1\n",
+    )
+    .unwrap();
+    let case = |name: &str, file: &str, entry: &str, expect: &str| {
+        std::fs::write(
+            cases.join(format!("{name}.yaml")),
+            format!(
+                "model: {{source: {file}, entry: {entry}}}\ninputs: [{{name: x, shape: [B, 3]}}]\n\
+                 dims: {{B: {{trace: 2, min: 1, max: 3}}}}\ncheck: {{samples: 4}}\n{expect}"
+            ),
+        )
+        .unwrap();
+    };
+    case(
+        "a_gate",
+        "gate.py",
+        "Gate",
+        "expect: {traced: [control_flow_erasure]}\n",
+    );
+    case("b_alone", "alone.py", "Alone", "");
+    case("c_double", "shared.py", "Double", "");
+    let cache_dir = dir.path().join("cache");
+    let out = dir.path().join("out");
+    let go = |jobs: usize| {
+        let mut req = Request::new(
+            vec![cases.clone()],
+            Options {
+                python: python(),
+                out_dir: out.clone(),
+                seed: None,
+                timeout: None,
+                max_elements: None,
+                replay: None,
+                torch_threads: None,
+            },
+        );
+        req.cache = Some(harness::cache::Cache {
+            dir: cache_dir.clone(),
+        });
+        req.jobs = jobs;
+        verify(&req, |_| {}).unwrap()
+    };
+    let cached = |r: &Results| -> Vec<(String, bool)> {
+        r.cases.iter().map(|c| (c.name.clone(), c.cached)).collect()
+    };
+    let first = go(2);
+    let expect = [
+        ("a_gate", "traced=xfail[control_flow_erasure] scripted=pass"),
+        ("b_alone", "traced=pass scripted=pass"),
+        ("c_double", "traced=pass scripted=pass"),
+    ];
+    check(&first, &expect);
+    assert!(first.cases.iter().all(|c| !c.cached));
+    let gate = first.cases.iter().find(|c| c.name == "a_gate").unwrap();
+    assert!(
+        gate.sources.iter().any(|s| s.ends_with("shared.py")),
+        "{:?}",
+        gate.sources
+    );
+
+    // Nothing changed: everything from the cache, artifacts and counterexamples in place.
+    let second = go(1);
+    check(&second, &expect);
+    assert!(
+        second.cases.iter().all(|c| c.cached),
+        "{:?}",
+        cached(&second)
+    );
+    let cx = second.cases[0].variants[&Variant::Traced]
+        .counterexample
+        .clone()
+        .unwrap();
+    assert!(
+        Path::new(&cx.file).is_file() && cx.replay.contains(&cx.file),
+        "{cx:?}"
+    );
+    for c in &second.cases {
+        for v in c.variants.values() {
+            assert!(Path::new(v.export.artifact.as_deref().unwrap()).is_file());
+        }
+    }
+
+    // Editing shared.py re-runs the two cases that import it, not the third.
+    let shared = cases.join("shared.py");
+    let mut text = std::fs::read_to_string(&shared).unwrap();
+    text.push_str("# edited\n");
+    std::fs::write(&shared, text).unwrap();
+    let third = go(1);
+    check(&third, &expect);
+    assert_eq!(
+        cached(&third),
+        vec![
+            ("a_gate".into(), false),
+            ("b_alone".into(), true),
+            ("c_double".into(), false)
+        ]
+    );
 }
