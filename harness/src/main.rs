@@ -42,7 +42,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Verify cases: trace and script each model, run the artifacts in libtorch, compare with eager.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Render the report (index.html, junit.xml) of saved results.json files, without running.
     Report(ReportArgs),
 }
@@ -147,7 +147,7 @@ struct VerifyArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Verify(args) => run_verify(args),
+        Command::Verify(args) => run_verify(*args),
         Command::Report(args) => run_report(args),
     };
     match result {

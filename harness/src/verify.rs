@@ -283,6 +283,12 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
     }
 }
 
+fn stem(f: &std::path::Path) -> String {
+    f.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,10 +337,4 @@ mod tests {
         union.sort();
         assert_eq!(union, all);
     }
-}
-
-fn stem(f: &std::path::Path) -> String {
-    f.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
