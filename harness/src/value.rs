@@ -85,36 +85,22 @@ impl Value {
 
     /// A second handle on the same tree (tensors are shared, not copied).
     pub fn dup(&self) -> Value {
-        match self {
-            Value::Tensor(t) => Value::Tensor(t.shallow_clone()),
-            Value::Desc {
-                shape,
-                dtype,
-                device,
-            } => Value::Desc {
-                shape: shape.clone(),
-                dtype: dtype.clone(),
-                device: device.clone(),
-            },
-            Value::Int(i) => Value::Int(*i),
-            Value::Float(f) => Value::Float(*f),
-            Value::Bool(b) => Value::Bool(*b),
-            Value::Str(s) => Value::Str(s.clone()),
-            Value::None => Value::None,
-            Value::Tuple(v) => Value::Tuple(v.iter().map(Value::dup).collect()),
-            Value::List(v) => Value::List(v.iter().map(Value::dup).collect()),
-            Value::Dict(v) => Value::Dict(v.iter().map(|(k, v)| (k.dup(), v.dup())).collect()),
-        }
+        self.map_tensors(&|t| Value::Tensor(t.shallow_clone()))
     }
 
     /// The same tree with every tensor replaced by its shape, dtype and device.
     pub fn describe(&self) -> Value {
+        self.map_tensors(&|t| Value::Desc {
+            shape: t.size(),
+            dtype: kind_name(t.kind()).to_string(),
+            device: device_name(t.device()),
+        })
+    }
+
+    /// The same tree with `f` applied to every tensor leaf (everything else copied).
+    fn map_tensors(&self, f: &dyn Fn(&Tensor) -> Value) -> Value {
         match self {
-            Value::Tensor(t) => Value::Desc {
-                shape: t.size(),
-                dtype: kind_name(t.kind()).to_string(),
-                device: device_name(t.device()),
-            },
+            Value::Tensor(t) => f(t),
             Value::Desc {
                 shape,
                 dtype,
@@ -125,15 +111,15 @@ impl Value {
                 device: device.clone(),
             },
             Value::Int(i) => Value::Int(*i),
-            Value::Float(f) => Value::Float(*f),
+            Value::Float(x) => Value::Float(*x),
             Value::Bool(b) => Value::Bool(*b),
             Value::Str(s) => Value::Str(s.clone()),
             Value::None => Value::None,
-            Value::Tuple(v) => Value::Tuple(v.iter().map(Value::describe).collect()),
-            Value::List(v) => Value::List(v.iter().map(Value::describe).collect()),
+            Value::Tuple(v) => Value::Tuple(v.iter().map(|x| x.map_tensors(f)).collect()),
+            Value::List(v) => Value::List(v.iter().map(|x| x.map_tensors(f)).collect()),
             Value::Dict(v) => Value::Dict(
                 v.iter()
-                    .map(|(k, v)| (k.describe(), v.describe()))
+                    .map(|(k, x)| (k.map_tensors(f), x.map_tensors(f)))
                     .collect(),
             ),
         }
