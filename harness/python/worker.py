@@ -8,8 +8,11 @@ travel in JSON: inputs arrive as safetensors files written by the harness, eager
 safetensors files plus a small JSON tree that describes their structure (tuple, list, dict,
 scalars) and names the tensor leaves by key.
 
-Protocol version 1. Requests: hello, load, export, eager, release, shutdown. Every reply has
-"id" (echoed) and "ok"; a failed reply carries "error": {"kind", "message", "traceback"}.
+Protocol version 1. Requests: hello, fork, load, export, eager, retrace, device_probe, release,
+end, shutdown. Every reply has "id" (echoed) and "ok"; a failed reply carries "error": {"kind",
+"message", "traceback"}. The process is a fork server: `fork` starts a child (a copy of the warm
+server) that serves one case's requests until `end`; a child that dies otherwise is reported by
+the server as a line {"event": "child_exit", "pid", "code" | "signal"}.
 """
 
 import contextlib
@@ -602,11 +605,31 @@ def _reply(obj):
     REPLIES.flush()
 
 
-def main():
-    worker = Worker()
+def _warm_up():
+    """Pay torch's lazy initialization once, in the fork server, so every case's child starts
+    warm: a first trace and script, and the meta device's kernels (the device probe)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = torch.nn.Linear(2, 2).eval()
+            x = torch.zeros(1, 2)
+            with torch.no_grad():
+                torch.jit.trace(m, (x,), check_trace=False)(x)
+            torch.jit.script(m)(x)
+            copy.deepcopy(m).to("meta")(x.to("meta"))
+    except Exception:  # noqa: BLE001 - warming up is an optimization only
+        pass
+
+
+def serve(worker, child):
+    """The request loop. The fork server answers `fork` by forking a child that serves the
+    case's requests on the same channel until `end` (then exits), while the server waits; if the
+    child dies another way, the server says so with a `child_exit` event line."""
     while True:
         line = REQUESTS.readline()
         if not line:
+            if child:
+                os._exit(0)
             return
         try:
             req = json.loads(line)
@@ -617,7 +640,28 @@ def main():
         op = req.get("op")
         if op == "shutdown":
             _reply({"id": rid, "ok": True})
+            if child:
+                os._exit(0)
             return
+        if op == "fork" and not child:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _reply({"id": rid, "ok": True, "pid": os.getpid()})
+                serve(worker, child=True)
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            if os.WIFSIGNALED(status):
+                _reply({"event": "child_exit", "pid": pid, "signal": os.WTERMSIG(status)})
+            elif os.WEXITSTATUS(status) != 0:
+                _reply({"event": "child_exit", "pid": pid, "code": os.WEXITSTATUS(status)})
+            continue
+        if op == "end" and child:
+            _reply({"id": rid, "ok": True})
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         handler = getattr(worker, f"op_{op}", None)
         if handler is None:
             _reply({"id": rid, "ok": False, "error": {"kind": "protocol", "message": f"unknown op {op!r}", "traceback": []}})
@@ -633,6 +677,11 @@ def main():
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+
+
+def main():
+    _warm_up()
+    serve(Worker(), child=False)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,12 @@ struct VerifyArgs {
 }
 
 fn main() -> ExitCode {
+    // OpenMP threads that spin while waiting steal the core the other job (or the worker) needs:
+    // on 2 cores, tiny forward passes took milliseconds instead of microseconds. Workers inherit
+    // this; a user's own setting wins. Set before libtorch starts any thread.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Verify(args) => run_verify(*args),

@@ -177,7 +177,7 @@ impl Runner {
             result.variants.clear();
         }
         if let Some(w) = self.worker.as_mut() {
-            if w.release(&case.name).is_err() {
+            if w.end_case().is_err() {
                 self.worker = None;
             }
         }
@@ -195,6 +195,8 @@ impl Runner {
         if let Some(w) = &self.worker {
             w.clear_stderr_tail();
         }
+        // Each case runs in a fresh child of the warm fork server: nothing from earlier cases.
+        self.call(|w, timeout| w.begin_case(timeout))?;
         let names = case.wire_names();
         let sample_dir = self.work.path().join(&case.name);
         let artifact_dir = self.opts.out_dir.join("artifacts").join(&case.name);
@@ -770,7 +772,17 @@ impl Runner {
             Err(WorkerError::Reply(body)) => Err(body),
             Err(e) => {
                 let kind = match &e {
+                    // Only the case's child died: the server stays for the next case.
+                    WorkerError::CaseDied { .. } => {
+                        return Err(harness_error("crashed", e.to_string()));
+                    }
                     WorkerError::Died { .. } => "crashed",
+                    // The case's child was killed; a server that survived serves the next case.
+                    WorkerError::Timeout { .. }
+                        if self.worker.as_mut().is_some_and(|w| w.is_alive()) =>
+                    {
+                        return Err(harness_error("timeout", e.to_string()));
+                    }
                     WorkerError::Timeout { .. } => "timeout",
                     WorkerError::Interrupted => "interrupted",
                     _ => "worker",

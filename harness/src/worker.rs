@@ -42,6 +42,12 @@ pub enum WorkerError {
     },
     #[error("the Python worker did not answer `{op}` within {seconds:.0} s")]
     Timeout { op: String, seconds: f64 },
+    /// The case's child process died; the server is fine.
+    #[error("the case's worker process {status}{}", tail_text(.stderr_tail))]
+    CaseDied {
+        status: String,
+        stderr_tail: Vec<String>,
+    },
     #[error("interrupted")]
     Interrupted,
     #[error("protocol error with the Python worker: {0}")]
@@ -247,6 +253,8 @@ pub struct LoadRequest<'a> {
 
 pub struct Worker {
     child: Child,
+    /// The forked child serving the current case, if one is running.
+    case_pid: Option<u32>,
     stdin: ChildStdin,
     replies: Receiver<String>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
@@ -317,6 +325,7 @@ impl Worker {
         });
         let mut worker = Worker {
             child,
+            case_pid: None,
             stdin,
             replies,
             stderr_tail,
@@ -389,7 +398,10 @@ impl Worker {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                self.kill();
+                // Kill the case's child; the server stays, unless it does not confirm.
+                if !self.kill_case() {
+                    self.kill();
+                }
                 return Err(WorkerError::Timeout {
                     op: op.into(),
                     seconds: timeout.as_secs_f64(),
@@ -407,6 +419,13 @@ impl Worker {
             let Ok(reply) = serde_json::from_str::<Json>(&line) else {
                 continue; // not a reply: something printed around the protocol
             };
+            if reply.get("event") == Some(&json!("child_exit")) {
+                self.case_pid = None;
+                return Err(WorkerError::CaseDied {
+                    status: child_status(&reply),
+                    stderr_tail: self.stderr_tail(),
+                });
+            }
             if reply.get("id") != Some(&json!(id)) {
                 continue;
             }
@@ -422,10 +441,58 @@ impl Worker {
         }
     }
 
-    /// Kill the process and reap it.
+    /// Kill the process (and the case's child, first, so the server reaps it) and reap it.
     fn kill(&mut self) {
+        self.kill_case();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Kill the case's child and wait for the server to confirm; false if it did not.
+    fn kill_case(&mut self) -> bool {
+        let Some(pid) = self.case_pid.take() else {
+            return false;
+        };
+        signal_kill(pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) = self
+            .replies
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if serde_json::from_str::<Json>(&line)
+                .is_ok_and(|r| r.get("event") == Some(&json!("child_exit")))
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Start a case: the server forks a child (a copy of the warm server, with nothing from
+    /// earlier cases) that serves every request until [`Worker::end_case`].
+    pub fn begin_case(&mut self, timeout: Duration) -> Result<(), WorkerError> {
+        #[derive(Deserialize)]
+        struct Forked {
+            pid: u32,
+        }
+        let f: Forked = self.call("fork", json!({}), timeout)?;
+        self.case_pid = Some(f.pid);
+        Ok(())
+    }
+
+    /// End the case: its child exits and the server takes requests again.
+    pub fn end_case(&mut self) -> Result<(), WorkerError> {
+        if self.case_pid.is_none() {
+            return Ok(());
+        }
+        let _: Json = self.call("end", json!({}), Duration::from_secs(60))?;
+        self.case_pid = None;
+        Ok(())
+    }
+
+    /// Is the server process still running?
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The worker's process id.
@@ -545,6 +612,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        self.kill_case();
         let _ = writeln!(self.stdin, "{}", json!({"op": "shutdown", "id": 0}));
         let _ = self.stdin.flush();
         let deadline = Instant::now() + Duration::from_millis(500);
@@ -559,6 +627,35 @@ impl Drop for Worker {
     }
 }
 
+/// SIGKILL to a process (the case's child, which `std::process` does not own).
+fn signal_kill(pid: u32) {
+    // SAFETY: kill(2) with a pid we were told by the worker and a constant signal.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// The status in a `child_exit` event, said as [`describe_status`] says it.
+fn child_status(event: &Json) -> String {
+    if let Some(code) = event.get("code").and_then(Json::as_i64) {
+        return format!("exited with code {code}");
+    }
+    match event.get("signal").and_then(Json::as_i64) {
+        Some(sig) => format!("was killed by signal {sig}{}", signal_name(sig as i32)),
+        None => "ended".into(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        6 => " (SIGABRT)",
+        9 => " (SIGKILL)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        _ => "",
+    }
+}
+
 /// "exited with code 3", "was killed by signal 9 (SIGKILL)".
 pub fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -567,14 +664,7 @@ pub fn describe_status(status: ExitStatus) -> String {
     }
     match status.signal() {
         Some(sig) => {
-            let name = match sig {
-                6 => " (SIGABRT)",
-                9 => " (SIGKILL)",
-                11 => " (SIGSEGV)",
-                15 => " (SIGTERM)",
-                _ => "",
-            };
-            format!("was killed by signal {sig}{name}")
+            format!("was killed by signal {sig}{}", signal_name(sig))
         }
         None => "ended".into(),
     }
