@@ -84,6 +84,7 @@ pub fn run(args: &[String]) -> Result<u8, String> {
     let has_cache = String::from_utf8_lossy(&help.stdout).contains("--cache-dir");
     let cache = work.join("cache");
 
+    let load_before = load_average();
     let mut failures = Vec::new();
     let mut harness_run = |label: &str, out: &str| -> Result<Measured, String> {
         let out = work.join(out);
@@ -161,6 +162,8 @@ pub fn run(args: &[String]) -> Result<u8, String> {
             .as_ref()
             .and_then(|j| j.get("torch_s"))
             .and_then(Json::as_f64),
+        load: (load_before, load_average()),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
     };
     println!("{}", summary.render());
     if !failures.is_empty() {
@@ -495,6 +498,16 @@ fn tree_rss(root: u32) -> u64 {
         .sum()
 }
 
+/// The 1-minute load average (`/proc/loadavg`): how much else competed for the cores.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The parent pid from `/proc/PID/stat` (after the `(comm)`, which may hold spaces).
 fn stat_ppid(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -592,6 +605,9 @@ pub struct Summary {
     pub cases: usize,
     pub overhead: Vec<(String, f64)>,
     pub reference_torch_s: Option<f64>,
+    /// The 1-minute load average before the first run and after the last.
+    pub load: (Option<f64>, Option<f64>),
+    pub cores: usize,
 }
 
 fn mark(ok: bool) -> &'static str {
@@ -633,6 +649,17 @@ impl Summary {
                 "(d) spent {t:.2}s in torch work (trace, script, forward passes)\n"
             ));
         }
+        if let (Some(before), Some(after)) = self.load {
+            s.push_str(&format!(
+                "load average {before:.1} before, {after:.1} after, on {} cores{}\n",
+                self.cores,
+                if before.max(after) > self.cores as f64 {
+                    ": other processes competed for the CPU, timings are noisy"
+                } else {
+                    ""
+                }
+            ));
+        }
         s.push_str("\ntargets\n");
         let cold = self.rows.first().map(|r| r.wall_s).unwrap_or(f64::NAN);
         let ratio = cold / reference;
@@ -672,6 +699,16 @@ impl Summary {
             worst.map_or("-".into(), |(n, v)| format!("{v:.0} ms ({n})")),
             ms.len()
         ));
+        let mut by_overhead: Vec<&(String, f64)> = self.overhead.iter().collect();
+        by_overhead.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if by_overhead.len() > 1 {
+            let top: Vec<String> = by_overhead
+                .iter()
+                .take(3)
+                .map(|(n, v)| format!("{n} {v:.0} ms"))
+                .collect();
+            s.push_str(&format!("    largest: {}\n", top.join(", ")));
+        }
         let peak = self
             .rows
             .iter()
@@ -825,6 +862,8 @@ mod tests {
             cases: 40,
             overhead: vec![("a".into(), 10.0), ("b".into(), 60.0), ("c".into(), 20.0)],
             reference_torch_s: Some(4.0),
+            load: (Some(0.5), Some(2.5)),
+            cores: 2,
         };
         check(
             s.render().as_str(),
@@ -834,11 +873,13 @@ mod tests {
              (c) after 1 model edit         0.50s    0.05×    400 MiB\n\
              (d) plain-Python ref          10.00s    1.00×    700 MiB\n\
              (d) spent 4.00s in torch work (trace, script, forward passes)\n\
+             load average 0.5 before, 2.5 after, on 2 cores: other processes competed for the CPU, timings are noisy\n\
              \ntargets\n  \
              ✓ cold verify ≤ 0.8× reference: 0.80×\n  \
              ✓ warm re-run ≤ 5% of cold: 2%\n  \
              ✓ after one model edit only the affected case re-runs: 1 of 40 re-ran\n  \
-             ✗ per-case overhead ≤ 50 ms: median 20 ms, max 60 ms (b) over 3 cases\n  \
+             ✗ per-case overhead ≤ 50 ms: median 20 ms, max 60 ms (b) over 3 cases\n    \
+             largest: b 60 ms, c 20 ms, a 10 ms\n  \
              ✓ peak RSS ≤ 1.5 GiB (harness + workers): 900 MiB\n",
         );
         let s = Summary {
