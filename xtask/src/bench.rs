@@ -166,6 +166,12 @@ pub fn run(args: &[String]) -> Result<u8, String> {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
     };
     println!("{}", summary.render());
+    // Both sides inherit these; they change libtorch's threads a lot on a busy machine.
+    for var in ["OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"] {
+        if let Ok(v) = std::env::var(var) {
+            println!("(all runs had {var}={v} from the environment)");
+        }
+    }
     if !failures.is_empty() {
         for f in &failures {
             eprintln!("bench: run failed: {f} (logs in {})", work.display());
