@@ -155,7 +155,9 @@ pub fn run(args: &[String]) -> Result<u8, String> {
             Row::new("(d) plain-Python ref", &reference),
         ],
         cache: has_cache,
-        reran: edit_results.as_ref().and_then(rerun_count),
+        reran: edit_results
+            .as_ref()
+            .and_then(|r| rerun_count(r, has_cache)),
         cases: corpus.cases.len(),
         overhead: overheads(&cold_results),
         reference_torch_s: ref_json
@@ -535,11 +537,12 @@ fn read_json(path: &Path) -> Result<Json, String> {
     Json::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Cases of a run that were not served from the harness's cache (`cached: true` on a case);
-/// `None` when no case carries the field (a harness without a cache: unknown).
-pub fn rerun_count(results: &Json) -> Option<usize> {
+/// Cases of a run that were not served from the harness's cache (`cached: true` on a case; the
+/// harness leaves the field out when false). Without a cache flag in `harness verify --help`
+/// and with no case carrying the field, `None`: unknown.
+pub fn rerun_count(results: &Json, has_cache: bool) -> Option<usize> {
     let cases = results.get("cases")?.as_array()?;
-    if !cases.iter().any(|c| c.get("cached").is_some()) {
+    if !has_cache && !cases.iter().any(|c| c.get("cached").is_some()) {
         return None;
     }
     Some(
@@ -832,9 +835,10 @@ mod tests {
     fn overhead_is_duration_minus_timed_torch_work() {
         let r = Json::parse(RESULTS).unwrap();
         check(overheads(&r), vec![("a".to_string(), 50.0)]);
-        check(rerun_count(&r), Some(2));
-        let no_cache = Json::parse(r#"{"cases": [{"name": "a"}]}"#).unwrap();
-        check(rerun_count(&no_cache), None);
+        check(rerun_count(&r, false), Some(2));
+        let none_cached = Json::parse(r#"{"cases": [{"name": "a"}]}"#).unwrap();
+        check(rerun_count(&none_cached, false), None);
+        check(rerun_count(&none_cached, true), Some(1));
         check(median(&[1.0, 2.0, 10.0]), 2.0);
         check(median(&[1.0, 3.0]), 2.0);
     }
