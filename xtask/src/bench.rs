@@ -6,7 +6,9 @@
 //! when it has one), (b) the same again with nothing changed, (c) again after appending a comment
 //! to a model file only one case uses, and (d) `harness/python/bench_reference.py`, one Python
 //! process doing the same trace/script/save/load/forward/compare work on the same samples. Each
-//! process tree's peak RSS is sampled from `/proc` every 50 ms. The per-case overhead (harness
+//! process tree's peak RSS is sampled from `/proc` every 50 ms, and its CPU time taken from
+//! `getrusage(RUSAGE_CHILDREN)` before and after (less noisy than wall time on a shared machine,
+//! though OpenMP threads spinning for a core count as CPU too). The per-case overhead (harness
 //! time minus the torch work it timed) comes from the cold run's results.json. It prints a
 //! table with the targets of issue 7; a missed target is reported, not a failure: the exit code
 //! is non-zero only when a run itself failed.
@@ -430,9 +432,12 @@ fn json_str(s: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Measuring a process tree
 
-/// One timed run: wall time, exit code, and the peak of the process tree's summed VmRSS.
+/// One timed run: wall time, CPU time, exit code, and the peak of the process tree's summed
+/// VmRSS.
 pub struct Measured {
     pub wall: Duration,
+    /// User + system seconds of the process and every descendant it waited for.
+    pub cpu_s: f64,
     pub code: Option<i32>,
     pub peak_rss: u64,
 }
@@ -445,6 +450,7 @@ fn measure(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
     let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
     cmd.stdout(Stdio::from(file)).stderr(Stdio::from(err));
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -468,9 +474,39 @@ fn measure(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
     let peak_rss = sampler.join().unwrap_or(0);
     Ok(Measured {
         wall,
+        cpu_s: children_cpu() - cpu_before,
         code: status.code(),
         peak_rss,
     })
+}
+
+/// `struct rusage` of Linux (x86_64 and aarch64: `long` fields), for `getrusage`.
+#[repr(C)]
+struct Rusage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    rest: [i64; 14],
+}
+
+extern "C" {
+    fn getrusage(who: i32, usage: *mut Rusage) -> i32;
+}
+
+/// User + system seconds of this process's reaped children (and theirs, when they waited for
+/// them): `getrusage(RUSAGE_CHILDREN)`, which std does not wrap.
+fn children_cpu() -> f64 {
+    const RUSAGE_CHILDREN: i32 = -1;
+    let mut u = Rusage {
+        utime: [0; 2],
+        stime: [0; 2],
+        rest: [0; 14],
+    };
+    // SAFETY: `u` is a valid, writable `struct rusage` for the duration of the call.
+    if unsafe { getrusage(RUSAGE_CHILDREN, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: [i64; 2]| t[0] as f64 + t[1] as f64 / 1e6;
+    secs(u.utime) + secs(u.stime)
 }
 
 /// The summed VmRSS (bytes) of `root` and all its descendants, from `/proc`.
@@ -590,6 +626,7 @@ pub fn overheads(results: &Json) -> Vec<(String, f64)> {
 pub struct Row {
     pub label: String,
     pub wall_s: f64,
+    pub cpu_s: f64,
     pub peak_rss: u64,
     pub ok: bool,
 }
@@ -599,6 +636,7 @@ impl Row {
         Row {
             label: label.into(),
             wall_s: m.wall.as_secs_f64(),
+            cpu_s: m.cpu_s,
             peak_rss: m.peak_rss,
             ok: m.code.is_some_and(|c| c != 2),
         }
@@ -635,15 +673,16 @@ impl Summary {
     pub fn render(&self) -> String {
         let reference = self.rows.get(3).map(|r| r.wall_s).unwrap_or(f64::NAN);
         let mut s = format!(
-            "\n{:<26} {:>9} {:>8} {:>10}\n",
-            "run", "wall", "÷ (d)", "peak RSS"
+            "\n{:<26} {:>9} {:>8} {:>9} {:>10}\n",
+            "run", "wall", "÷ (d)", "CPU", "peak RSS"
         );
         for r in &self.rows {
             s.push_str(&format!(
-                "{:<26} {:>8.2}s {:>7.2}× {:>10}{}\n",
+                "{:<26} {:>8.2}s {:>7.2}× {:>8.2}s {:>10}{}\n",
                 r.label,
                 r.wall_s,
                 r.wall_s / reference,
+                r.cpu_s,
                 mib(r.peak_rss),
                 if r.ok { "" } else { "  (run failed)" }
             ));
@@ -844,6 +883,17 @@ mod tests {
     }
 
     #[test]
+    fn child_cpu_time_grows() {
+        let before = children_cpu();
+        let status = Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(children_cpu() > before);
+    }
+
+    #[test]
     fn proc_fields_are_read() {
         check(stat_ppid("123 (a b) c) S 45 6 7"), Some(45));
         check(vm_rss("Name:\tx\nVmRSS:\t  2048 kB\n"), Some(2048 * 1024));
@@ -857,6 +907,7 @@ mod tests {
         let row = |label: &str, wall_s: f64, mib: u64| Row {
             label: label.into(),
             wall_s,
+            cpu_s: wall_s * 1.5,
             peak_rss: mib << 20,
             ok: true,
         };
@@ -877,11 +928,11 @@ mod tests {
         };
         check(
             s.render().as_str(),
-            "\nrun                             wall    ÷ (d)   peak RSS\n\
-             (a) cold verify                8.00s    0.80×    900 MiB\n\
-             (b) warm re-run                0.20s    0.02×    300 MiB\n\
-             (c) after 1 model edit         0.50s    0.05×    400 MiB\n\
-             (d) plain-Python ref          10.00s    1.00×    700 MiB\n\
+            "\nrun                             wall    ÷ (d)       CPU   peak RSS\n\
+             (a) cold verify                8.00s    0.80×    12.00s    900 MiB\n\
+             (b) warm re-run                0.20s    0.02×     0.30s    300 MiB\n\
+             (c) after 1 model edit         0.50s    0.05×     0.75s    400 MiB\n\
+             (d) plain-Python ref          10.00s    1.00×    15.00s    700 MiB\n\
              (d) spent 4.00s in torch work (trace, script, forward passes)\n\
              load average 0.5 before, 2.5 after, on 2 cores: other processes competed for the CPU, timings are noisy\n\
              \ntargets\n  \
