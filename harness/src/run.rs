@@ -66,8 +66,7 @@ pub struct Runner {
     worker: Option<Worker>,
     /// When the current case must be done.
     deadline: Instant,
-    /// The worker's time for each eager sample of the last `eager` call, in ms.
-    last_eager_ms: Vec<f64>,
+
     work: tempfile::TempDir,
     pub torch: String,
     pub python: String,
@@ -101,7 +100,7 @@ impl Runner {
             python: String::new(),
             opts,
             deadline: Instant::now(),
-            last_eager_ms: Vec::new(),
+
             worker: None,
             work,
         })
@@ -303,8 +302,10 @@ impl Runner {
         for &i in &repeats {
             requests.push((format!("{}#again", files[i].0), files[i].1.clone()));
         }
-        let mut outputs = self.eager(case, &specs, &inputs, &requests, &sample_dir)?;
-        let eager_ms = std::mem::take(&mut self.last_eager_ms);
+        let (mut outputs, eager_s): (Vec<Value>, Vec<f64>) = self
+            .eager(case, &specs, &inputs, &requests, &sample_dir)?
+            .into_iter()
+            .unzip();
         let again = outputs.split_off(files.len());
         let tol = Tolerances::from_check(&case.spec.check);
         let tol = &tol;
@@ -328,7 +329,7 @@ impl Runner {
                 id: s.id.clone(),
                 group: s.group.clone().into(),
                 inputs: plan::describe_tensors(&inputs[i]),
-                eager_ms: eager_ms.get(i).copied().unwrap_or(0.0),
+                eager_ms: eager_s.get(i).copied().unwrap_or(0.0) * 1000.0,
             });
         }
         let samples = Samples {
@@ -471,7 +472,8 @@ impl Runner {
         Ok(())
     }
 
-    /// Eager on the given `(id, file)` requests; outputs in request order.
+    /// Eager on the given `(id, file)` requests; outputs (with the seconds the worker timed the
+    /// forward call) in request order.
     fn eager(
         &mut self,
         case: &Case,
@@ -479,7 +481,7 @@ impl Runner {
         inputs: &[Vec<(String, Tensor)>],
         requests: &[(String, PathBuf)],
         dir: &Path,
-    ) -> Result<Vec<Value>, ErrorBody> {
+    ) -> Result<Vec<(Value, f64)>, ErrorBody> {
         let names = case.wire_names();
         let replies =
             self.call(|w, timeout| w.eager(&case.name, requests, &names, dir, timeout))?;
@@ -514,12 +516,8 @@ impl Runner {
                 tensors::read(path).map_err(|e| harness_error("io", format!("{e:#}")))?;
             let value = Value::from_wire(output, &mut tensors)
                 .map_err(|m| harness_error("unsupported_output", format!("{what}: {m}")))?;
-            values.push(value);
+            values.push((value, e.seconds.unwrap_or(0.0)));
         }
-        self.last_eager_ms = replies
-            .iter()
-            .map(|e| e.seconds.unwrap_or(0.0) * 1e3)
-            .collect();
         Ok(values)
     }
 
@@ -682,7 +680,7 @@ impl Runner {
                     &[(id, path)],
                     dir,
                 ) {
-                    Ok(mut v) => v.remove(0),
+                    Ok(mut v) => v.remove(0).0,
                     Err(e) if e.kind == "eager_raised" => return false, // not a valid input
                     Err(e) => {
                         fatal = Some(e);
@@ -716,7 +714,8 @@ impl Runner {
                 &[(min_id, path)],
                 dir,
             )?
-            .remove(0);
+            .remove(0)
+            .0;
         let (kind, detail, max_abs, max_rel) =
             match run_sample(module, &wire, &inputs, &expected, tol) {
                 SampleRun::Raised(e) => ("raised", e, 0.0, 0.0),

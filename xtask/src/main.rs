@@ -5,10 +5,14 @@
 //! - `cargo xtask report [RESULTS...] [ARGS]`: the same build, then `harness report`: render the
 //!   report (index.html, junit.xml) of saved results.json files without running anything.
 //! - `cargo xtask test [ARGS]`: the same setup, then the whole test suite (`cargo test`).
+//! - `cargo xtask bench [--quick]`: time the harness (cold, warm, after one model edit) against
+//!   the plain-Python reference script on a 40-case corpus (see `bench.rs`).
 //!
 //! Few dependencies on purpose: this crate must build fast and before anything else.
 
+mod bench;
 mod env;
+mod json;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -21,15 +25,17 @@ fn main() -> ExitCode {
         "verify" => harness("verify", &rest),
         "report" => harness("report", &rest),
         "test" => test(&rest),
+        "bench" => bench::run(&rest),
         "setup" => env::Env::prepare().map(|_| 0),
         _ => {
             eprintln!(
-                "usage: cargo xtask <verify|report|test|setup> [ARGS]\n\n  \
+                "usage: cargo xtask <verify|report|test|bench|setup> [ARGS]\n\n  \
                  verify [PATHS] [--filter RE] [--seed N] [--baseline PATH] [--save-baseline] [--format json] [--accept] ...\n      \
                  verify cases (default: cases/), write reports/latest/{{results.json,index.html,junit.xml}}\n  \
                  report [RESULTS...] [--out DIR] [--baseline PATH]\n      \
                  render the report of saved results (default: reports/latest/results.json)\n  \
                  test [CARGO TEST ARGS]   run every test, with the real worker and libtorch\n  \
+                 bench [--quick]          time verify (cold, warm, after an edit) against plain Python\n  \
                  setup                    only create .venv and check it"
             );
             return ExitCode::from(2);
