@@ -339,6 +339,13 @@ impl Runner {
             expected: outputs,
         };
 
+        // The device probe runs in the worker while libtorch runs the variants here.
+        let probe = if self.opts.replay.is_none() {
+            Some(self.send_device_probe(case, &exported, &samples)?)
+        } else {
+            None
+        };
+
         // 5. Each variant in libtorch, on every sample.
         let mut modules: BTreeMap<Variant, CModule> = BTreeMap::new();
         let mut runs: BTreeMap<Variant, Vec<SampleRun>> = BTreeMap::new();
@@ -370,21 +377,23 @@ impl Runner {
         }
 
         // 6. A second device: CUDA when there is one, else the meta device (in the worker).
-        let device_checks = if self.opts.replay.is_none() && !modules.is_empty() {
-            let cpu_matches: BTreeMap<Variant, bool> = runs
-                .iter()
-                .map(|(v, r)| (*v, matches!(r.first(), Some(SampleRun::Match(_)))))
-                .collect();
-            self.device_probe(
-                case,
-                &exported,
-                &samples,
-                &modules,
-                &cpu_matches,
-                &mut result.notes,
-            )?
-        } else {
-            BTreeMap::new()
+        let device_checks = match probe {
+            Some((id, device)) => {
+                let cpu_matches: BTreeMap<Variant, bool> = runs
+                    .iter()
+                    .map(|(v, r)| (*v, matches!(r.first(), Some(SampleRun::Match(_)))))
+                    .collect();
+                self.device_probe(
+                    case,
+                    (id, device),
+                    &exported,
+                    &samples,
+                    &modules,
+                    &cpu_matches,
+                    &mut result.notes,
+                )?
+            }
+            None => BTreeMap::new(),
         };
         if let Some(n) = &nondeterministic {
             result.notes.push(format!("eager is nondeterministic: {n}"));
@@ -522,15 +531,14 @@ impl Runner {
     }
 
     /// Run eager and the variants on the trace input on a second device.
-    fn device_probe(
+    /// Ask the worker to run eager, and on meta the saved artifacts, on the trace input on a
+    /// second device; returns the request id and the device.
+    fn send_device_probe(
         &mut self,
         case: &Case,
         exported: &ExportReply,
         samples: &Samples,
-        modules: &BTreeMap<Variant, CModule>,
-        cpu_matches: &BTreeMap<Variant, bool>,
-        notes: &mut Vec<String>,
-    ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
+    ) -> Result<(u64, &'static str), ErrorBody> {
         let names = case.wire_names();
         let cuda = tch::Cuda::is_available();
         let device = if cuda { "cuda" } else { "meta" };
@@ -539,15 +547,31 @@ impl Runner {
         let artifacts: Vec<(String, PathBuf)> = if cuda {
             Vec::new()
         } else {
-            modules
-                .keys()
+            Variant::ALL
+                .iter()
+                .filter(|v| export_of(exported, **v).is_ok_and(|e| e.ok))
                 .filter_map(|v| Some((v.as_str().to_string(), exported_path(exported, *v)?)))
                 .collect()
         };
         let file = samples.files[0].1.clone();
-        let mut probe = self.call(|w, timeout| {
-            w.device_probe(&case.name, &file, &names, device, &artifacts, timeout)
-        })?;
+        let id = self.call(|w, _| w.device_probe(&case.name, &file, &names, device, &artifacts))?;
+        Ok((id, device))
+    }
+
+    /// Judge each variant on the second device (the probe `send_device_probe` started).
+    #[allow(clippy::too_many_arguments)]
+    fn device_probe(
+        &mut self,
+        case: &Case,
+        (id, device): (u64, &'static str),
+        exported: &ExportReply,
+        samples: &Samples,
+        modules: &BTreeMap<Variant, CModule>,
+        cpu_matches: &BTreeMap<Variant, bool>,
+        notes: &mut Vec<String>,
+    ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
+        let cuda = device == "cuda";
+        let mut probe = self.call(|w, timeout| w.device_probe_result(id, timeout))?;
         let eager = probe.remove("eager").unwrap_or(ProbeRun {
             ok: false,
             output: None,

@@ -376,9 +376,16 @@ impl Worker {
     pub fn call<T: DeserializeOwned>(
         &mut self,
         op: &str,
-        mut body: Json,
+        body: Json,
         timeout: Duration,
     ) -> Result<T, WorkerError> {
+        let id = self.send(op, body)?;
+        self.receive(id, op, timeout)
+    }
+
+    /// Send a request without waiting: the harness can work while the worker does. Its reply
+    /// must be taken with [`Worker::receive`] before the next request is sent.
+    pub fn send(&mut self, op: &str, mut body: Json) -> Result<u64, WorkerError> {
         self.next_id += 1;
         let id = self.next_id;
         body["op"] = json!(op);
@@ -390,6 +397,16 @@ impl Worker {
         {
             return Err(self.died());
         }
+        Ok(id)
+    }
+
+    /// Wait for the reply to request `id`.
+    pub fn receive<T: DeserializeOwned>(
+        &mut self,
+        id: u64,
+        op: &str,
+        timeout: Duration,
+    ) -> Result<T, WorkerError> {
         let deadline = Instant::now() + timeout;
         loop {
             if crate::interrupt::requested() {
@@ -557,6 +574,7 @@ impl Worker {
     }
 
     /// Run eager, and each `(variant, artifact)` given, with the input moved to `device`.
+    /// Send it; [`Worker::device_probe_result`] takes the reply.
     pub fn device_probe(
         &mut self,
         case: &str,
@@ -564,8 +582,7 @@ impl Worker {
         names: &[String],
         device: &str,
         artifacts: &[(String, PathBuf)],
-        timeout: Duration,
-    ) -> Result<std::collections::BTreeMap<String, ProbeRun>, WorkerError> {
+    ) -> Result<u64, WorkerError> {
         let artifacts: serde_json::Map<String, Json> = artifacts
             .iter()
             .map(|(v, p)| (v.clone(), json!(p)))
@@ -573,7 +590,16 @@ impl Worker {
         let body = json!({
             "case": case, "input": input, "names": names, "device": device, "artifacts": artifacts,
         });
-        let mut reply: serde_json::Map<String, Json> = self.call("device_probe", body, timeout)?;
+        self.send("device_probe", body)
+    }
+
+    /// The reply to [`Worker::device_probe`]: eager's run and each variant's, by name.
+    pub fn device_probe_result(
+        &mut self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<std::collections::BTreeMap<String, ProbeRun>, WorkerError> {
+        let mut reply: serde_json::Map<String, Json> = self.receive(id, "device_probe", timeout)?;
         reply.remove("id");
         reply.remove("ok");
         reply

@@ -6,7 +6,7 @@
 //! when it has one), (b) the same again with nothing changed, (c) again after appending a comment
 //! to a model file only one case uses, and (d) `harness/python/bench_reference.py`, one Python
 //! process doing the same trace/script/save/load/forward/compare work on the same samples. Each
-//! process tree's peak RSS is sampled from `/proc` every 50 ms, and its CPU time taken from
+//! process tree's peak memory (PSS: shared pages split among the processes sharing them) is sampled from `/proc` every 50 ms, and its CPU time taken from
 //! `getrusage(RUSAGE_CHILDREN)` before and after (less noisy than wall time on a shared machine,
 //! though OpenMP threads spinning for a core count as CPU too). The per-case overhead (harness
 //! time minus the torch work it timed) comes from the cold run's results.json. It prints a
@@ -433,7 +433,7 @@ fn json_str(s: &str) -> String {
 // Measuring a process tree
 
 /// One timed run: wall time, CPU time, exit code, and the peak of the process tree's summed
-/// VmRSS.
+/// memory (PSS, see `tree_rss`).
 pub struct Measured {
     pub wall: Duration,
     /// User + system seconds of the process and every descendant it waited for.
@@ -509,7 +509,7 @@ fn children_cpu() -> f64 {
     secs(u.utime) + secs(u.stime)
 }
 
-/// The summed VmRSS (bytes) of `root` and all its descendants, from `/proc`.
+/// The summed memory (PSS, bytes) of `root` and all its descendants, from `/proc`.
 fn tree_rss(root: u32) -> u64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
@@ -534,12 +534,29 @@ fn tree_rss(root: u32) -> u64 {
             _ => return false,
         }
     };
+    // PSS, not RSS: a forked child shares most of its pages with the fork server, and summing
+    // RSS would count them once per process. PSS splits each shared page among its sharers, so
+    // the sum is the tree's real footprint. VmRSS only where smaps_rollup is missing.
     parent
         .keys()
         .filter(|&&pid| in_tree(pid))
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter_map(|s| vm_rss(&s))
+        .filter_map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .ok()
+                .and_then(|s| kb_field(&s, "Pss:"))
+                .or_else(|| {
+                    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                    vm_rss(&s)
+                })
+        })
         .sum()
+}
+
+/// `Field:    1234 kB` from a /proc file, in bytes.
+fn kb_field(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The 1-minute load average (`/proc/loadavg`): how much else competed for the cores.
@@ -560,9 +577,7 @@ fn stat_ppid(stat: &str) -> Option<u32> {
 
 /// `VmRSS:    1234 kB` from `/proc/PID/status`, in bytes.
 fn vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    kb_field(status, "VmRSS:")
 }
 
 // ---------------------------------------------------------------------------------------------
