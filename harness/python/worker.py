@@ -304,15 +304,18 @@ class Worker:
         if req["case"] not in self.trace_sigs:
             raise HarnessError("protocol", "retrace before a successful trace")
         inputs = _load_inputs(req["input"], req["names"])
+        start = time.perf_counter()
         with capture_warnings():
             try:
                 with torch.no_grad():
                     traced = torch.jit.trace(copy.deepcopy(model), tuple(inputs), check_trace=False)
             except Exception as exc:  # noqa: BLE001 - evidence is optional
-                return {"traced": False, "error": _error("trace_error", exc)}
+                return {"traced": False, "error": _error("trace_error", exc), "seconds": 0.0}
+        seconds = time.perf_counter() - start
         ops0, consts0 = self.trace_sigs[req["case"]]
         ops1, consts1 = _signature(traced.inlined_graph)
         reply = {
+            "seconds": seconds,
             "traced": True,
             "same_ops": ops0 == ops1,
             # Other kinds of ops (not just more or fewer of the same, as an unrolled loop gives).
@@ -349,9 +352,11 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - a failure here is the data
                 return {"ok": False, "error": _error("device", exc)}
 
+        start = time.perf_counter()
         reply["eager"] = attempt(lambda: copy.deepcopy(model).to(device))
         for variant, path in (req.get("artifacts") or {}).items():
             reply[variant] = attempt(lambda path=path: torch.jit.load(path, map_location=device))
+        reply["seconds"] = time.perf_counter() - start
         return reply
 
     # ---- eager

@@ -533,6 +533,7 @@ mod tests {
     fn retrace(same_ops: bool, constants: bool) -> Retrace {
         Retrace {
             traced: true,
+            seconds: 0.0,
             same_ops,
             kinds_differ: !same_ops,
             ops_before: 1,

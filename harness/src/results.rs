@@ -104,6 +104,13 @@ pub struct CaseResult {
     /// The model source files the worker imported for this case (the cache is keyed by them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+    /// Time spent in torch work for this case (trace, script, eager and libtorch forward passes,
+    /// the device probe, re-traces, shrinking's runs), as timed where it ran, ms.
+    #[serde(default)]
+    pub torch_ms: f64,
+    /// Time this case waited for a Python worker to start (the first case of a job), ms.
+    #[serde(default)]
+    pub worker_start_ms: f64,
     /// Taken from the result cache: nothing the result depends on changed since it was made.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
@@ -159,6 +166,8 @@ impl CaseResult {
             duration_ms: 0,
             spec: None,
             sources: Vec::new(),
+            torch_ms: 0.0,
+            worker_start_ms: 0.0,
             cached: false,
         }
     }

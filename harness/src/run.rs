@@ -66,6 +66,10 @@ pub struct Runner {
     worker: Option<Worker>,
     /// When the current case must be done.
     deadline: Instant,
+    /// The current case's torch work so far (trace, script, forward passes), ms.
+    torch_ms: f64,
+    /// The current case's wait for a worker to start, ms.
+    start_ms: f64,
 
     work: tempfile::TempDir,
     pub torch: String,
@@ -100,6 +104,8 @@ impl Runner {
             python: String::new(),
             opts,
             deadline: Instant::now(),
+            torch_ms: 0.0,
+            start_ms: 0.0,
 
             worker: None,
             work,
@@ -108,7 +114,9 @@ impl Runner {
 
     fn worker(&mut self) -> Result<&mut Worker, WorkerError> {
         if self.worker.is_none() {
+            let t = Instant::now();
             let w = Worker::spawn(&self.opts.python, self.opts.torch_threads)?;
+            self.start_ms += t.elapsed().as_secs_f64() * 1e3;
             self.torch = w.hello.torch.clone();
             self.python = w.hello.python.clone();
             self.worker = Some(w);
@@ -127,6 +135,8 @@ impl Runner {
                 .unwrap_or(DEFAULT_CASE_TIMEOUT)
         });
         self.deadline = start + limit;
+        self.torch_ms = 0.0;
+        self.start_ms = 0.0;
         let seed = self.opts.seed.unwrap_or(case.spec.check.seed);
         let mut result = CaseResult {
             name: case.name.clone(),
@@ -150,6 +160,8 @@ impl Runner {
             duration_ms: 0,
             spec: Some(spec_info(case)),
             sources: Vec::new(),
+            torch_ms: 0.0,
+            worker_start_ms: 0.0,
             cached: false,
         };
         if let Err(mut error) = self.run_inner(case, seed, &mut result) {
@@ -182,6 +194,8 @@ impl Runner {
         }
         let _ = std::fs::remove_dir_all(self.work.path().join(&case.name));
         result.duration_ms = start.elapsed().as_millis() as u64;
+        result.torch_ms = self.torch_ms;
+        result.worker_start_ms = self.start_ms;
         result
     }
 
@@ -289,6 +303,10 @@ impl Runner {
                 timeout,
             )
         })?;
+        self.torch_ms += [&exported.traced, &exported.scripted]
+            .iter()
+            .filter_map(|e| e.as_ref().map(|e| e.seconds * 1e3))
+            .sum::<f64>();
         if exported.eager_state_changed {
             return Err(harness_error(
                 "eager_state_changed",
@@ -366,6 +384,7 @@ impl Runner {
                         .map(|(i, e)| run_sample(&m, &wire, i, e, tol))
                         .collect();
                     run_ms.insert(variant, t.elapsed().as_secs_f64() * 1e3);
+                    self.torch_ms += t.elapsed().as_secs_f64() * 1e3;
                     runs.insert(variant, r);
                     modules.insert(variant, m);
                 }
@@ -527,6 +546,7 @@ impl Runner {
                 .map_err(|m| harness_error("unsupported_output", format!("{what}: {m}")))?;
             values.push((value, e.seconds.unwrap_or(0.0)));
         }
+        self.torch_ms += values.iter().map(|(_, s)| s * 1e3).sum::<f64>();
         Ok(values)
     }
 
@@ -572,6 +592,14 @@ impl Runner {
     ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
         let cuda = device == "cuda";
         let mut probe = self.call(|w, timeout| w.device_probe_result(id, timeout))?;
+        // The worker's time for the probe's runs rides along as a pseudo-entry.
+        if let Some(ProbeRun {
+            output: Some(crate::value::WireValue::Float { v }),
+            ..
+        }) = probe.remove("seconds")
+        {
+            self.torch_ms += v.parse::<f64>().unwrap_or(0.0) * 1e3;
+        }
         let eager = probe.remove("eager").unwrap_or(ProbeRun {
             ok: false,
             output: None,
@@ -650,6 +678,7 @@ impl Runner {
                 };
                 let (id, file) = samples.files[i].clone();
                 let r = self.call(|w, timeout| w.retrace(&case.name, &file, &names, timeout))?;
+                self.torch_ms += r.seconds * 1e3;
                 let label = format!("{id} ({})", plan::describe_tensors(&samples.inputs[i]));
                 Ok(Some((label, r)))
             };
@@ -678,6 +707,7 @@ impl Runner {
         let wants_raise = matches!(original_kind, SampleRun::Raised(_));
         let mut fatal = None;
         let mut n = 0usize;
+        let mut torch_ms = 0.0;
         let (min, round_trips) = {
             let mut fails = |cand: &SampleSpec| -> bool {
                 if fatal.is_some() {
@@ -711,7 +741,10 @@ impl Runner {
                         return false;
                     }
                 };
-                match run_sample(module, &wire, &inputs, &expected, tol) {
+                let t = Instant::now();
+                let run = run_sample(module, &wire, &inputs, &expected, tol);
+                torch_ms += t.elapsed().as_secs_f64() * 1e3;
+                match run {
                     SampleRun::Match(_) => false,
                     SampleRun::Raised(_) => wants_raise,
                     SampleRun::Mismatch(_) => !wants_raise,
@@ -719,6 +752,7 @@ impl Runner {
             };
             shrink::shrink(case, &start, MAX_SHRINK_ROUND_TRIPS, &mut fails)
         };
+        self.torch_ms += torch_ms;
         if let Some(e) = fatal {
             return Err(e);
         }

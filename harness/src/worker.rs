@@ -183,6 +183,9 @@ pub struct GraphConstant {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Retrace {
     pub traced: bool,
+    /// The trace's time, as the worker timed it.
+    #[serde(default)]
+    pub seconds: f64,
     #[serde(default)]
     pub same_ops: bool,
     /// The new graph has other kinds of ops, not only more or fewer of the same.
@@ -602,6 +605,14 @@ impl Worker {
         let mut reply: serde_json::Map<String, Json> = self.receive(id, "device_probe", timeout)?;
         reply.remove("id");
         reply.remove("ok");
+        let seconds = reply
+            .remove("seconds")
+            .and_then(|s| s.as_f64())
+            .unwrap_or(0.0);
+        reply.insert(
+            "seconds".into(),
+            json!({"ok": true, "output": {"t": "float", "v": seconds.to_string()}}),
+        );
         reply
             .into_iter()
             .map(|(k, v)| {

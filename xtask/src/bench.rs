@@ -604,9 +604,12 @@ pub fn rerun_count(results: &Json, has_cache: bool) -> Option<usize> {
     )
 }
 
-/// Per-case overhead, ms: `duration_ms` minus the torch work the run timed: both variants'
-/// `export.seconds` (trace or script, and saving), their `run_ms` (libtorch forward passes) and
-/// the samples' `eager_ms`. Cases that did not run (`status` other than `ran`) are left out.
+/// Per-case overhead, ms: `duration_ms` minus the torch work the run timed and minus the wait
+/// for a worker to start (`worker_start_ms`: a cost per job, not per case). The torch work is
+/// the case's `torch_ms` (every trace, script and forward pass the harness timed, the device
+/// probe's, re-traces' and shrinking's included) when results.json has it, else both variants'
+/// `export.seconds`, their `run_ms` and the samples' `eager_ms`. Cases that did not run
+/// (`status` other than `ran`) are left out.
 pub fn overheads(results: &Json) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     let Some(cases) = results.get("cases").and_then(Json::as_array) else {
@@ -620,6 +623,12 @@ pub fn overheads(results: &Json) -> Vec<(String, f64)> {
         }
         let num = |v: Option<&Json>| v.and_then(Json::as_f64).unwrap_or(0.0);
         let mut torch_ms = 0.0;
+        if let Some(t) = c.get("torch_ms").and_then(Json::as_f64) {
+            let start = num(c.get("worker_start_ms"));
+            let name = c.get("name").and_then(Json::as_str).unwrap_or("?");
+            out.push((name.to_string(), num(c.get("duration_ms")) - t - start));
+            continue;
+        }
         if let Some(Json::Obj(variants)) = c.get("variants") {
             for (_, v) in variants {
                 torch_ms += num(v.get("export").and_then(|e| e.get("seconds"))) * 1000.0;
@@ -889,6 +898,13 @@ mod tests {
     fn overhead_is_duration_minus_timed_torch_work() {
         let r = Json::parse(RESULTS).unwrap();
         check(overheads(&r), vec![("a".to_string(), 50.0)]);
+        // With the harness's own account of torch work and of the worker's start.
+        let timed = Json::parse(
+            r#"{"cases": [{"name": "t", "status": "ran", "duration_ms": 1900, "torch_ms": 70.5,
+                "worker_start_ms": 1800, "variants": {}}]}"#,
+        )
+        .unwrap();
+        check(overheads(&timed), vec![("t".to_string(), 29.5)]);
         check(rerun_count(&r, false), Some(2));
         let none_cached = Json::parse(r#"{"cases": [{"name": "a"}]}"#).unwrap();
         check(rerun_count(&none_cached, false), None);
