@@ -52,16 +52,7 @@ pub fn run(args: &[String]) -> Result<u8, String> {
         }
     }
     let env = Env::prepare()?;
-    env.cargo(&[
-        "build",
-        "--release",
-        "--quiet",
-        "--package",
-        "harness",
-        "--bin",
-        "harness",
-    ])?;
-    let bin = env.root.join("target/release/harness");
+    let bin = env.build_harness()?;
     let corpus_dir = env.root.join("target/bench-corpus");
     let work = env.root.join("target/bench");
     for dir in [&corpus_dir, &work] {

@@ -85,6 +85,20 @@ impl Env {
         .env_remove("PYTHONHOME");
     }
 
+    /// Build the `harness` binary (release) and return its path.
+    pub fn build_harness(&self) -> Result<PathBuf, String> {
+        self.cargo(&[
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "harness",
+            "--bin",
+            "harness",
+        ])?;
+        Ok(self.root.join("target/release/harness"))
+    }
+
     /// Run cargo in the repository with this environment.
     pub fn cargo(&self, args: &[&str]) -> Result<(), String> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

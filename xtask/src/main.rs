@@ -53,16 +53,7 @@ fn main() -> ExitCode {
 /// Build the harness (release) and run `harness <command>` with the user's arguments.
 fn harness(command: &str, args: &[String]) -> Result<u8, String> {
     let env = env::Env::prepare()?;
-    env.cargo(&[
-        "build",
-        "--release",
-        "--quiet",
-        "--package",
-        "harness",
-        "--bin",
-        "harness",
-    ])?;
-    let bin = env.root.join("target/release/harness");
+    let bin = env.build_harness()?;
     let mut cmd = Command::new(&bin);
     cmd.arg(command);
     env.apply(&mut cmd);
