@@ -530,8 +530,15 @@ impl Runner {
                     .error
                     .clone()
                     .unwrap_or_else(|| harness_error("eager", String::new()));
-                err.kind = "eager_raised".into();
-                err.message = format!("eager raised on {what}: {}", err.message);
+                err.message = if err.kind == "unsupported_output" {
+                    format!(
+                        "eager's output on {what} cannot be compared: {}",
+                        err.message
+                    )
+                } else {
+                    err.kind = "eager_raised".into();
+                    format!("eager raised on {what}: {}", err.message)
+                };
                 return Err(err);
             }
             let (Some(path), Some(output)) = (&e.path, &e.output) else {

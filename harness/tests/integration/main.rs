@@ -490,6 +490,7 @@ fn bad_input_gets_one_clear_line_and_the_rest_still_runs() {
             ("syntax_error_model", "error:model_import"),
             ("trace_outside_range", "error:case_file"),
             ("undeclared_dim", "error:case_file"),
+            ("unsupported_output", "error:unsupported_output"),
             ("unknown_field", "error:case_file"),
             ("wrong_type", "error:case_file"),
             ("yaml_syntax", "error:case_file"),
@@ -574,6 +575,12 @@ fn bad_input_gets_one_clear_line_and_the_rest_still_runs() {
         (
             "eager_raises",
             "eager raised on sample s0 (trace; x: 2x5 float32)",
+            false,
+        ),
+        (
+            "unsupported_output",
+            "eager's output on sample s0 (trace; x: 2x3 float32) cannot be compared: TypeError: \
+             output of type Opaque cannot be compared",
             false,
         ),
     ];
