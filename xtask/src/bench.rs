@@ -126,6 +126,11 @@ pub fn run(args: &[String]) -> Result<u8, String> {
     cmd.arg(env.root.join("harness/python/bench_reference.py"))
         .arg(&manifest);
     env.apply(&mut cmd);
+    // The same threading as the harness gives itself (it sets a passive OpenMP wait policy
+    // unless the environment chose one), so the comparison is of the work, not of spinning.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        cmd.env("OMP_WAIT_POLICY", "PASSIVE");
+    }
     eprintln!("bench: (d) plain-Python reference");
     let reference = measure(&mut cmd, &work.join("reference.log"))?;
     if reference.code != Some(0) {
