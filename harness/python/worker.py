@@ -8,8 +8,8 @@ travel in JSON: inputs arrive as safetensors files written by the harness, eager
 safetensors files plus a small JSON tree that describes their structure (tuple, list, dict,
 scalars) and names the tensor leaves by key.
 
-Protocol version 1. Requests: hello, fork, load, export, eager, retrace, device_probe, release,
-end, shutdown. Every reply has "id" (echoed) and "ok"; a failed reply carries "error": {"kind",
+Protocol version 1. Requests: hello, fork, load, export, eager, retrace, device_probe, end,
+shutdown. Every reply has "id" (echoed) and "ok"; a failed reply carries "error": {"kind",
 "message", "traceback"}. The process is a fork server: `fork` starts a child (a copy of the warm
 server) that serves one case's requests until `end`; a child that dies otherwise is reported by
 the server as a line {"event": "child_exit", "pid", "code" | "signal"}.
@@ -389,11 +389,6 @@ class Worker:
             save_file(tensors, path)
             results.append({"id": sid, "ok": True, "output": tree, "path": path, "seconds": seconds})
         return {"results": results}
-
-    def op_release(self, req):
-        self.models.pop(req["case"], None)
-        self.trace_sigs.pop(req["case"], None)
-        return {}
 
     def op_hello(self, req):
         return {

@@ -355,16 +355,6 @@ fn normal(rng: &mut TestRng) -> f64 {
 }
 
 /// A short human form of a sample's inputs: `x: 3x4 float32, h: 3x4 float32`.
-pub fn describe(case: &Case, sample: &SampleSpec) -> String {
-    let parts = shapes(case, sample)
-        .into_iter()
-        .zip(&case.spec.inputs)
-        .zip(&sample.dtypes)
-        .map(|((shape, input), dtype)| (input.name.clone(), shape, dtype.as_str()));
-    describe_parts(parts)
-}
-
-/// The same form, from tensors (a replayed input has no plan).
 pub fn describe_tensors(inputs: &[(String, Tensor)]) -> String {
     describe_parts(
         inputs
@@ -466,7 +456,6 @@ mod tests {
         assert!(t[0].1.equal(&again[0].1));
         let floats = Vec::<f64>::try_from(t[0].1.flatten(0, -1)).unwrap();
         assert!(floats.iter().all(|v| (-1.0..1.0).contains(v)));
-        assert_eq!(describe(&c2, s), "x: 3x4 float64, i: 3x5 int64");
         assert_eq!(describe_tensors(&t), "x: 3x4 float64, i: 3x5 int64");
         // The dtype sample holds the trace input's values, cast.
         let trace = materialize(&c2, &p[0]);

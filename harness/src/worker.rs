@@ -515,11 +515,6 @@ impl Worker {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// The worker's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn died(&mut self) -> WorkerError {
         let status = match self.child.wait() {
             Ok(s) => describe_status(s),
@@ -639,11 +634,6 @@ impl Worker {
         let body = json!({ "case": case, "samples": samples, "names": names, "out_dir": out_dir });
         let reply: EagerReply = self.call("eager", body, timeout)?;
         Ok(reply.results)
-    }
-
-    pub fn release(&mut self, case: &str) -> Result<(), WorkerError> {
-        let _: Json = self.call("release", json!({ "case": case }), Duration::from_secs(60))?;
-        Ok(())
     }
 }
 
