@@ -186,57 +186,16 @@ fn restore_files(dir: &Path, result: &mut CaseResult, out_dir: &Path) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::{CaseStatus, ExportInfo, Outcome, VariantResult};
-    use crate::worker::ErrorBody;
+    use crate::results::{Outcome, VariantResult};
 
     fn result(dir: &Path, model: &Path) -> CaseResult {
         let artifact = dir.join("traced.pt");
         std::fs::write(&artifact, b"artifact").unwrap();
-        let mut r = CaseResult::error(
-            "c",
-            "c.yaml",
-            ErrorBody {
-                kind: String::new(),
-                message: String::new(),
-                traceback: vec![],
-                file: None,
-                line: None,
-                source_line: None,
-            },
-        );
-        r.status = CaseStatus::Ran;
-        r.error = None;
+        let mut r = CaseResult::ran_for_test("c");
         r.sources = vec![model.display().to_string()];
-        r.variants.insert(
-            crate::case::Variant::Traced,
-            VariantResult {
-                outcome: Outcome::Pass,
-                pitfalls: vec![],
-                expected: vec![],
-                message: String::new(),
-                samples_run: 1,
-                samples_failed: 0,
-                first_failure: None,
-                findings: vec![],
-                groups: Default::default(),
-                device_check: None,
-                counterexample: None,
-                snapshot: None,
-                export: ExportInfo {
-                    ok: true,
-                    seconds: 0.0,
-                    artifact: Some(artifact.display().to_string()),
-                    code: None,
-                    constants: Default::default(),
-                    modules: vec![],
-                    error: None,
-                    warnings: vec![],
-                },
-                max_abs: 0.0,
-                max_rel: 0.0,
-                run_ms: 0.0,
-            },
-        );
+        let mut v = VariantResult::for_test(Outcome::Pass);
+        v.export.artifact = Some(artifact.display().to_string());
+        r.variants.insert(crate::case::Variant::Traced, v);
         r
     }
 

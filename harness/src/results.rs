@@ -173,6 +173,52 @@ impl CaseResult {
     }
 }
 
+#[cfg(test)]
+impl CaseResult {
+    /// For tests: a case that ran, with no variants yet.
+    pub(crate) fn ran_for_test(name: &str) -> CaseResult {
+        let mut c = CaseResult::error(name, &format!("{name}.yaml"), ErrorBody::new("", ""));
+        c.status = CaseStatus::Ran;
+        c.error = None;
+        c
+    }
+}
+
+#[cfg(test)]
+impl VariantResult {
+    /// For tests: a variant with this outcome, one sample run, an exported artifact and no
+    /// findings; tests set the fields they look at.
+    pub(crate) fn for_test(outcome: Outcome) -> VariantResult {
+        VariantResult {
+            outcome,
+            pitfalls: vec![],
+            expected: vec![],
+            message: String::new(),
+            samples_run: 1,
+            samples_failed: 0,
+            first_failure: None,
+            findings: vec![],
+            groups: BTreeMap::new(),
+            device_check: None,
+            counterexample: None,
+            snapshot: None,
+            export: ExportInfo {
+                ok: true,
+                seconds: 0.0,
+                artifact: None,
+                code: None,
+                constants: BTreeMap::new(),
+                modules: vec![],
+                error: None,
+                warnings: vec![],
+            },
+            max_abs: 0.0,
+            max_rel: 0.0,
+            run_ms: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// `path/to/model.py` or the module name.
@@ -475,31 +521,8 @@ mod tests {
 
     fn variant(outcome: Outcome, max_abs: f64) -> VariantResult {
         VariantResult {
-            outcome,
-            pitfalls: vec![],
-            expected: vec![],
-            message: String::new(),
-            samples_run: 1,
-            samples_failed: 0,
-            first_failure: None,
-            findings: vec![],
-            groups: BTreeMap::new(),
-            device_check: None,
-            counterexample: None,
-            export: ExportInfo {
-                ok: true,
-                seconds: 0.0,
-                artifact: None,
-                code: None,
-                constants: BTreeMap::new(),
-                modules: vec![],
-                error: None,
-                warnings: vec![],
-            },
             max_abs,
-            max_rel: 0.0,
-            run_ms: 0.0,
-            snapshot: None,
+            ..VariantResult::for_test(outcome)
         }
     }
 
@@ -519,20 +542,7 @@ mod tests {
     }
 
     fn case(outcomes: &[Outcome]) -> CaseResult {
-        let mut c = CaseResult::error(
-            "c",
-            "c.yaml",
-            ErrorBody {
-                kind: "x".into(),
-                message: "m".into(),
-                traceback: vec![],
-                file: None,
-                line: None,
-                source_line: None,
-            },
-        );
-        c.status = CaseStatus::Ran;
-        c.error = None;
+        let mut c = CaseResult::ran_for_test("c");
         for (o, v) in outcomes.iter().zip(Variant::ALL) {
             c.variants.insert(v, variant(*o, f64::INFINITY));
         }
@@ -546,18 +556,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 Some(o) => case(o),
-                None => CaseResult::error(
-                    "bad",
-                    "bad.yaml",
-                    ErrorBody {
-                        kind: "case_file".into(),
-                        message: "m".into(),
-                        traceback: vec![],
-                        file: None,
-                        line: None,
-                        source_line: None,
-                    },
-                ),
+                None => CaseResult::error("bad", "bad.yaml", ErrorBody::new("case_file", "m")),
             })
             .collect();
         assert_eq!(results(cases).exit_code(), expect);
@@ -592,14 +591,7 @@ mod tests {
                 cases.push(CaseResult::error(
                     "bad",
                     "bad.yaml",
-                    cases[0].clone().error.unwrap_or(ErrorBody {
-                        kind: "x".into(),
-                        message: "m".into(),
-                        traceback: vec![],
-                        file: None,
-                        line: None,
-                        source_line: None,
-                    }),
+                    cases[0].clone().error.unwrap_or(ErrorBody::new("x", "m")),
                 ));
             }
             results(cases).exit_code()

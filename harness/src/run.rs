@@ -216,7 +216,7 @@ impl Runner {
         for dir in [&sample_dir, &artifact_dir] {
             let _ = std::fs::remove_dir_all(dir);
             std::fs::create_dir_all(dir)
-                .map_err(|e| harness_error("io", format!("{}: {e}", dir.display())))?;
+                .map_err(|e| ErrorBody::new("io", format!("{}: {e}", dir.display())))?;
         }
 
         // 1. The model, in the worker.
@@ -255,7 +255,7 @@ impl Runner {
         for s in &specs {
             let n = plan::elements(case, s);
             if n > u128::from(budget) {
-                return Err(harness_error(
+                return Err(ErrorBody::new(
                     "too_large",
                     format!(
                         "sample {} ({}; dims {}) would hold {n} elements, above the budget of \
@@ -308,9 +308,9 @@ impl Runner {
             .filter_map(|e| e.as_ref().map(|e| e.seconds * 1e3))
             .sum::<f64>();
         if exported.eager_state_changed {
-            return Err(harness_error(
+            return Err(ErrorBody::new(
                 "eager_state_changed",
-                "tracing or scripting changed the eager model's parameters or buffers".into(),
+                "tracing or scripting changed the eager model's parameters or buffers",
             ));
         }
 
@@ -390,7 +390,7 @@ impl Runner {
                 }
                 Err(e) => {
                     // Saved by torch 2.13 but not loadable by libtorch: a deployment fails too.
-                    load_errors.insert(variant, harness_error("load", format!("{e}")));
+                    load_errors.insert(variant, ErrorBody::new("load", format!("{e}")));
                 }
             }
         }
@@ -529,7 +529,7 @@ impl Runner {
                 let mut err = e
                     .error
                     .clone()
-                    .unwrap_or_else(|| harness_error("eager", String::new()));
+                    .unwrap_or_else(|| ErrorBody::new("eager", String::new()));
                 err.message = if err.kind == "unsupported_output" {
                     format!(
                         "eager's output on {what} cannot be compared: {}",
@@ -542,15 +542,15 @@ impl Runner {
                 return Err(err);
             }
             let (Some(path), Some(output)) = (&e.path, &e.output) else {
-                return Err(harness_error(
+                return Err(ErrorBody::new(
                     "protocol",
                     format!("eager reply {i} lacks its output"),
                 ));
             };
             let mut tensors =
-                tensors::read(path).map_err(|e| harness_error("io", format!("{e:#}")))?;
+                tensors::read(path).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
             let value = Value::from_wire(output, &mut tensors)
-                .map_err(|m| harness_error("unsupported_output", format!("{what}: {m}")))?;
+                .map_err(|m| ErrorBody::new("unsupported_output", format!("{what}: {m}")))?;
             values.push((value, e.seconds.unwrap_or(0.0)));
         }
         self.torch_ms += values.iter().map(|(_, s)| s * 1e3).sum::<f64>();
@@ -795,9 +795,9 @@ impl Runner {
             };
         let dir = self.opts.out_dir.join("counterexamples");
         std::fs::create_dir_all(&dir)
-            .map_err(|e| harness_error("io", format!("{}: {e}", dir.display())))?;
+            .map_err(|e| ErrorBody::new("io", format!("{}: {e}", dir.display())))?;
         let file = dir.join(format!("{}.{variant}.safetensors", case.name));
-        tensors::write(&file, &inputs).map_err(|e| harness_error("io", format!("{e:#}")))?;
+        tensors::write(&file, &inputs).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
         let replay = format!(
             "cargo xtask verify {} --seed {seed} --replay {}",
             shell_word(&case.file.display().to_string()),
@@ -826,7 +826,7 @@ impl Runner {
     ) -> Result<T, ErrorBody> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let worker = self.worker().map_err(|e| {
-            harness_error(
+            ErrorBody::new(
                 "worker",
                 format!("{e} (is the virtual environment set up? `cargo xtask verify` makes it)"),
             )
@@ -838,34 +838,23 @@ impl Runner {
                 let kind = match &e {
                     // Only the case's child died: the server stays for the next case.
                     WorkerError::CaseDied { .. } => {
-                        return Err(harness_error("crashed", e.to_string()));
+                        return Err(ErrorBody::new("crashed", e.to_string()));
                     }
                     WorkerError::Died { .. } => "crashed",
                     // The case's child was killed; a server that survived serves the next case.
                     WorkerError::Timeout { .. }
                         if self.worker.as_mut().is_some_and(|w| w.is_alive()) =>
                     {
-                        return Err(harness_error("timeout", e.to_string()));
+                        return Err(ErrorBody::new("timeout", e.to_string()));
                     }
                     WorkerError::Timeout { .. } => "timeout",
                     WorkerError::Interrupted => "interrupted",
                     _ => "worker",
                 };
                 self.worker = None;
-                Err(harness_error(kind, e.to_string()))
+                Err(ErrorBody::new(kind, e.to_string()))
             }
         }
-    }
-}
-
-fn harness_error(kind: &str, message: String) -> ErrorBody {
-    ErrorBody {
-        kind: kind.into(),
-        message,
-        traceback: Vec::new(),
-        file: None,
-        line: None,
-        source_line: None,
     }
 }
 
@@ -874,7 +863,7 @@ fn export_of(exported: &ExportReply, variant: Variant) -> Result<&Export, ErrorB
         Variant::Traced => exported.traced.as_ref(),
         Variant::Scripted => exported.scripted.as_ref(),
     }
-    .ok_or_else(|| harness_error("protocol", format!("no {variant} export in the reply")))
+    .ok_or_else(|| ErrorBody::new("protocol", format!("no {variant} export in the reply")))
 }
 
 fn exported_path(exported: &ExportReply, variant: Variant) -> Option<PathBuf> {
@@ -883,13 +872,14 @@ fn exported_path(exported: &ExportReply, variant: Variant) -> Option<PathBuf> {
 
 fn write_sample(dir: &Path, id: &str, tensors: &[(String, Tensor)]) -> Result<PathBuf, ErrorBody> {
     let path = dir.join(format!("{id}.safetensors"));
-    tensors::write(&path, tensors).map_err(|e| harness_error("io", format!("{e:#}")))?;
+    tensors::write(&path, tensors).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
     Ok(path)
 }
 
 /// The inputs saved in a file, in forward's order (list inputs as `name.0`, `name.1`, ...).
 fn read_replay(file: &Path, wire: &[String]) -> Result<Vec<(String, Tensor)>, ErrorBody> {
-    let mut tensors = tensors::read(file).map_err(|e| harness_error("replay", format!("{e:#}")))?;
+    let mut tensors =
+        tensors::read(file).map_err(|e| ErrorBody::new("replay", format!("{e:#}")))?;
     let mut out = Vec::new();
     for n in wire {
         match n.strip_suffix("[]") {
@@ -902,7 +892,7 @@ fn read_replay(file: &Path, wire: &[String]) -> Result<Vec<(String, Tensor)>, Er
             }
             None => {
                 let t = tensors.remove(n).ok_or_else(|| {
-                    harness_error("replay", format!("{} has no input `{n}`", file.display()))
+                    ErrorBody::new("replay", format!("{} has no input `{n}`", file.display()))
                 })?;
                 out.push((n.clone(), t));
             }

@@ -137,14 +137,7 @@ fn run_one(req: &Request, runner: &mut Runner, file: &Path) -> (CaseResult, Opti
     let case = match Case::load(file) {
         Ok(case) => case,
         Err(e) => {
-            let error = ErrorBody {
-                kind: "case_file".into(),
-                message: e.to_string(),
-                traceback: Vec::new(),
-                file: None,
-                line: None,
-                source_line: None,
-            };
+            let error = ErrorBody::new("case_file", e.to_string());
             return (
                 CaseResult::error(&stem(file), &file.display().to_string(), error),
                 None,
@@ -269,14 +262,7 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
             Ok(info) => vr.snapshot = Some(info),
             Err(message) => {
                 result.status = CaseStatus::Error;
-                result.error = Some(ErrorBody {
-                    kind: "snapshot".into(),
-                    message,
-                    traceback: Vec::new(),
-                    file: None,
-                    line: None,
-                    source_line: None,
-                });
+                result.error = Some(ErrorBody::new("snapshot", message));
                 return;
             }
         }

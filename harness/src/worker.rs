@@ -81,6 +81,20 @@ pub struct ErrorBody {
     pub source_line: Option<String>,
 }
 
+impl ErrorBody {
+    /// An error of this kind with a message and nothing else (no traceback, no location).
+    pub fn new(kind: &str, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            kind: kind.into(),
+            message: message.into(),
+            traceback: Vec::new(),
+            file: None,
+            line: None,
+            source_line: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Hello {
     pub protocol: u32,

@@ -235,11 +235,10 @@ pub fn gate(results: &Results, regression: Option<&Regression>) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::case::Variant;
-    use crate::results::{ExportInfo, Outcome, SCHEMA};
+    use crate::results::{Outcome, SCHEMA};
     use crate::worker::ErrorBody;
 
     /// `(outcome, code, ms)` for traced; `None` outcome: the case errored.
@@ -262,49 +261,17 @@ mod tests {
                     let mut c = CaseResult::error(
                         name,
                         "c.yaml",
-                        ErrorBody {
-                            kind: "crashed".into(),
-                            message: "worker exited".into(),
-                            traceback: vec![],
-                            file: None,
-                            line: None,
-                            source_line: None,
-                        },
+                        ErrorBody::new("crashed", "worker exited"),
                     );
                     if let Some(o) = outcome {
                         c.status = CaseStatus::Ran;
                         c.error = None;
                         c.duration_ms = *ms as u64;
-                        c.variants.insert(
-                            Variant::Traced,
-                            VariantResult {
-                                outcome: *o,
-                                pitfalls: vec![],
-                                expected: vec![],
-                                message: format!("{o:?}"),
-                                samples_run: 1,
-                                samples_failed: 0,
-                                first_failure: None,
-                                findings: vec![],
-                                groups: BTreeMap::new(),
-                                device_check: None,
-                                counterexample: None,
-                                export: ExportInfo {
-                                    ok: true,
-                                    seconds: 0.0,
-                                    artifact: None,
-                                    code: Some(code.to_string()),
-                                    constants: BTreeMap::new(),
-                                    modules: vec![],
-                                    error: None,
-                                    warnings: vec![],
-                                },
-                                max_abs: 0.0,
-                                max_rel: 0.0,
-                                run_ms: *ms,
-                                snapshot: None,
-                            },
-                        );
+                        let mut v = VariantResult::for_test(*o);
+                        v.message = format!("{o:?}");
+                        v.export.code = Some(code.to_string());
+                        v.run_ms = *ms;
+                        c.variants.insert(Variant::Traced, v);
                     }
                     c
                 })
