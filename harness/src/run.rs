@@ -598,15 +598,8 @@ impl Runner {
         notes: &mut Vec<String>,
     ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
         let cuda = device == "cuda";
-        let mut probe = self.call(|w, timeout| w.device_probe_result(id, timeout))?;
-        // The worker's time for the probe's runs rides along as a pseudo-entry.
-        if let Some(ProbeRun {
-            output: Some(crate::value::WireValue::Float { v }),
-            ..
-        }) = probe.remove("seconds")
-        {
-            self.torch_ms += v.parse::<f64>().unwrap_or(0.0) * 1e3;
-        }
+        let (mut probe, seconds) = self.call(|w, timeout| w.device_probe_result(id, timeout))?;
+        self.torch_ms += seconds * 1e3;
         let eager = probe.remove("eager").unwrap_or(ProbeRun {
             ok: false,
             output: None,

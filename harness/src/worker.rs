@@ -605,12 +605,14 @@ impl Worker {
         self.send("device_probe", body)
     }
 
-    /// The reply to [`Worker::device_probe`]: eager's run and each variant's, by name.
+    /// The reply to [`Worker::device_probe`]: eager's run and each variant's, by name, and the
+    /// seconds the worker spent on them.
+    #[allow(clippy::type_complexity)]
     pub fn device_probe_result(
         &mut self,
         id: u64,
         timeout: Duration,
-    ) -> Result<std::collections::BTreeMap<String, ProbeRun>, WorkerError> {
+    ) -> Result<(std::collections::BTreeMap<String, ProbeRun>, f64), WorkerError> {
         let mut reply: serde_json::Map<String, Json> = self.receive(id, "device_probe", timeout)?;
         reply.remove("id");
         reply.remove("ok");
@@ -618,18 +620,15 @@ impl Worker {
             .remove("seconds")
             .and_then(|s| s.as_f64())
             .unwrap_or(0.0);
-        reply.insert(
-            "seconds".into(),
-            json!({"ok": true, "output": {"t": "float", "v": seconds.to_string()}}),
-        );
-        reply
+        let runs = reply
             .into_iter()
             .map(|(k, v)| {
                 serde_json::from_value(v)
                     .map(|r| (k, r))
                     .map_err(|e| WorkerError::Protocol(format!("bad device_probe reply: {e}")))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((runs, seconds))
     }
 
     /// Run eager on each `(sample id, input file)`; outputs are saved under `out_dir`.
