@@ -8,11 +8,14 @@ travel in JSON: inputs arrive as safetensors files written by the harness, eager
 safetensors files plus a small JSON tree that describes their structure (tuple, list, dict,
 scalars) and names the tensor leaves by key.
 
-Protocol version 1. Requests: hello, fork, load, export, eager, retrace, device_probe, end,
-shutdown. Every reply has "id" (echoed) and "ok"; a failed reply carries "error": {"kind",
-"message", "traceback"}. The process is a fork server: `fork` starts a child (a copy of the warm
-server) that serves one case's requests until `end`; a child that dies otherwise is reported by
-the server as a line {"event": "child_exit", "pid", "code" | "signal"}.
+Protocol version 1. Requests: hello, fork, probe_server, load, export, eager, retrace,
+device_probe, end, shutdown. Every reply has "id" (echoed) and "ok"; a failed reply carries
+"error": {"kind", "message", "traceback"}. The process is a fork server: `fork` starts a child (a
+copy of the warm server) that serves one case's requests until `end`; a child that dies otherwise
+is reported by the server as a line {"event": "child_exit", "pid", "code" | "signal"}.
+`probe_server` forks a second fork server, the probe server, which talks through three FIFOs the
+harness made and warms the meta device's kernels (they import torch._dynamo, about 0.6 s) so that
+the first server, on every case's critical path, never pays for them.
 """
 
 import contextlib
@@ -281,6 +284,7 @@ class Worker:
                         entry["modules"] = _submodule_code(artifact)
                         graphs[variant] = artifact.inlined_graph
                         entry["graph"] = str(graphs[variant])
+                        entry["device_pins"] = _device_pins(graphs[variant])
                     except Exception as exc:  # noqa: BLE001 - saved, but not printable
                         entry["code_error"] = f"{type(exc).__name__}: {exc}"
                 except HarnessError:
@@ -531,6 +535,30 @@ def _signature(graph):
     return ops, consts
 
 
+_DEVICE_OPS = ("aten::cpu", "aten::cuda", "aten::device")
+
+
+def _device_pins(graph):
+    """What in a graph names a device: Device constants (a trace records `device=cpu` for every
+    factory call) and ops that move to or make one. A graph with none makes every tensor on its
+    inputs' device or the default one, exactly as eager does, so a second device cannot change
+    what it does; the harness skips the meta probe for such graphs."""
+    pins = []
+    for node in _nodes(graph):
+        kind = node.kind()
+        if kind == "prim::Constant" and str(node.output().type()) == "Device":
+            what = f"{_constant(node)['value']} constant"
+        elif kind in _DEVICE_OPS:
+            what = kind
+        else:
+            continue
+        where = _where(node)
+        pin = f"{what} at {where}" if where else what
+        if pin not in pins:
+            pins.append(pin)
+    return pins[:10]
+
+
 def _static_evidence(graphs, dims):
     """What the traced graph froze that the scripted one keeps dynamic."""
     evidence = {}
@@ -607,7 +635,7 @@ def _reply(obj):
 
 def _warm_up():
     """Pay torch's lazy initialization once, in the fork server, so every case's child starts
-    warm: a first trace and script, and the meta device's kernels (the device probe)."""
+    warm: a first trace and script, and their first runs."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -616,9 +644,44 @@ def _warm_up():
             with torch.no_grad():
                 torch.jit.trace(m, (x,), check_trace=False)(x)
             torch.jit.script(m)(x)
-            copy.deepcopy(m).to("meta")(x.to("meta"))
     except Exception:  # noqa: BLE001 - warming up is an optimization only
         pass
+
+
+def _warm_up_meta():
+    """The probe server's warm-up: the meta device's Python kernels import torch._dynamo on
+    first use (about 0.6 s), which every probe child then inherits."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = torch.nn.Linear(2, 2).eval().to("meta")
+            x = torch.zeros(1, 2, device="meta")
+            with torch.no_grad():
+                torch.relu(m(x) * 2 + 1).sum()
+    except Exception:  # noqa: BLE001 - warming up is an optimization only
+        pass
+
+
+def _become_probe_server(worker, req):
+    """In a child forked by `probe_server`: drop the first server's channel, take the FIFOs the
+    harness made (stderr, then replies, then requests: the order the harness opens them), warm
+    the meta kernels and serve as a fork server of its own. Never returns."""
+    global REQUESTS, REPLIES
+    try:
+        REQUESTS.close()
+        REPLIES.close()
+        err = os.open(req["stderr"], os.O_WRONLY)
+        os.dup2(err, 2)
+        os.dup2(err, 1)
+        os.close(err)
+        REPLIES = open(req["replies"], "w", buffering=1, encoding="utf-8")
+        REQUESTS = open(req["requests"], "rb", buffering=0)
+        _warm_up_meta()
+        serve(worker, child=False)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def serve(worker, child):
@@ -657,6 +720,14 @@ def serve(worker, child):
             elif os.WEXITSTATUS(status) != 0:
                 _reply({"event": "child_exit", "pid": pid, "code": os.WEXITSTATUS(status)})
             continue
+        if op == "probe_server" and not child:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _become_probe_server(worker, req)
+            _reply({"id": rid, "ok": True, "pid": pid})
+            continue
         if op == "end" and child:
             _reply({"id": rid, "ok": True})
             sys.stdout.flush()
@@ -682,6 +753,10 @@ def serve(worker, child):
 def main():
     _warm_up()
     serve(Worker(), child=False)
+    # The interpreter's teardown with torch loaded takes a few hundred ms that nothing needs.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

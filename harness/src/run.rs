@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tch::{CModule, Device, IValue, Tensor};
@@ -60,10 +61,29 @@ pub struct Options {
     pub torch_threads: Option<usize>,
 }
 
+/// The probe server, shared by every job of a run: forked once from the first fork server that
+/// starts, warmed for the meta device (see [`Worker::probe_server`]), and held by one case at a
+/// time while its probe runs in a child of it.
+#[derive(Default)]
+pub struct ProbeServer(Mutex<Option<Worker>>);
+
+/// A device probe under way while libtorch runs the variants.
+enum PendingProbe<'p> {
+    /// On CUDA: eager runs in the case's own child (request id); the variants run here.
+    Case(u64),
+    /// On meta: in a child of the probe server, held for this case (request id).
+    Server(MutexGuard<'p, Option<Worker>>, u64),
+    /// No graph names a device: nothing for a second device to change.
+    NotNeeded,
+    /// The probe could not start (why).
+    Unavailable(String),
+}
+
 /// Runs cases one after another with one persistent worker, restarted after a crash.
 pub struct Runner {
     opts: Options,
     worker: Option<Worker>,
+    probe: Arc<ProbeServer>,
     /// When the current case must be done.
     deadline: Instant,
     /// The current case's torch work so far (trace, script, forward passes), ms.
@@ -95,6 +115,14 @@ impl Runner {
     /// A runner; its worker starts with the first case that needs it (a run whose every case
     /// comes from the cache starts no Python at all).
     pub fn new(opts: Options) -> Result<Runner, WorkerError> {
+        Runner::with_probe_server(opts, Arc::default())
+    }
+
+    /// A runner that shares the run's probe server with the other jobs.
+    pub fn with_probe_server(
+        opts: Options,
+        probe: Arc<ProbeServer>,
+    ) -> Result<Runner, WorkerError> {
         let work = tempfile::Builder::new()
             .prefix("harness-run-")
             .tempdir()
@@ -108,6 +136,7 @@ impl Runner {
             start_ms: 0.0,
 
             worker: None,
+            probe,
             work,
         })
     }
@@ -207,6 +236,10 @@ impl Runner {
     ) -> Result<(), ErrorBody> {
         if let Some(w) = &self.worker {
             w.clear_stderr_tail();
+        }
+        let probe_server = Arc::clone(&self.probe);
+        if self.opts.replay.is_none() && !tch::Cuda::is_available() {
+            self.ensure_probe_server(&probe_server);
         }
         // Each case runs in a fresh child of the warm fork server: nothing from earlier cases.
         self.call(|w, timeout| w.begin_case(timeout))?;
@@ -357,9 +390,9 @@ impl Runner {
             expected: outputs,
         };
 
-        // The device probe runs in the worker while libtorch runs the variants here.
+        // The device probe runs in a worker while libtorch runs the variants here.
         let probe = if self.opts.replay.is_none() {
-            Some(self.send_device_probe(case, &exported, &samples)?)
+            Some(self.send_device_probe(case, &req, &exported, &samples, &probe_server)?)
         } else {
             None
         };
@@ -397,14 +430,36 @@ impl Runner {
 
         // 6. A second device: CUDA when there is one, else the meta device (in the worker).
         let device_checks = match probe {
-            Some((id, device)) => {
+            Some(PendingProbe::NotNeeded) => modules
+                .keys()
+                .map(|&v| {
+                    let detail = format!(
+                        "not run on meta: neither graph names a device (no Device constant, no \
+                         aten::cpu, cuda or device), so every tensor {v} makes follows its inputs \
+                         as eager's do"
+                    );
+                    let check = DeviceCheck {
+                        device: "meta".into(),
+                        flagged: false,
+                        detail,
+                    };
+                    (v, check)
+                })
+                .collect(),
+            Some(PendingProbe::Unavailable(why)) => {
+                result.notes.push(format!(
+                    "device probe on meta not run: {why}; device portability is not judged"
+                ));
+                BTreeMap::new()
+            }
+            Some(pending) => {
                 let cpu_matches: BTreeMap<Variant, bool> = runs
                     .iter()
                     .map(|(v, r)| (*v, matches!(r.first(), Some(SampleRun::Match(_)))))
                     .collect();
                 self.device_probe(
                     case,
-                    (id, device),
+                    pending,
                     &exported,
                     &samples,
                     &modules,
@@ -557,32 +612,59 @@ impl Runner {
         Ok(values)
     }
 
-    /// Run eager and the variants on the trace input on a second device.
-    /// Ask the worker to run eager, and on meta the saved artifacts, on the trace input on a
-    /// second device; returns the request id and the device.
-    fn send_device_probe(
+    /// Fork the probe server from this job's fork server, idle between cases, unless a live one
+    /// is there already.
+    fn ensure_probe_server(&mut self, server: &ProbeServer) {
+        let mut slot = server.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_mut().is_some_and(|w| w.is_alive()) {
+            return;
+        }
+        *slot = self.call(|w, timeout| w.probe_server(timeout)).ok();
+    }
+
+    /// Start the device probe on the trace input: on CUDA, eager in the case's child (the
+    /// variants run here later); else on the meta device, which tch does not expose, eager and
+    /// the saved artifacts in a child of the probe server, and only when a graph names a device.
+    fn send_device_probe<'p>(
         &mut self,
         case: &Case,
+        load: &LoadRequest<'_>,
         exported: &ExportReply,
         samples: &Samples,
-    ) -> Result<(u64, &'static str), ErrorBody> {
+        server: &'p ProbeServer,
+    ) -> Result<PendingProbe<'p>, ErrorBody> {
         let names = case.wire_names();
-        let cuda = tch::Cuda::is_available();
-        let device = if cuda { "cuda" } else { "meta" };
-        // On CUDA the variants run here, in libtorch; meta is not exposed by tch, so there the
-        // worker loads the same saved artifacts.
-        let artifacts: Vec<(String, PathBuf)> = if cuda {
-            Vec::new()
-        } else {
-            Variant::ALL
-                .iter()
-                .filter(|v| export_of(exported, **v).is_ok_and(|e| e.ok))
-                .filter_map(|v| Some((v.as_str().to_string(), exported_path(exported, *v)?)))
-                .collect()
-        };
         let file = samples.files[0].1.clone();
-        let id = self.call(|w, _| w.device_probe(&case.name, &file, &names, device, &artifacts))?;
-        Ok((id, device))
+        if tch::Cuda::is_available() {
+            let id = self.call(|w, _| w.device_probe(&case.name, &file, &names, "cuda", &[]))?;
+            return Ok(PendingProbe::Case(id));
+        }
+        let exports: Vec<(Variant, &Export)> = Variant::ALL
+            .iter()
+            .filter_map(|&v| Some((v, export_of(exported, v).ok().filter(|e| e.ok)?)))
+            .collect();
+        if exports.iter().all(|(_, e)| e.device_pins.is_empty()) {
+            return Ok(PendingProbe::NotNeeded);
+        }
+        let artifacts: Vec<(String, PathBuf)> = exports
+            .iter()
+            .filter_map(|(v, e)| Some((v.as_str().to_string(), e.path.clone()?)))
+            .collect();
+        let mut guard = server.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(w) = guard.as_mut() else {
+            return Ok(PendingProbe::Unavailable(
+                "the probe server did not start".into(),
+            ));
+        };
+        let timeout = self.deadline.saturating_duration_since(Instant::now());
+        let sent = w
+            .begin_case(timeout)
+            .and_then(|_| w.load(load, timeout))
+            .and_then(|_| w.device_probe(&case.name, &file, &names, "meta", &artifacts));
+        match sent {
+            Ok(id) => Ok(PendingProbe::Server(guard, id)),
+            Err(e) => Ok(PendingProbe::Unavailable(probe_failed(&mut guard, e)?)),
+        }
     }
 
     /// Judge each variant on the second device (the probe `send_device_probe` started).
@@ -590,15 +672,38 @@ impl Runner {
     fn device_probe(
         &mut self,
         case: &Case,
-        (id, device): (u64, &'static str),
+        pending: PendingProbe<'_>,
         exported: &ExportReply,
         samples: &Samples,
         modules: &BTreeMap<Variant, CModule>,
         cpu_matches: &BTreeMap<Variant, bool>,
         notes: &mut Vec<String>,
     ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
+        let (device, (mut probe, seconds)) = match pending {
+            PendingProbe::Case(id) => (
+                "cuda",
+                self.call(|w, timeout| w.device_probe_result(id, timeout))?,
+            ),
+            PendingProbe::Server(mut guard, id) => {
+                let timeout = self.deadline.saturating_duration_since(Instant::now());
+                let w = guard.as_mut().expect("held with its worker");
+                let got = w
+                    .device_probe_result(id, timeout)
+                    .and_then(|r| w.end_case().map(|_| r));
+                match got {
+                    Ok(r) => ("meta", r),
+                    Err(e) => {
+                        let why = probe_failed(&mut guard, e)?;
+                        notes.push(format!(
+                            "device probe on meta failed: {why}; device portability is not judged"
+                        ));
+                        return Ok(BTreeMap::new());
+                    }
+                }
+            }
+            PendingProbe::NotNeeded | PendingProbe::Unavailable(_) => return Ok(BTreeMap::new()),
+        };
         let cuda = device == "cuda";
-        let (mut probe, seconds) = self.call(|w, timeout| w.device_probe_result(id, timeout))?;
         self.torch_ms += seconds * 1e3;
         let eager = probe.remove("eager").unwrap_or(ProbeRun {
             ok: false,
@@ -849,6 +954,21 @@ impl Runner {
             }
         }
     }
+}
+
+/// A probe server call failed: end its case (or drop a dead server, for the next case to fork
+/// another) and say why; an interruption stops the case as anywhere else.
+fn probe_failed(slot: &mut Option<Worker>, e: WorkerError) -> Result<String, ErrorBody> {
+    if matches!(e, WorkerError::Interrupted) {
+        *slot = None;
+        return Err(ErrorBody::new("interrupted", e.to_string()));
+    }
+    if let Some(w) = slot.as_mut() {
+        if !w.is_alive() || w.end_case().is_err() {
+            *slot = None;
+        }
+    }
+    Ok(error_summary(&e.to_string()))
 }
 
 fn export_of(exported: &ExportReply, variant: Variant) -> Result<&Export, ErrorBody> {

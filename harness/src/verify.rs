@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::cache::{Cache, KeyParts};
 use crate::case::{self, Case, ModelOrigin, Variant};
 use crate::results::{CaseResult, CaseStatus, Results, SCHEMA};
-use crate::run::{Options, Runner};
+use crate::run::{Options, ProbeServer, Runner};
 use crate::snapshot::{self, Header, Normalizer, Policy};
 use crate::worker::ErrorBody;
 
@@ -69,12 +69,13 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
     let on_case = Mutex::new(on_case);
     let versions: Mutex<(String, String)> = Mutex::new((String::new(), String::new()));
     let stopped = AtomicBool::new(false);
+    let probe_server = std::sync::Arc::new(ProbeServer::default());
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut handles = Vec::new();
         for _ in 0..jobs {
             let mut options = req.options.clone();
             options.torch_threads = (jobs > 1).then_some(threads);
-            let mut runner = Runner::new(options)?;
+            let mut runner = Runner::with_probe_server(options, probe_server.clone())?;
             let (next, slots, on_case, versions, stopped, files) =
                 (&next, &slots, &on_case, &versions, &stopped, &files);
             handles.push(scope.spawn(move || loop {

@@ -4,13 +4,15 @@
 //! protocol channel (its stdout; the worker moves user prints to stderr, and lines that are not
 //! replies are skipped anyway). The first exchange is a protocol-version handshake. The worker's
 //! stderr is drained by a thread into a bounded tail that error messages quote. Dropping a
-//! [`Worker`] kills and reaps the process.
+//! [`Worker`] kills and reaps the process. A worker is a fork server the harness spawned, or the
+//! probe server one of those forked ([`Worker::probe_server`]), reached through three FIFOs and
+//! known only by its pid.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -150,6 +152,10 @@ pub struct Export {
     #[serde(default)]
     pub warnings: Vec<TraceWarning>,
     pub seconds: f64,
+    /// What in the graph names a device (Device constants, `aten::cpu`/`cuda`/`device`), with
+    /// the user's file:line; empty when nothing does.
+    #[serde(default)]
+    pub device_pins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,16 +274,88 @@ pub struct LoadRequest<'a> {
     pub seed: u64,
 }
 
+/// How the harness holds a server process.
+enum Server {
+    /// Spawned by the harness, which waits for it.
+    Spawned(Child),
+    /// Forked by a spawned server (the probe server): known by its pid, reaped by its parent.
+    Forked(u32),
+}
+
 pub struct Worker {
-    child: Child,
+    server: Server,
     /// The forked child serving the current case, if one is running.
     case_pid: Option<u32>,
-    stdin: ChildStdin,
+    stdin: Box<dyn Write + Send>,
     replies: Receiver<String>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     next_id: u64,
+    /// A `hello` sent and not yet answered (the probe server answers once it is warm).
+    pending_hello: Option<u64>,
     pub hello: Hello,
-    _script_dir: tempfile::TempDir,
+    /// The worker's script (spawned) or its FIFOs (forked).
+    _dir: tempfile::TempDir,
+}
+
+/// Drain `source` (opened by `open`, in the thread: a FIFO's open waits for its writer) line by
+/// line into the returned channel.
+fn line_channel<R: Read + Send + 'static>(
+    open: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let Ok(source) = open() else { return };
+        for line in BufReader::new(source).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Keep the last lines of `source` (the worker's stderr) in a bounded tail.
+fn stderr_tail<R: Read + Send + 'static>(
+    open: impl FnOnce() -> std::io::Result<R> + Send + 'static,
+) -> Arc<Mutex<VecDeque<String>>> {
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let lines = line_channel(open);
+    let sink = Arc::clone(&tail);
+    thread::spawn(move || {
+        for line in lines {
+            let mut tail = sink.lock().unwrap_or_else(|e| e.into_inner());
+            if tail.len() == STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    });
+    tail
+}
+
+fn mkfifo(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: mkfifo(3) with a NUL-terminated path we own.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Is the process running (not gone, not a zombie waiting for its parent)?
+fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| !matches!(state, 'Z' | 'X')),
+        Err(_) => false,
+    }
 }
 
 impl Worker {
@@ -319,55 +397,102 @@ impl Worker {
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let tail = Arc::clone(&stderr_tail);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
-                if tail.len() == STDERR_TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-        let (tx, replies) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut worker = Worker {
-            child,
+            server: Server::Spawned(child),
             case_pid: None,
-            stdin,
-            replies,
-            stderr_tail,
+            stdin: Box::new(stdin),
+            replies: line_channel(move || Ok(stdout)),
+            stderr_tail: stderr_tail(move || Ok(stderr)),
             next_id: 0,
+            pending_hello: None,
             hello: Hello {
                 protocol: 0,
                 torch: String::new(),
                 python: String::new(),
                 pid: 0,
             },
-            _script_dir: script_dir,
+            _dir: script_dir,
+        };
+        worker.pending_hello = Some(worker.send("hello", json!({ "protocol": PROTOCOL }))?);
+        worker.wait_hello()?;
+        Ok(worker)
+    }
+
+    /// Take the answer to the `hello` sent at start, once: the protocol must match.
+    fn wait_hello(&mut self) -> Result<(), WorkerError> {
+        let Some(id) = self.pending_hello.take() else {
+            return Ok(());
         };
         // Importing torch takes a few seconds on a cold disk.
-        let hello: Hello = worker.call(
-            "hello",
-            json!({ "protocol": PROTOCOL }),
-            Duration::from_secs(300),
-        )?;
+        let hello: Hello = self.receive(id, "hello", Duration::from_secs(300))?;
         if hello.protocol != PROTOCOL {
             return Err(WorkerError::Protocol(format!(
                 "the worker speaks protocol {}, the harness {PROTOCOL}",
                 hello.protocol
             )));
         }
-        worker.hello = hello;
+        self.hello = hello;
+        Ok(())
+    }
+
+    /// Fork the probe server from this (idle) fork server: a second fork server that warms the
+    /// meta device's kernels and serves device probes, reached through FIFOs in a folder of its
+    /// own. Returns at once; the probe server's `hello` is taken at its first use, so nobody
+    /// waits while it warms up.
+    pub fn probe_server(&mut self, timeout: Duration) -> Result<Worker, WorkerError> {
+        let io = |source: std::io::Error| WorkerError::Spawn {
+            python: PathBuf::from("the probe server's FIFOs"),
+            source,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("harness-probe-")
+            .tempdir()
+            .map_err(io)?;
+        let [requests, replies, stderr] =
+            ["requests", "replies", "stderr"].map(|n| dir.path().join(n));
+        for fifo in [&requests, &replies, &stderr] {
+            mkfifo(fifo).map_err(io)?;
+        }
+        // Read-write: opening never waits, and the probe server's read end opens at once.
+        let stdin = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&requests)
+            .map_err(io)?;
+        let (err_path, rep_path) = (stderr.clone(), replies.clone());
+        let tail = stderr_tail(move || std::fs::File::open(err_path));
+        let lines = line_channel(move || std::fs::File::open(rep_path));
+        #[derive(Deserialize)]
+        struct Forked {
+            pid: u32,
+        }
+        let forked: Result<Forked, _> = self.call(
+            "probe_server",
+            json!({ "requests": requests, "replies": replies, "stderr": stderr }),
+            timeout,
+        );
+        let forked = match forked {
+            Ok(f) => f,
+            Err(e) => {
+                // Release the reader threads waiting in open(2) for a writer that never comes.
+                for fifo in [&replies, &stderr] {
+                    let _ = std::fs::OpenOptions::new().write(true).open(fifo);
+                }
+                return Err(e);
+            }
+        };
+        let mut worker = Worker {
+            server: Server::Forked(forked.pid),
+            case_pid: None,
+            stdin: Box::new(stdin),
+            replies: lines,
+            stderr_tail: tail,
+            next_id: 0,
+            pending_hello: None,
+            hello: self.hello.clone(),
+            _dir: dir,
+        };
+        worker.pending_hello = Some(worker.send("hello", json!({ "protocol": PROTOCOL }))?);
         Ok(worker)
     }
 
@@ -403,6 +528,9 @@ impl Worker {
     /// Send a request without waiting: the harness can work while the worker does. Its reply
     /// must be taken with [`Worker::receive`] before the next request is sent.
     pub fn send(&mut self, op: &str, mut body: Json) -> Result<u64, WorkerError> {
+        if op != "hello" {
+            self.wait_hello()?;
+        }
         self.next_id += 1;
         let id = self.next_id;
         body["op"] = json!(op);
@@ -447,7 +575,13 @@ impl Worker {
                 .recv_timeout(left.min(Duration::from_millis(100)))
             {
                 Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    // A forked server's FIFO has no end of file while we hold it: look.
+                    if matches!(self.server, Server::Forked(_)) && !self.is_alive() {
+                        return Err(self.died());
+                    }
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => return Err(self.died()),
             };
             let Ok(reply) = serde_json::from_str::<Json>(&line) else {
@@ -478,8 +612,14 @@ impl Worker {
     /// Kill the process (and the case's child, first, so the server reaps it) and reap it.
     fn kill(&mut self) {
         self.kill_case();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.server {
+            Server::Spawned(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            // Its parent, the fork server, reaps it (or init, once that one is gone).
+            Server::Forked(pid) => signal_kill(*pid),
+        }
     }
 
     /// Kill the case's child and wait for the server to confirm; false if it did not.
@@ -526,13 +666,22 @@ impl Worker {
 
     /// Is the server process still running?
     pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match &mut self.server {
+            Server::Spawned(child) => matches!(child.try_wait(), Ok(None)),
+            Server::Forked(pid) => pid_alive(*pid),
+        }
     }
 
     fn died(&mut self) -> WorkerError {
-        let status = match self.child.wait() {
-            Ok(s) => describe_status(s),
-            Err(e) => format!("could not be waited for: {e}"),
+        let status = match &mut self.server {
+            Server::Spawned(child) => match child.wait() {
+                Ok(s) => describe_status(s),
+                Err(e) => format!("could not be waited for: {e}"),
+            },
+            Server::Forked(pid) => {
+                signal_kill(*pid);
+                "(the probe server) ended".into()
+            }
         };
         // Give the stderr thread a moment to drain what the process wrote last.
         thread::sleep(Duration::from_millis(50));
@@ -657,13 +806,15 @@ impl Drop for Worker {
         let _ = self.stdin.flush();
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if !self.is_alive() {
+                if let Server::Spawned(child) = &mut self.server {
+                    let _ = child.wait();
+                }
                 return;
             }
-            thread::sleep(Duration::from_millis(10));
+            thread::sleep(Duration::from_millis(5));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

@@ -277,16 +277,14 @@ fn shipped_cases_meet_their_expectations() {
         .evidence
         .iter()
         .any(|e| e.contains("Device device(\"cpu\")")));
-    // Models whose eager cannot run on meta are not judged there, and say so.
-    let item_case = results
-        .cases
-        .iter()
-        .find(|c| c.name == "item_scale")
-        .unwrap();
-    assert!(item_case
-        .notes
-        .iter()
-        .any(|n| n.contains("device probe on meta skipped")));
+    // Graphs that name no device are not probed, and say so.
+    for v in [Variant::Traced, Variant::Scripted] {
+        let check = variant("item_scale", v).device_check.unwrap();
+        assert!(
+            !check.flagged && check.detail.starts_with("not run on meta"),
+            "{check:?}"
+        );
+    }
     // Script errors name the user's line.
     let script = variant("mask_fill_finfo", Variant::Scripted);
     assert!(script.findings[0]
@@ -883,6 +881,27 @@ fn list_inputs_reach_eager_and_libtorch() {
     let v = &r.cases[0].variants;
     assert_eq!(v[&Variant::Traced].outcome, Outcome::Error);
     assert_eq!(v[&Variant::Scripted].outcome, Outcome::Pass);
+}
+
+#[test]
+fn device_probe_is_judged_only_where_eager_runs_on_meta() {
+    // A graph names a device, so the probe runs; eager itself cannot (`.item()` on meta), so no
+    // variant is judged there, and the case says so.
+    let case = fixtures().join("probe/pinned_item.yaml");
+    let (results, _out) = run(std::slice::from_ref(&case), None, None);
+    check(
+        &results,
+        &[("pinned_item", "traced=xfail[value_specialization] scripted=pass")],
+    );
+    let c = &results.cases[0];
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.contains("device probe on meta skipped")),
+        "{:?}",
+        c.notes
+    );
+    assert!(c.variants.values().all(|v| v.device_check.is_none()));
 }
 
 /// A case `net` in a fresh folder: `relu(x) * factor` and its case file.
