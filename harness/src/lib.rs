@@ -20,6 +20,7 @@ pub mod diagnose;
 pub mod interrupt;
 pub mod pitfall;
 pub mod plan;
+pub mod probe;
 pub mod report;
 pub mod results;
 pub mod run;

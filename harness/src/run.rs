@@ -10,7 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tch::{CModule, Device, IValue, Tensor};
@@ -19,6 +20,7 @@ use crate::case::{Case, ModelOrigin, ValueGen, Variant};
 use crate::compare::{compare, Comparison, MismatchKind, Tolerance, Tolerances};
 use crate::diagnose::{self, DeviceCheck, Observation, SampleFailure};
 use crate::pitfall::Pitfall;
+use crate::probe::{self, ProbeService};
 use crate::plan::{self, Group, SampleSpec};
 use crate::results::{
     CaseResult, CaseStatus, Counterexample, DimInfo, ExportInfo, Failure, GroupStat, InputInfo,
@@ -61,29 +63,101 @@ pub struct Options {
     pub torch_threads: Option<usize>,
 }
 
-/// The probe server, shared by every job of a run: forked once from the first fork server that
-/// starts, warmed for the meta device (see [`Worker::probe_server`]), and held by one case at a
-/// time while its probe runs in a child of it.
-#[derive(Default)]
-pub struct ProbeServer(Mutex<Option<Worker>>);
+/// The device probe of a case, once its variants have run.
+enum ProbeWait {
+    /// Judged already (CUDA, in the case's child; or nothing to probe, or no probe possible).
+    Judged(BTreeMap<Variant, DeviceCheck>),
+    /// On meta, in the probe service: its outcome comes on the channel (kept once taken).
+    Meta(Receiver<probe::Outcome>, Option<probe::Outcome>),
+}
 
-/// A device probe under way while libtorch runs the variants.
-enum PendingProbe<'p> {
-    /// On CUDA: eager runs in the case's own child (request id); the variants run here.
-    Case(u64),
-    /// On meta: in a child of the probe server, held for this case (request id).
-    Server(MutexGuard<'p, Option<Worker>>, u64),
-    /// No graph names a device: nothing for a second device to change.
-    NotNeeded,
-    /// The probe could not start (why).
-    Unavailable(String),
+impl ProbeWait {
+    /// Has the outcome arrived (without waiting)?
+    fn ready(&mut self) -> bool {
+        match self {
+            ProbeWait::Judged(_) | ProbeWait::Meta(_, Some(_)) => true,
+            ProbeWait::Meta(rx, got) => match rx.try_recv() {
+                Ok(o) => {
+                    *got = Some(o);
+                    true
+                }
+                Err(TryRecvError::Empty) => false,
+                Err(TryRecvError::Disconnected) => {
+                    *got = Some(Err(probe::Failure::Failed(
+                        "the probe service stopped".into(),
+                    )));
+                    true
+                }
+            },
+        }
+    }
+}
+
+/// What is left of a case once its child is done: the device probe's outcome, diagnosis and
+/// verdicts.
+struct Rest {
+    exported: ExportReply,
+    samples: Samples,
+    modules: BTreeMap<Variant, CModule>,
+    runs: BTreeMap<Variant, Vec<SampleRun>>,
+    load_errors: BTreeMap<Variant, ErrorBody>,
+    run_ms: BTreeMap<Variant, f64>,
+    nondeterministic: Option<String>,
+    /// Per variant: re-traces on a failing value sample and shape sample (traced only).
+    retraces: BTreeMap<Variant, Retraces>,
+    counterexamples: BTreeMap<Variant, Counterexample>,
+    probe: ProbeWait,
+}
+
+type Retraces = (Option<(String, Retrace)>, Option<(String, Retrace)>);
+
+/// A case whose device probe was still running when all its other work was done. The job runs
+/// the next case meanwhile and finishes this one with [`Runner::finish_case`].
+pub struct Parked {
+    case: Case,
+    result: CaseResult,
+    rest: Rest,
+    limit: Duration,
+    /// The case's own time so far (not the time it was set aside).
+    ran: Duration,
+    /// What is left of its time limit.
+    left: Duration,
+    torch_ms: f64,
+    start_ms: f64,
+}
+
+impl Parked {
+    pub fn case(&self) -> &Case {
+        &self.case
+    }
+
+    /// Has its probe answered, so that finishing it will not wait?
+    pub fn ready(&mut self) -> bool {
+        self.rest.probe.ready()
+    }
+}
+
+/// The device probe as it stands once the case's variants have run.
+enum Probe {
+    /// On CUDA: eager runs in the case's child (request id).
+    Cuda(u64),
+    /// On meta, in the probe service.
+    Meta(Receiver<probe::Outcome>),
+    /// Nothing to run (no graph names a device): judged already.
+    Judged(BTreeMap<Variant, DeviceCheck>),
+}
+
+/// A case after [`Runner::start_case`].
+pub enum Step {
+    Done(CaseResult),
+    Parked(Box<Parked>),
 }
 
 /// Runs cases one after another with one persistent worker, restarted after a crash.
 pub struct Runner {
     opts: Options,
     worker: Option<Worker>,
-    probe: Arc<ProbeServer>,
+    probe: Arc<ProbeService>,
     /// When the current case must be done.
     deadline: Instant,
     /// The current case's torch work so far (trace, script, forward passes), ms.
@@ -115,13 +189,13 @@ impl Runner {
     /// A runner; its worker starts with the first case that needs it (a run whose every case
     /// comes from the cache starts no Python at all).
     pub fn new(opts: Options) -> Result<Runner, WorkerError> {
-        Runner::with_probe_server(opts, Arc::default())
+        Runner::with_probe_service(opts, ProbeService::start())
     }
 
-    /// A runner that shares the run's probe server with the other jobs.
-    pub fn with_probe_server(
+    /// A runner that shares the run's probe service with the other jobs.
+    pub fn with_probe_service(
         opts: Options,
-        probe: Arc<ProbeServer>,
+        probe: Arc<ProbeService>,
     ) -> Result<Runner, WorkerError> {
         let work = tempfile::Builder::new()
             .prefix("harness-run-")
@@ -155,6 +229,15 @@ impl Runner {
 
     /// Run one case to a result; never panics on what a model does.
     pub fn run_case(&mut self, case: &Case) -> CaseResult {
+        match self.start_case(case) {
+            Step::Done(result) => result,
+            Step::Parked(parked) => self.finish_case(*parked),
+        }
+    }
+
+    /// Run a case up to its verdicts; if only its device probe (in the probe service) is still
+    /// running by then, set it aside: [`Runner::finish_case`] completes it later.
+    pub fn start_case(&mut self, case: &Case) -> Step {
         let start = Instant::now();
         let limit = self.opts.timeout.unwrap_or_else(|| {
             case.spec
@@ -193,36 +276,94 @@ impl Runner {
             worker_start_ms: 0.0,
             cached: false,
         };
-        if let Err(mut error) = self.run_inner(case, seed, &mut result) {
-            result.status = match error.kind.as_str() {
-                "crashed" => CaseStatus::Crashed,
-                "timeout" => CaseStatus::Timeout,
-                "interrupted" => CaseStatus::Interrupted,
-                _ => CaseStatus::Error,
-            };
-            if result.status == CaseStatus::Timeout {
-                error.message = format!(
-                    "the case took longer than its limit of {:.0} s (check.timeout_s or --timeout); \
-                     the worker was killed ({})",
-                    limit.as_secs_f64(),
-                    error.message
-                );
-            }
-            if result.status == CaseStatus::Interrupted {
-                // Nothing from a case cut short may be mistaken for a finished one's output.
-                let _ =
-                    std::fs::remove_dir_all(self.opts.out_dir.join("artifacts").join(&case.name));
-            }
-            result.error = Some(error);
-            result.variants.clear();
-        }
+        let inner = self.run_inner(case, seed, &mut result);
+        // The case's child is done either way; the fork server is idle until the next case.
         if let Some(w) = self.worker.as_mut() {
             if w.end_case().is_err() {
                 self.worker = None;
             }
         }
+        let rest = match inner {
+            Ok(rest) => rest,
+            Err(error) => {
+                let result = self.failed(case, limit, result, error);
+                return Step::Done(self.done(case, result, start.elapsed()));
+            }
+        };
+        let mut parked = Parked {
+            case: case.clone(),
+            result,
+            rest,
+            limit,
+            ran: start.elapsed(),
+            left: self.deadline.saturating_duration_since(Instant::now()),
+            torch_ms: self.torch_ms,
+            start_ms: self.start_ms,
+        };
+        if parked.ready() {
+            Step::Done(self.finish_case(parked))
+        } else {
+            Step::Parked(Box::new(parked))
+        }
+    }
+
+    /// Complete a case [`Runner::start_case`] set aside (waiting for its probe if need be).
+    pub fn finish_case(&mut self, parked: Parked) -> CaseResult {
+        let start = Instant::now();
+        let Parked {
+            case,
+            mut result,
+            rest,
+            limit,
+            ran,
+            left,
+            torch_ms,
+            start_ms,
+        } = parked;
+        self.deadline = start + left;
+        self.torch_ms = torch_ms;
+        self.start_ms = start_ms;
+        if let Err(error) = self.finish_inner(&case, rest, &mut result) {
+            result = self.failed(&case, limit, result, error);
+        }
+        self.done(&case, result, ran + start.elapsed())
+    }
+
+    /// A case that stopped with an error: its status, and nothing half-done kept.
+    fn failed(
+        &self,
+        case: &Case,
+        limit: Duration,
+        mut result: CaseResult,
+        mut error: ErrorBody,
+    ) -> CaseResult {
+        result.status = match error.kind.as_str() {
+            "crashed" => CaseStatus::Crashed,
+            "timeout" => CaseStatus::Timeout,
+            "interrupted" => CaseStatus::Interrupted,
+            _ => CaseStatus::Error,
+        };
+        if result.status == CaseStatus::Timeout {
+            error.message = format!(
+                "the case took longer than its limit of {:.0} s (check.timeout_s or --timeout); \
+                 the worker was killed ({})",
+                limit.as_secs_f64(),
+                error.message
+            );
+        }
+        if result.status == CaseStatus::Interrupted {
+            // Nothing from a case cut short may be mistaken for a finished one's output.
+            let _ = std::fs::remove_dir_all(self.opts.out_dir.join("artifacts").join(&case.name));
+        }
+        result.error = Some(error);
+        result.variants.clear();
+        result
+    }
+
+    /// The case's own time and torch work, and its samples' files gone.
+    fn done(&self, case: &Case, mut result: CaseResult, took: Duration) -> CaseResult {
         let _ = std::fs::remove_dir_all(self.work.path().join(&case.name));
-        result.duration_ms = start.elapsed().as_millis() as u64;
+        result.duration_ms = took.as_millis() as u64;
         result.torch_ms = self.torch_ms;
         result.worker_start_ms = self.start_ms;
         result
@@ -233,13 +374,12 @@ impl Runner {
         case: &Case,
         seed: u64,
         result: &mut CaseResult,
-    ) -> Result<(), ErrorBody> {
+    ) -> Result<Rest, ErrorBody> {
         if let Some(w) = &self.worker {
             w.clear_stderr_tail();
         }
-        let probe_server = Arc::clone(&self.probe);
         if self.opts.replay.is_none() && !tch::Cuda::is_available() {
-            self.ensure_probe_server(&probe_server);
+            self.fork_probe_server_if_wanted();
         }
         // Each case runs in a fresh child of the warm fork server: nothing from earlier cases.
         self.call(|w, timeout| w.begin_case(timeout))?;
@@ -392,7 +532,7 @@ impl Runner {
 
         // The device probe runs in a worker while libtorch runs the variants here.
         let probe = if self.opts.replay.is_none() {
-            Some(self.send_device_probe(case, &req, &exported, &samples, &probe_server)?)
+            Some(self.send_device_probe(case, &req, &exported, &samples)?)
         } else {
             None
         };
@@ -428,52 +568,109 @@ impl Runner {
             }
         }
 
-        // 6. A second device: CUDA when there is one, else the meta device (in the worker).
-        let device_checks = match probe {
-            Some(PendingProbe::NotNeeded) => modules
-                .keys()
-                .map(|&v| {
-                    let detail = format!(
-                        "not run on meta: neither graph names a device (no Device constant, no \
-                         aten::cpu, cuda or device), so every tensor {v} makes follows its inputs \
-                         as eager's do"
-                    );
-                    let check = DeviceCheck {
-                        device: "meta".into(),
-                        flagged: false,
-                        detail,
-                    };
-                    (v, check)
-                })
-                .collect(),
-            Some(PendingProbe::Unavailable(why)) => {
-                result.notes.push(format!(
-                    "device probe on meta not run: {why}; device portability is not judged"
-                ));
-                BTreeMap::new()
-            }
-            Some(pending) => {
-                let cpu_matches: BTreeMap<Variant, bool> = runs
-                    .iter()
-                    .map(|(v, r)| (*v, matches!(r.first(), Some(SampleRun::Match(_)))))
-                    .collect();
-                self.device_probe(
+        // 6. A second device: on CUDA eager ran in the case's child, the variants run here; on
+        //    meta everything runs in the probe service, which may still be at it.
+        let probe = match probe {
+            None => ProbeWait::Judged(BTreeMap::new()),
+            Some(Probe::Judged(checks)) => ProbeWait::Judged(checks),
+            Some(Probe::Meta(rx)) => ProbeWait::Meta(rx, None),
+            Some(Probe::Cuda(id)) => {
+                let runs_there = self.call(|w, timeout| w.device_probe_result(id, timeout))?;
+                let checks = self.judge_device(
                     case,
-                    pending,
+                    "cuda",
+                    runs_there,
                     &exported,
                     &samples,
                     &modules,
-                    &cpu_matches,
+                    &runs,
                     &mut result.notes,
-                )?
+                );
+                ProbeWait::Judged(checks)
             }
-            None => BTreeMap::new(),
+        };
+
+        // 7. Per variant, while the case's child is there: re-trace where needed, and shrink
+        //    the first failing sample.
+        let mut retraces = BTreeMap::new();
+        let mut counterexamples = BTreeMap::new();
+        for &variant in &case.spec.variants {
+            let failures = sample_failures(&samples, runs.get(&variant));
+            if variant == Variant::Traced && self.opts.replay.is_none() {
+                retraces.insert(variant, self.retraces(case, &samples, &failures)?);
+            }
+            let first = runs
+                .get(&variant)
+                .and_then(|r| r.iter().position(|r| !matches!(r, SampleRun::Match(_))));
+            if let (Some(i), Some(module)) = (first, modules.get(&variant)) {
+                if nondeterministic.is_none() && self.opts.replay.is_none() {
+                    let cx =
+                        self.shrink(case, seed, variant, module, &samples, i, tol, &sample_dir)?;
+                    counterexamples.extend(cx.map(|cx| (variant, cx)));
+                }
+            }
+        }
+        Ok(Rest {
+            exported,
+            samples,
+            modules,
+            runs,
+            load_errors,
+            run_ms,
+            nondeterministic,
+            retraces,
+            counterexamples,
+            probe,
+        })
+    }
+
+    /// 8. The device probe's outcome (waited for if need be), then per variant: diagnose and
+    ///    give the verdict.
+    fn finish_inner(
+        &mut self,
+        case: &Case,
+        rest: Rest,
+        result: &mut CaseResult,
+    ) -> Result<(), ErrorBody> {
+        let Rest {
+            exported,
+            samples,
+            modules,
+            runs,
+            load_errors,
+            run_ms,
+            nondeterministic,
+            mut retraces,
+            mut counterexamples,
+            probe,
+        } = rest;
+        let device_checks = match probe {
+            ProbeWait::Judged(checks) => checks,
+            ProbeWait::Meta(rx, got) => match got.unwrap_or_else(|| self.wait_probe(&rx)) {
+                Ok(runs_there) => self.judge_device(
+                    case,
+                    "meta",
+                    runs_there,
+                    &exported,
+                    &samples,
+                    &modules,
+                    &runs,
+                    &mut result.notes,
+                ),
+                Err(probe::Failure::Interrupted) => {
+                    return Err(ErrorBody::new("interrupted", "interrupted"))
+                }
+                Err(probe::Failure::Failed(why)) => {
+                    result.notes.push(format!(
+                        "device probe on meta failed: {why}; device portability is not judged"
+                    ));
+                    BTreeMap::new()
+                }
+            },
         };
         if let Some(n) = &nondeterministic {
             result.notes.push(format!("eager is nondeterministic: {n}"));
         }
-
-        // 7. Per variant: re-trace where needed, diagnose, shrink, verdict.
         for &variant in &case.spec.variants {
             let export = export_of(&exported, variant)?;
             let export_error = export.error.as_ref().filter(|_| !export.ok);
@@ -484,27 +681,14 @@ impl Runner {
                     _ => None,
                 })
             });
-            let sample_failures: Vec<(Group, Option<SampleFailure>)> = match runs.get(&variant) {
-                Some(r) => samples
-                    .specs
-                    .iter()
-                    .zip(r)
-                    .map(|(s, r)| (s.group.clone(), failure_of(r)))
-                    .collect(),
-                None => Vec::new(),
-            };
             let (retrace_values, retrace_shapes) =
-                if variant == Variant::Traced && self.opts.replay.is_none() {
-                    self.retraces(case, &samples, &sample_failures)?
-                } else {
-                    (None, None)
-                };
+                retraces.remove(&variant).unwrap_or((None, None));
             let obs = Observation {
                 variant,
                 export_error,
                 load_error,
                 first_raise: first_raise.as_ref().map(|(s, m)| (s.as_str(), m.as_str())),
-                samples: sample_failures.clone(),
+                samples: sample_failures(&samples, runs.get(&variant)),
                 warnings: &export.warnings,
                 evidence: &exported.evidence,
                 nondeterministic: nondeterministic.clone(),
@@ -513,17 +697,6 @@ impl Runner {
                 retrace_shapes: retrace_shapes.as_ref().map(|(s, r)| (s.as_str(), r)),
             };
             let findings = diagnose::diagnose(&obs);
-            let first = runs
-                .get(&variant)
-                .and_then(|r| r.iter().position(|r| !matches!(r, SampleRun::Match(_))));
-            let counterexample = match (first, modules.get(&variant)) {
-                (Some(i), Some(module))
-                    if nondeterministic.is_none() && self.opts.replay.is_none() =>
-                {
-                    self.shrink(case, seed, variant, module, &samples, i, tol, &sample_dir)?
-                }
-                _ => None,
-            };
             let variant_runs = runs.get(&variant).map(Vec::as_slice).unwrap_or(&[]);
             let info = ExportInfo {
                 ok: export.ok,
@@ -546,13 +719,36 @@ impl Runner {
                     runs: variant_runs,
                     groups: group_stats(&samples.specs, variant_runs),
                     device_check: device_checks.get(&variant).cloned(),
-                    counterexample,
+                    counterexample: counterexamples.remove(&variant),
                     run_ms: run_ms.get(&variant).copied().unwrap_or(0.0),
                 },
             );
             result.variants.insert(variant, vr);
         }
         Ok(())
+    }
+
+    /// Wait for a probe's outcome, within the case's time limit. While waiting, this job's fork
+    /// server is idle: if the probe server is gone, fork another from it.
+    fn wait_probe(&mut self, rx: &Receiver<probe::Outcome>) -> probe::Outcome {
+        loop {
+            if crate::interrupt::requested() {
+                return Err(probe::Failure::Interrupted);
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(probe::Failure::Failed(
+                    "it did not answer within the case's time limit".into(),
+                ));
+            }
+            match rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(outcome) => return outcome,
+                Err(RecvTimeoutError::Timeout) => self.fork_probe_server_if_wanted(),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(probe::Failure::Failed("the probe service stopped".into()))
+                }
+            }
+        }
     }
 
     /// Eager on the given `(id, file)` requests; outputs (with the seconds the worker timed the
@@ -612,97 +808,83 @@ impl Runner {
         Ok(values)
     }
 
-    /// Fork the probe server from this job's fork server, idle between cases, unless a live one
-    /// is there already.
-    fn ensure_probe_server(&mut self, server: &ProbeServer) {
-        let mut slot = server.0.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_mut().is_some_and(|w| w.is_alive()) {
-            return;
+    /// Fork the probe server from this job's fork server (idle between cases) when the probe
+    /// service wants one and no other job is forking it.
+    fn fork_probe_server_if_wanted(&mut self) {
+        if self.probe.claim_start() {
+            let server = self.call(|w, timeout| w.probe_server(timeout));
+            self.probe.started(server.map_err(|e| error_summary(&e.message)));
         }
-        *slot = self.call(|w, timeout| w.probe_server(timeout)).ok();
     }
 
     /// Start the device probe on the trace input: on CUDA, eager in the case's child (the
     /// variants run here later); else on the meta device, which tch does not expose, eager and
     /// the saved artifacts in a child of the probe server, and only when a graph names a device.
-    fn send_device_probe<'p>(
+    fn send_device_probe(
         &mut self,
         case: &Case,
         load: &LoadRequest<'_>,
         exported: &ExportReply,
         samples: &Samples,
-        server: &'p ProbeServer,
-    ) -> Result<PendingProbe<'p>, ErrorBody> {
+    ) -> Result<Probe, ErrorBody> {
         let names = case.wire_names();
         let file = samples.files[0].1.clone();
         if tch::Cuda::is_available() {
             let id = self.call(|w, _| w.device_probe(&case.name, &file, &names, "cuda", &[]))?;
-            return Ok(PendingProbe::Case(id));
+            return Ok(Probe::Cuda(id));
         }
         let exports: Vec<(Variant, &Export)> = Variant::ALL
             .iter()
             .filter_map(|&v| Some((v, export_of(exported, v).ok().filter(|e| e.ok)?)))
             .collect();
         if exports.iter().all(|(_, e)| e.device_pins.is_empty()) {
-            return Ok(PendingProbe::NotNeeded);
-        }
-        let artifacts: Vec<(String, PathBuf)> = exports
-            .iter()
-            .filter_map(|(v, e)| Some((v.as_str().to_string(), e.path.clone()?)))
-            .collect();
-        let mut guard = server.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(w) = guard.as_mut() else {
-            return Ok(PendingProbe::Unavailable(
-                "the probe server did not start".into(),
+            let not_run = |v: Variant| DeviceCheck {
+                device: "meta".into(),
+                flagged: false,
+                detail: format!(
+                    "not run on meta: neither graph names a device (no Device constant, no \
+                     aten::cpu, cuda or device), so every tensor {v} makes follows its inputs as \
+                     eager's do"
+                ),
+            };
+            return Ok(Probe::Judged(
+                exports.iter().map(|(v, _)| (*v, not_run(*v))).collect(),
             ));
-        };
-        let timeout = self.deadline.saturating_duration_since(Instant::now());
-        let sent = w
-            .begin_case(timeout)
-            .and_then(|_| w.load(load, timeout))
-            .and_then(|_| w.device_probe(&case.name, &file, &names, "meta", &artifacts));
-        match sent {
-            Ok(id) => Ok(PendingProbe::Server(guard, id)),
-            Err(e) => Ok(PendingProbe::Unavailable(probe_failed(&mut guard, e)?)),
         }
+        let load = serde_json::to_value(load)
+            .map_err(|e| ErrorBody::new("protocol", format!("load request: {e}")))?;
+        let job = probe::Job {
+            load,
+            case: case.name.clone(),
+            input: file,
+            names,
+            artifacts: exports
+                .iter()
+                .filter_map(|(v, e)| Some((v.as_str().to_string(), e.path.clone()?)))
+                .collect(),
+            budget: self.deadline.saturating_duration_since(Instant::now()),
+        };
+        Ok(Probe::Meta(self.probe.submit(job)))
     }
 
-    /// Judge each variant on the second device (the probe `send_device_probe` started).
+    /// Judge each variant on the second device from the runs the probe made there (on CUDA,
+    /// eager's; the variants run here).
     #[allow(clippy::too_many_arguments)]
-    fn device_probe(
+    fn judge_device(
         &mut self,
         case: &Case,
-        pending: PendingProbe<'_>,
+        device: &str,
+        (mut probe, seconds): probe::Runs,
         exported: &ExportReply,
         samples: &Samples,
         modules: &BTreeMap<Variant, CModule>,
-        cpu_matches: &BTreeMap<Variant, bool>,
+        runs: &BTreeMap<Variant, Vec<SampleRun>>,
         notes: &mut Vec<String>,
-    ) -> Result<BTreeMap<Variant, DeviceCheck>, ErrorBody> {
-        let (device, (mut probe, seconds)) = match pending {
-            PendingProbe::Case(id) => (
-                "cuda",
-                self.call(|w, timeout| w.device_probe_result(id, timeout))?,
-            ),
-            PendingProbe::Server(mut guard, id) => {
-                let timeout = self.deadline.saturating_duration_since(Instant::now());
-                let w = guard.as_mut().expect("held with its worker");
-                let got = w
-                    .device_probe_result(id, timeout)
-                    .and_then(|r| w.end_case().map(|_| r));
-                match got {
-                    Ok(r) => ("meta", r),
-                    Err(e) => {
-                        let why = probe_failed(&mut guard, e)?;
-                        notes.push(format!(
-                            "device probe on meta failed: {why}; device portability is not judged"
-                        ));
-                        return Ok(BTreeMap::new());
-                    }
-                }
-            }
-            PendingProbe::NotNeeded | PendingProbe::Unavailable(_) => return Ok(BTreeMap::new()),
-        };
+    ) -> BTreeMap<Variant, DeviceCheck> {
+        let cpu_matches: BTreeMap<Variant, bool> = runs
+            .iter()
+            .map(|(v, r)| (*v, matches!(r.first(), Some(SampleRun::Match(_)))))
+            .collect();
         let cuda = device == "cuda";
         self.torch_ms += seconds * 1e3;
         let eager = probe.remove("eager").unwrap_or(ProbeRun {
@@ -723,7 +905,7 @@ impl Runner {
                 "device probe on {device} skipped: eager itself does not run there ({why}), so no \
                  variant can be judged for device portability"
             ));
-            return Ok(BTreeMap::new());
+            return BTreeMap::new();
         };
         let mut checks = BTreeMap::new();
         for &variant in modules.keys() {
@@ -761,7 +943,7 @@ impl Runner {
             let check = device_verdict(device, cuda, variant, &eager_value, run, cpu_ok);
             checks.insert(variant, check);
         }
-        Ok(checks)
+        checks
     }
 
     /// Trace again on the first failing trace-shape sample and the first failing new-shape one.
@@ -956,19 +1138,20 @@ impl Runner {
     }
 }
 
-/// A probe server call failed: end its case (or drop a dead server, for the next case to fork
-/// another) and say why; an interruption stops the case as anywhere else.
-fn probe_failed(slot: &mut Option<Worker>, e: WorkerError) -> Result<String, ErrorBody> {
-    if matches!(e, WorkerError::Interrupted) {
-        *slot = None;
-        return Err(ErrorBody::new("interrupted", e.to_string()));
+/// Each sample's group and how it failed (`None`: it matched), for one variant.
+fn sample_failures(
+    samples: &Samples,
+    runs: Option<&Vec<SampleRun>>,
+) -> Vec<(Group, Option<SampleFailure>)> {
+    match runs {
+        Some(r) => samples
+            .specs
+            .iter()
+            .zip(r)
+            .map(|(s, r)| (s.group.clone(), failure_of(r)))
+            .collect(),
+        None => Vec::new(),
     }
-    if let Some(w) = slot.as_mut() {
-        if !w.is_alive() || w.end_case().is_err() {
-            *slot = None;
-        }
-    }
-    Ok(error_summary(&e.to_string()))
 }
 
 fn export_of(exported: &ExportReply, variant: Variant) -> Result<&Export, ErrorBody> {

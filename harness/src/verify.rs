@@ -14,7 +14,8 @@ use std::time::Instant;
 use crate::cache::{Cache, KeyParts};
 use crate::case::{self, Case, ModelOrigin, Variant};
 use crate::results::{CaseResult, CaseStatus, Results, SCHEMA};
-use crate::run::{Options, ProbeServer, Runner};
+use crate::run::{Options, Parked, Runner, Step};
+use crate::probe::ProbeService;
 use crate::snapshot::{self, Header, Normalizer, Policy};
 use crate::worker::ErrorBody;
 
@@ -69,36 +70,60 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
     let on_case = Mutex::new(on_case);
     let versions: Mutex<(String, String)> = Mutex::new((String::new(), String::new()));
     let stopped = AtomicBool::new(false);
-    let probe_server = std::sync::Arc::new(ProbeServer::default());
+    let probe_service = ProbeService::start();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut handles = Vec::new();
         for _ in 0..jobs {
             let mut options = req.options.clone();
             options.torch_threads = (jobs > 1).then_some(threads);
-            let mut runner = Runner::with_probe_server(options, probe_server.clone())?;
+            let mut runner = Runner::with_probe_service(options, probe_service.clone())?;
             let (next, slots, on_case, versions, stopped, files) =
                 (&next, &slots, &on_case, &versions, &stopped, &files);
-            handles.push(scope.spawn(move || loop {
-                if crate::interrupt::requested() || stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(file) = files.get(i) else { break };
-                let (result, python) = run_one(req, &mut runner, file);
-                if result.status == CaseStatus::Interrupted {
-                    stopped.store(true, Ordering::SeqCst);
-                }
-                {
-                    let mut v = versions.lock().unwrap_or_else(|e| e.into_inner());
-                    if v.0.is_empty() && !runner.torch.is_empty() {
-                        v.0 = runner.torch.clone();
+            handles.push(scope.spawn(move || {
+                let deliver = |runner: &Runner, i: usize, (result, python): Finished| {
+                    if result.status == CaseStatus::Interrupted {
+                        stopped.store(true, Ordering::SeqCst);
                     }
-                    if v.1.is_empty() {
-                        v.1 = python.unwrap_or_else(|| runner.python.clone());
+                    {
+                        let mut v = versions.lock().unwrap_or_else(|e| e.into_inner());
+                        if v.0.is_empty() && !runner.torch.is_empty() {
+                            v.0 = runner.torch.clone();
+                        }
+                        if v.1.is_empty() {
+                            v.1 = python.unwrap_or_else(|| runner.python.clone());
+                        }
+                    }
+                    (on_case.lock().unwrap_or_else(|e| e.into_inner()))(&result);
+                    slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                };
+                // Cases waiting only for their device probe, finished as their probes answer
+                // (and all of them before the job ends).
+                let mut parked: Vec<(usize, Box<Parked>, &Path)> = Vec::new();
+                loop {
+                    let mut k = 0;
+                    while k < parked.len() {
+                        if parked[k].1.ready() {
+                            let (i, p, file) = parked.remove(k);
+                            let finished = finish_one(req, &mut runner, file, *p);
+                            deliver(&runner, i, finished);
+                        } else {
+                            k += 1;
+                        }
+                    }
+                    if crate::interrupt::requested() || stopped.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(file) = files.get(i) else { break };
+                    match start_one(req, &mut runner, file) {
+                        Started::Done(finished) => deliver(&runner, i, finished),
+                        Started::Parked(p) => parked.push((i, p, file)),
                     }
                 }
-                (on_case.lock().unwrap_or_else(|e| e.into_inner()))(&result);
-                slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                for (i, p, file) in parked {
+                    let finished = finish_one(req, &mut runner, file, *p);
+                    deliver(&runner, i, finished);
+                }
             }));
         }
         for h in handles {
@@ -132,45 +157,80 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
     })
 }
 
-/// One case file to a result: from the cache when nothing it depends on changed, else run
-/// (and stored). Also returns the Python version a cache hit recorded.
-fn run_one(req: &Request, runner: &mut Runner, file: &Path) -> (CaseResult, Option<String>) {
+/// A finished case, and the Python version a cache hit recorded.
+type Finished = (CaseResult, Option<String>);
+
+/// A case file after [`start_one`].
+enum Started {
+    Done(Finished),
+    /// Run, but its device probe is still running: [`finish_one`] completes it.
+    Parked(Box<Parked>),
+}
+
+/// Start a case file: a cache hit or a case error is done at once; a case that runs may be
+/// set aside to wait for its device probe.
+fn start_one(req: &Request, runner: &mut Runner, file: &Path) -> Started {
     let case = match Case::load(file) {
         Ok(case) => case,
         Err(e) => {
             let error = ErrorBody::new("case_file", e.to_string());
-            return (
+            return Started::Done((
                 CaseResult::error(&stem(file), &file.display().to_string(), error),
                 None,
-            );
+            ));
         }
     };
     let replay = req.options.replay.is_some();
-    let parts = KeyParts {
-        python: &req.options.python,
-        seed: req.options.seed,
-        timeout_s: req.options.timeout.map(|t| t.as_secs_f64()),
-        max_elements: req.options.max_elements,
-    };
     let cache = req.cache.as_ref().filter(|_| !replay);
     let policy = req.snapshots.as_ref().filter(|_| !replay);
-    if let Some(hit) = cache.and_then(|c| c.lookup(file, &parts, &req.options.out_dir)) {
+    if let Some(hit) = cache.and_then(|c| c.lookup(file, &key_parts(req), &req.options.out_dir)) {
         let mut result = hit.result;
         // Snapshots are checked again: they may have been accepted or edited since.
         for v in result.variants.values_mut() {
             v.snapshot = None;
         }
         check_code(&case, &mut result, policy, crate::TORCH_VERSION);
-        return (result, Some(hit.python_version));
+        return Started::Done((result, Some(hit.python_version)));
     }
-    let mut result = runner.run_case(&case);
-    if let Some(c) = cache {
-        if let Err(e) = c.store(file, &parts, &result, &runner.python) {
+    match runner.start_case(&case) {
+        Step::Done(result) => Started::Done(stored(req, runner, file, &case, result)),
+        Step::Parked(p) => Started::Parked(p),
+    }
+}
+
+/// Finish a case [`start_one`] set aside.
+fn finish_one(req: &Request, runner: &mut Runner, file: &Path, parked: Parked) -> Finished {
+    let case = parked.case().clone();
+    let result = runner.finish_case(parked);
+    stored(req, runner, file, &case, result)
+}
+
+/// A case that ran: cached (unless replayed), its code checked against the snapshots.
+fn stored(
+    req: &Request,
+    runner: &Runner,
+    file: &Path,
+    case: &Case,
+    mut result: CaseResult,
+) -> Finished {
+    let replay = req.options.replay.is_some();
+    if let Some(c) = req.cache.as_ref().filter(|_| !replay) {
+        if let Err(e) = c.store(file, &key_parts(req), &result, &runner.python) {
             result.notes.push(format!("not cached: {e}"));
         }
     }
-    check_code(&case, &mut result, policy, &runner.torch);
+    let policy = req.snapshots.as_ref().filter(|_| !replay);
+    check_code(case, &mut result, policy, &runner.torch);
     (result, None)
+}
+
+fn key_parts(req: &Request) -> KeyParts<'_> {
+    KeyParts {
+        python: &req.options.python,
+        seed: req.options.seed,
+        timeout_s: req.options.timeout.map(|t| t.as_secs_f64()),
+        max_elements: req.options.max_elements,
+    }
 }
 
 /// The case files a request selects, in run order: discovered, filtered, then sharded (shard k
