@@ -684,6 +684,16 @@ def _become_probe_server(worker, req):
         os._exit(0)
 
 
+def _read_buffered():
+    """In a case's child: read requests through a buffer. The server reads its channel a byte
+    at a time (an unbuffered readline), so that what follows a `fork` line stays in the pipe
+    for the child; that costs a system call per byte, milliseconds for an `eager` request with
+    many samples. The child is the channel's only reader until it exits, and the harness sends
+    nothing after `end` until the child has answered it, so reading ahead loses nothing."""
+    global REQUESTS
+    REQUESTS = io.BufferedReader(REQUESTS, buffer_size=1 << 16)
+
+
 def serve(worker, child):
     """The request loop. The fork server answers `fork` by forking a child that serves the
     case's requests on the same channel until `end` (then exits), while the server waits; if the
@@ -711,6 +721,7 @@ def serve(worker, child):
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
+                _read_buffered()
                 _reply({"id": rid, "ok": True, "pid": os.getpid()})
                 serve(worker, child=True)
                 os._exit(0)

@@ -14,6 +14,7 @@
 
 pub mod cache;
 pub mod case;
+pub mod cli;
 pub mod compare;
 pub mod console;
 pub mod diagnose;

@@ -180,22 +180,65 @@ fn start_one(req: &Request, runner: &mut Runner, file: &Path) -> Started {
             ));
         }
     };
-    let replay = req.options.replay.is_some();
-    let cache = req.cache.as_ref().filter(|_| !replay);
-    let policy = req.snapshots.as_ref().filter(|_| !replay);
-    if let Some(hit) = cache.and_then(|c| c.lookup(file, &key_parts(req), &req.options.out_dir)) {
-        let mut result = hit.result;
-        // Snapshots are checked again: they may have been accepted or edited since.
-        for v in result.variants.values_mut() {
-            v.snapshot = None;
-        }
-        check_code(&case, &mut result, policy, crate::TORCH_VERSION);
-        return Started::Done((result, Some(hit.python_version)));
+    if let Some(hit) = cached(req, file, &case) {
+        return Started::Done(hit);
     }
     match runner.start_case(&case) {
         Step::Done(result) => Started::Done(stored(req, runner, file, &case, result)),
         Step::Parked(p) => Started::Parked(p),
     }
+}
+
+/// The case's result from the cache, if nothing it depends on changed (never for a replay),
+/// with its `.code` checked against the snapshots again (they may have been accepted or edited
+/// since).
+fn cached(req: &Request, file: &Path, case: &Case) -> Option<Finished> {
+    let replay = req.options.replay.is_some();
+    let cache = req.cache.as_ref().filter(|_| !replay)?;
+    let hit = cache.lookup(file, &key_parts(req), &req.options.out_dir)?;
+    let mut result = hit.result;
+    for v in result.variants.values_mut() {
+        v.snapshot = None;
+    }
+    let policy = req.snapshots.as_ref().filter(|_| !replay);
+    check_code(case, &mut result, policy, crate::TORCH_VERSION);
+    Some((result, Some(hit.python_version)))
+}
+
+/// A run whose every selected case comes from the cache, without Python or libtorch; `None`
+/// when any case would run (or fail to parse: the full run reports it), before `on_case` is
+/// called for any.
+pub fn from_cache(
+    req: &Request,
+    on_case: &mut dyn FnMut(&CaseResult),
+) -> anyhow::Result<Option<Results>> {
+    let start = Instant::now();
+    let started_at = crate::report::utc_rfc3339(std::time::SystemTime::now());
+    let mut cases = Vec::new();
+    let mut python = None;
+    for file in select(req)? {
+        let Ok(case) = Case::load(&file) else {
+            return Ok(None);
+        };
+        let Some((result, hit_python)) = cached(req, &file, &case) else {
+            return Ok(None);
+        };
+        python = python.or(hit_python);
+        cases.push(result);
+    }
+    cases.iter().for_each(&mut *on_case);
+    Ok(Some(Results {
+        schema: SCHEMA,
+        harness: env!("CARGO_PKG_VERSION").into(),
+        torch: crate::TORCH_VERSION.into(),
+        tch: crate::TCH_VERSION.into(),
+        python: python.unwrap_or_default(),
+        seed: req.options.seed,
+        duration_ms: start.elapsed().as_millis() as u64,
+        started_at: Some(started_at),
+        complete: true,
+        cases,
+    }))
 }
 
 /// Finish a case [`start_one`] set aside.

@@ -93,8 +93,7 @@ impl Env {
             "--quiet",
             "--package",
             "harness",
-            "--bin",
-            "harness",
+            "--bins",
         ])?;
         Ok(self.root.join("target/release/harness"))
     }

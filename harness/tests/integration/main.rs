@@ -920,6 +920,48 @@ fn write_net(dir: &Path, factor: u32) {
     .unwrap();
 }
 
+/// `harness` serves a run whose every case is cached by itself (it does not link libtorch in
+/// release builds); any other run it hands to `harness-run`, next to it.
+#[test]
+fn a_fully_cached_run_is_served_without_the_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    write_net(dir.path(), 2);
+    let out = dir.path().join("out");
+    let cache = dir.path().join("cache");
+    let verify = |exe: &Path| {
+        Command::new(exe)
+            .arg("verify")
+            .arg(dir.path().join("net.yaml"))
+            .arg("--python")
+            .arg(python())
+            .args(["--no-snapshots", "--no-baseline", "--cache-dir"])
+            .arg(&cache)
+            .arg("--out")
+            .arg(&out)
+            .env_remove("CI")
+            .output()
+            .unwrap()
+    };
+    let first = verify(Path::new(env!("CARGO_BIN_EXE_harness")));
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    // A copy of `harness` with no `harness-run` beside it.
+    let alone = dir.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_harness"), alone.join("harness")).unwrap();
+    let cached = verify(&alone.join("harness"));
+    assert_eq!(cached.status.code(), Some(0), "{cached:?}");
+    let stdout = String::from_utf8_lossy(&cached.stdout);
+    assert!(stdout.contains("PASS   net/traced"), "{stdout}");
+    let results = Results::read(&out.join("results.json")).unwrap();
+    assert!(results.complete && results.cases[0].cached);
+    // An edit: the case must run, which only harness-run can do.
+    write_net(dir.path(), 3);
+    let edited = verify(&alone.join("harness"));
+    assert_eq!(edited.status.code(), Some(2), "{edited:?}");
+    let stderr = String::from_utf8_lossy(&edited.stderr);
+    assert!(stderr.contains("harness-run"), "{stderr}");
+}
+
 /// The review workflow on the command line: a new snapshot fails the gate and is written as
 /// `.snap.new`; `--accept` writes `.snap`; a model edit that changes `.code` fails with the diff
 /// until accepted; with CI set nothing is written and `--accept` is refused.

@@ -1,0 +1,440 @@
+//! The `harness` command line: `harness verify [PATHS]...` runs cases and writes results.json,
+//! then renders the report (index.html, a timestamped copy, junit.xml) from it; `harness report
+//! RESULTS...` renders the report of saved results without running anything.
+//!
+//! Two binaries share it. `harness` does not link libtorch (whose start-up alone takes 0.13 s):
+//! it renders reports, and serves a `verify` whose every case is in the result cache; anything
+//! else it hands to `harness-run` (next to it, the same arguments, by exec), which links
+//! libtorch and runs cases.
+//!
+//! Exit codes: 0 every outcome as the case files expect, 1 a divergence, a stale expectation, a
+//! `.code` snapshot to review or a new failure against the baseline, 2 the harness itself failed
+//! (bad case file, missing model, broken environment).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cache::Cache;
+use crate::console::Console;
+use crate::report::{self, baseline};
+use crate::results::{exit, CaseResult, Results};
+use crate::run::Options;
+use crate::snapshot::{self, Mode, Policy};
+use crate::verify::{self, select, Request};
+
+/// How `harness-run` runs cases (`verify::verify`); `harness` has none, so it never links
+/// libtorch.
+pub type Verifier =
+    fn(&Request, &mut (dyn FnMut(&CaseResult) + Send)) -> anyhow::Result<Results>;
+
+/// The binary that runs cases, next to `harness`.
+pub const RUN_BINARY: &str = "harness-run";
+
+/// The baseline used when `--baseline` is not given, if it exists (relative to the working
+/// folder, like the other defaults).
+const DEFAULT_BASELINE: &str = "reports/baseline.json";
+
+#[derive(Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Trace-versus-script verification for TorchScript"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify cases: trace and script each model, run the artifacts in libtorch, compare with eager.
+    Verify(Box<VerifyArgs>),
+    /// Render the report (index.html, junit.xml) of saved results.json files, without running.
+    Report(ReportArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Lines per case and variant, then a summary.
+    Human,
+    /// Only the results document (results.json's schema) on stdout.
+    Json,
+}
+
+#[derive(clap::Args)]
+struct BaselineArgs {
+    /// A previous results.json to compare with (default: reports/baseline.json when it exists).
+    /// New failures against it fail the gate.
+    #[arg(long, conflicts_with = "no_baseline")]
+    baseline: Option<PathBuf>,
+    /// Do not compare with any baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Accept these results as the new baseline: write them to the baseline path
+    /// (--baseline PATH, else reports/baseline.json), after comparing with the old one.
+    #[arg(long)]
+    save_baseline: bool,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// results.json files; several are merged into one report (a case named again replaces
+    /// the earlier one).
+    #[arg(required = true)]
+    results: Vec<PathBuf>,
+    /// Where index.html, history/ and junit.xml go (default: the folder of the one results
+    /// file, or reports/merged for several, where the merged results.json is written too).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    baseline: BaselineArgs,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Case files or folders of case files.
+    #[arg(default_value = "cases")]
+    paths: Vec<PathBuf>,
+    /// Only cases whose name matches this regular expression.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Seed for every case (overrides `check.seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to write results.json (default: OUT/results.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Output folder for results and artifacts (default: reports/latest, or reports/replay
+    /// with --replay, so a replay never overwrites the last full run).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Python interpreter with torch 2.13.0 (default: $HARNESS_PYTHON, then .venv/bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Check only the trace input and this saved input (a counterexample file), to replay it.
+    #[arg(long)]
+    replay: Option<PathBuf>,
+    /// Seconds one case may take before its worker is killed (overrides `check.timeout_s`;
+    /// default 300).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Most elements one generated sample may hold (overrides `check.max_elements`; default
+    /// 16777216).
+    #[arg(long)]
+    max_elements: Option<u64>,
+    /// Folder of the reviewed `.code` snapshots (`<case>__<variant>.snap`).
+    #[arg(long, default_value = "harness/snapshots")]
+    snapshots: PathBuf,
+    /// Write new and changed `.code` snapshots (never allowed when CI is set).
+    #[arg(long)]
+    accept: bool,
+    /// Run every case, ignoring (and not filling) the result cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Where unchanged cases' results are kept (default: `cache/` in the output folder).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Cases run at once, each with its own worker (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Only part k of n of the selected cases (for CI matrices; `harness report` merges them).
+    #[arg(long, value_parser = crate::verify::parse_shard)]
+    shard: Option<(usize, usize)>,
+    /// Do not check `.code` snapshots (ad-hoc runs on models that have none).
+    #[arg(long, conflicts_with = "accept")]
+    no_snapshots: bool,
+    /// `human` (default) or `json`: the results document on stdout, no other lines there.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    #[command(flatten)]
+    baseline: BaselineArgs,
+}
+
+/// The command line, with the verifier of `harness-run` (`None` in `harness`).
+pub fn main(full: Option<Verifier>) -> ExitCode {
+    // OpenMP threads that spin while waiting steal the core the other job (or the worker) needs:
+    // on 2 cores, tiny forward passes took milliseconds instead of microseconds. Workers inherit
+    // this; a user's own setting wins. Set before libtorch starts any thread.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        std::env::set_var("OMP_WAIT_POLICY", "PASSIVE");
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Verify(args) => run_verify(*args, full),
+        Command::Report(args) => run_report(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::HARNESS_ERROR)
+        }
+    }
+}
+
+fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
+    if let Some(t) = args.timeout.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        anyhow::bail!("--timeout: expected a number of seconds > 0, got {t}");
+    }
+    if args.max_elements == Some(0) {
+        anyhow::bail!("--max-elements: expected at least 1");
+    }
+    let filter = args
+        .filter
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--filter: {e}"))?;
+    let python = args
+        .python
+        .or_else(|| std::env::var_os("HARNESS_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| {
+            let venv = PathBuf::from(".venv/bin/python");
+            if venv.exists() {
+                venv
+            } else {
+                PathBuf::from("python3")
+            }
+        });
+    let replay = args.replay.is_some();
+    let out = args.out.unwrap_or_else(|| {
+        PathBuf::from(if replay {
+            "reports/replay"
+        } else {
+            "reports/latest"
+        })
+    });
+    // Read the baseline before running, so a missing or broken one fails fast. A replay checks
+    // one input, so it is never compared with a full run.
+    let base = if replay {
+        None
+    } else {
+        load_baseline(&args.baseline)?
+    };
+    let ci = snapshot::is_ci();
+    if args.accept && ci {
+        anyhow::bail!(
+            "--accept: CI is set, and snapshots are never written in CI; \
+             accept locally and commit the snapshots"
+        );
+    }
+    let mode = if args.accept {
+        Mode::Accept
+    } else if ci {
+        Mode::ReadOnly
+    } else {
+        Mode::Check
+    };
+    let req = Request {
+        paths: args.paths,
+        filter,
+        options: Options {
+            python,
+            out_dir: out.clone(),
+            seed: args.seed,
+            timeout: args.timeout.map(Duration::from_secs_f64),
+            max_elements: args.max_elements,
+            replay: args.replay,
+            torch_threads: None,
+        },
+        snapshots: (!args.no_snapshots).then_some(Policy {
+            dir: args.snapshots,
+            mode,
+        }),
+        cache: (!args.no_cache).then(|| Cache {
+            dir: args.cache_dir.clone().unwrap_or_else(|| out.join("cache")),
+        }),
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        shard: args.shard,
+    };
+    crate::interrupt::install();
+    let human = args.format == Format::Human;
+    let console = Console::default();
+    let mut on_case = |case: &CaseResult| {
+        if human {
+            console.print_case(case);
+        }
+    };
+    let results = match full {
+        Some(run) => {
+            let progress = progress_bar(&select(&req)?);
+            let mut done = 0;
+            let results = run(&req, &mut |case: &CaseResult| {
+                done += 1;
+                match &progress {
+                    Some((bar, names)) => {
+                        bar.inc(1);
+                        bar.set_message(names.get(done).cloned().unwrap_or_default());
+                        bar.suspend(|| on_case(case));
+                    }
+                    None => on_case(case),
+                }
+            });
+            if let Some((bar, _)) = &progress {
+                bar.finish_and_clear();
+            }
+            results?
+        }
+        // Everything from the cache, or else the binary that runs cases.
+        None => match verify::from_cache(&req, &mut on_case)? {
+            Some(results) => results,
+            None => return exec_run_binary(),
+        },
+    };
+    let json = args.json.unwrap_or_else(|| out.join("results.json"));
+    results.write(&json)?;
+    let regression = base.map(|(path, b)| baseline::compare(&path, &b, &results));
+    if human {
+        println!("{}", Console::summary(&results));
+        if let Some(line) = Console::snapshot_summary(&results) {
+            println!("{line}");
+        }
+        if let Some(r) = &regression {
+            println!("{}", r.summary());
+            for c in &r.new_failures {
+                println!(
+                    "NEW FAILURE  {}/{}: {} -> {}",
+                    c.case, c.variant, c.before, c.after
+                );
+            }
+        }
+        println!("results: {}", json.display());
+    }
+    // The report is rendered from the results.json just written, never from live state; a
+    // failing report step is logged and does not change the exit code.
+    match Results::read(&json).and_then(|saved| report::write(&saved, regression.as_ref(), &out)) {
+        Ok(w) if human => println!(
+            "report: {}  (junit: {})",
+            w.html.display(),
+            w.junit.display()
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: the report could not be written: {e:#}"),
+    }
+    if args.baseline.save_baseline && !replay {
+        let path = baseline_path(&args.baseline);
+        results.write(&path)?;
+        if human {
+            println!("baseline: {} (accepted)", path.display());
+        }
+    }
+    if !human {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(baseline::gate(&results, regression.as_ref()))
+}
+
+/// Replace this process by `harness-run` with the same arguments (it prints, exits, and is
+/// signalled as this process would be).
+fn exec_run_binary() -> anyhow::Result<u8> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let run = exe.with_file_name(RUN_BINARY);
+    let err = std::process::Command::new(&run)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::bail!(
+        "cannot run {} (built with `cargo build -p harness`): {err}",
+        run.display()
+    )
+}
+
+fn run_report(args: ReportArgs) -> anyhow::Result<u8> {
+    let mut parts = Vec::new();
+    for p in &args.results {
+        parts.push(Results::read(p).map_err(|e| anyhow::anyhow!("{}: {e:#}", p.display()))?);
+    }
+    let several = parts.len() > 1;
+    let results = report::merge(parts)?;
+    let out = args.out.unwrap_or_else(|| {
+        if several {
+            PathBuf::from("reports/merged")
+        } else {
+            args.results[0]
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        }
+    });
+    if several {
+        results.write(&out.join("results.json"))?;
+    }
+    let regression =
+        load_baseline(&args.baseline)?.map(|(path, b)| baseline::compare(&path, &b, &results));
+    let w = report::write(&results, regression.as_ref(), &out)?;
+    println!("{}", Console::summary(&results));
+    if let Some(r) = &regression {
+        println!("{}", r.summary());
+    }
+    println!(
+        "report: {}  (junit: {})",
+        w.html.display(),
+        w.junit.display()
+    );
+    if args.baseline.save_baseline {
+        let path = baseline_path(&args.baseline);
+        results.write(&path)?;
+        println!("baseline: {} (accepted)", path.display());
+    }
+    Ok(baseline::gate(&results, regression.as_ref()))
+}
+
+fn baseline_path(args: &BaselineArgs) -> PathBuf {
+    args.baseline
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BASELINE))
+}
+
+/// The baseline to compare with: `--baseline PATH` (which must exist), else the default one if
+/// it exists, else none.
+fn load_baseline(args: &BaselineArgs) -> anyhow::Result<Option<(String, Results)>> {
+    if args.no_baseline {
+        return Ok(None);
+    }
+    let path = match &args.baseline {
+        Some(p) if p.exists() || !args.save_baseline => p.clone(),
+        Some(_) => return Ok(None), // --save-baseline will create it
+        None if Path::new(DEFAULT_BASELINE).is_file() => PathBuf::from(DEFAULT_BASELINE),
+        None => return Ok(None),
+    };
+    let b =
+        Results::read(&path).map_err(|e| anyhow::anyhow!("baseline {}: {e:#}", path.display()))?;
+    Ok(Some((path.display().to_string(), b)))
+}
+
+/// A progress bar on stderr for runs of several cases, only when stderr is a terminal; with the
+/// case names, so it can show the one running.
+fn progress_bar(files: &[PathBuf]) -> Option<(ProgressBar, Vec<String>)> {
+    if files.len() < 2 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let bar = ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} cases  {elapsed}  {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(names[0].clone());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    Some((bar, names))
+}
