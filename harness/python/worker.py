@@ -254,7 +254,7 @@ class Worker:
         os.makedirs(out_dir, exist_ok=True)
         before = _state_digest(model)
         result = {}
-        graphs = {}
+        walks = {}
         for variant in req["variants"]:
             path = os.path.join(out_dir, f"{variant}.pt")
             if os.path.exists(path):
@@ -282,9 +282,8 @@ class Worker:
                             for k, v in sorted(constants.const_mapping.items())
                         }
                         entry["modules"] = _submodule_code(artifact)
-                        graphs[variant] = artifact.inlined_graph
-                        entry["graph"] = str(graphs[variant])
-                        entry["device_pins"] = _device_pins(graphs[variant])
+                        walks[variant] = _Walk(artifact.inlined_graph)
+                        entry["device_pins"] = walks[variant].pins
                     except Exception as exc:  # noqa: BLE001 - saved, but not printable
                         entry["code_error"] = f"{type(exc).__name__}: {exc}"
                 except HarnessError:
@@ -296,9 +295,9 @@ class Worker:
             result[variant] = entry
         after = _state_digest(model)
         result["eager_state_changed"] = before != after
-        if "traced" in graphs:
-            self.trace_sigs[req["case"]] = _signature(graphs["traced"])
-        result["evidence"] = _static_evidence(graphs, req.get("dims") or {})
+        if "traced" in walks:
+            self.trace_sigs[req["case"]] = (walks["traced"].ops, walks["traced"].consts)
+        result["evidence"] = _static_evidence(walks, req.get("dims") or {})
         return result
 
     # ---- diagnosis
@@ -317,7 +316,8 @@ class Worker:
                 return {"traced": False, "error": _error("trace_error", exc), "seconds": 0.0}
         seconds = time.perf_counter() - start
         ops0, consts0 = self.trace_sigs[req["case"]]
-        ops1, consts1 = _signature(traced.inlined_graph)
+        walk = _Walk(traced.inlined_graph)
+        ops1, consts1 = walk.ops, walk.consts
         reply = {
             "seconds": seconds,
             "traced": True,
@@ -524,58 +524,53 @@ def _describe_constant(value):
     return repr(value)
 
 
-def _signature(graph):
-    """The ops a graph records (constants apart) and its constants, in order."""
-    ops, consts = [], []
-    for node in _nodes(graph):
-        if node.kind() == "prim::Constant":
-            consts.append(_constant(node))
-        else:
-            ops.append(node.kind())
-    return ops, consts
+class _Walk:
+    """One walk over a graph (walking is the slow part: every node becomes a Python object, and
+    every constant's source location is parsed): the ops it records (constants apart), its
+    constants, described and in order, and what in it names a device."""
+
+    def __init__(self, graph):
+        self.ops, self.consts, self.pins = [], [], []
+        for node in _nodes(graph):
+            kind = node.kind()
+            if kind == "prim::Constant":
+                c = _constant(node)
+                self.consts.append(c)
+                if c["type"] == "Device":
+                    self._pin(f"{c['value']} constant", c["where"])
+            else:
+                self.ops.append(kind)
+                if kind in _DEVICE_OPS:
+                    self._pin(kind, _where(node))
+
+    def _pin(self, what, where):
+        """Device constants (a trace records `device=cpu` for every factory call) and ops that
+        move to or make a device. A graph with none makes every tensor on its inputs' device or
+        the default one, exactly as eager does, so a second device cannot change what it does;
+        the harness skips the meta probe for such graphs."""
+        pin = f"{what} at {where}" if where else what
+        if pin not in self.pins and len(self.pins) < 10:
+            self.pins.append(pin)
 
 
 _DEVICE_OPS = ("aten::cpu", "aten::cuda", "aten::device")
 
 
-def _device_pins(graph):
-    """What in a graph names a device: Device constants (a trace records `device=cpu` for every
-    factory call) and ops that move to or make one. A graph with none makes every tensor on its
-    inputs' device or the default one, exactly as eager does, so a second device cannot change
-    what it does; the harness skips the meta probe for such graphs."""
-    pins = []
-    for node in _nodes(graph):
-        kind = node.kind()
-        if kind == "prim::Constant" and str(node.output().type()) == "Device":
-            what = f"{_constant(node)['value']} constant"
-        elif kind in _DEVICE_OPS:
-            what = kind
-        else:
-            continue
-        where = _where(node)
-        pin = f"{what} at {where}" if where else what
-        if pin not in pins:
-            pins.append(pin)
-    return pins[:10]
-
-
-def _static_evidence(graphs, dims):
+def _static_evidence(walks, dims):
     """What the traced graph froze that the scripted one keeps dynamic."""
     evidence = {}
-    for variant, graph in graphs.items():
-        kinds = [n.kind() for n in _nodes(graph)]
+    for variant, walk in walks.items():
         evidence[f"{variant}_control_flow"] = {
-            "if": kinds.count("prim::If"),
-            "loop": kinds.count("prim::Loop"),
+            "if": walk.ops.count("prim::If"),
+            "loop": walk.ops.count("prim::Loop"),
         }
-    if "traced" in graphs:
-        _, traced_consts = _signature(graphs["traced"])
+    if "traced" in walks:
         scripted_values = set()
-        if "scripted" in graphs:
-            scripted_values = {(c["type"], c["value"]) for c in _signature(graphs["scripted"])[1]}
+        if "scripted" in walks:
+            scripted_values = {(c["type"], c["value"]) for c in walks["scripted"].consts}
         dim_values = {str(v): k for k, v in dims.items() if v not in (0, 1)}
         frozen, seen = [], set()
-        for c in traced_consts:
+        for c in walks["traced"].consts:
             if c["where"] is None or (c["type"], c["value"]) in scripted_values:
                 continue
             if c["type"] == "int" and c["value"] in dim_values:

@@ -140,8 +140,6 @@ pub struct Export {
     pub path: Option<PathBuf>,
     #[serde(default)]
     pub code: Option<String>,
-    #[serde(default)]
-    pub graph: Option<String>,
     /// The tensor constants `.code` refers to (`CONSTANTS.c0`), described, by name.
     #[serde(default)]
     pub constants: std::collections::BTreeMap<String, String>,

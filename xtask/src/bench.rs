@@ -5,8 +5,11 @@
 //! real release binary and the real venv: (a) `harness verify` cold (its result cache emptied,
 //! when it has one), (b) the same again with nothing changed, (c) again after appending a comment
 //! to a model file only one case uses, and (d) `harness/python/bench_reference.py`, one Python
-//! process doing the same trace/script/save/load/forward/compare work on the same samples. Each
-//! process tree's peak memory (PSS: shared pages split among the processes sharing them) is sampled from `/proc` every 50 ms, and its CPU time taken from
+//! process doing the same trace/script/save/load/forward/compare work on the same samples. (a)
+//! and (d) are timed [`TIMED_RUNS`] times each (the median counts) and run once more for their
+//! memory: each process tree's peak memory (PSS: shared pages split among the processes sharing
+//! them) is sampled from `/proc` every 50 ms, and reading `smaps_rollup` costs about 4 ms per
+//! torch process, which would slow the tree being timed. CPU time comes from
 //! `getrusage(RUSAGE_CHILDREN)` before and after (less noisy than wall time on a shared machine,
 //! though OpenMP threads spinning for a core count as CPU too). The per-case overhead (harness
 //! time minus the torch work it timed) comes from the cold run's results.json. It prints a
@@ -32,6 +35,9 @@ const SAMPLES: usize = 24;
 /// The generated case whose model file nothing else uses (edited for run (c)).
 const EDIT_CASE: &str = "bench_edit_mlp";
 const EDIT_MODEL: &str = "models/bench_edit.py";
+
+/// Timed runs of (a) and (d); their median counts.
+const TIMED_RUNS: usize = 3;
 
 /// The targets of issue 7.
 const COLD_RATIO_MAX: f64 = 0.8;
@@ -79,7 +85,7 @@ pub fn run(args: &[String]) -> Result<u8, String> {
 
     let load_before = load_average();
     let mut failures = Vec::new();
-    let mut harness_run = |label: &str, out: &str| -> Result<Measured, String> {
+    let mut harness_run = |label: &str, out: &str, sample: bool| -> Result<Measured, String> {
         let out = work.join(out);
         let mut cmd = Command::new(&bin);
         cmd.arg("verify")
@@ -94,29 +100,47 @@ pub fn run(args: &[String]) -> Result<u8, String> {
         env.apply(&mut cmd);
         cmd.env_remove("CI");
         eprintln!("bench: {label}");
-        let m = measure(&mut cmd, &out.with_extension("log"))?;
+        let m = measure(&mut cmd, &out.with_extension("log"), sample)?;
         if m.code == Some(2) || m.code.is_none() {
             failures.push(format!("{label}: harness exit {:?}", m.code));
         }
         Ok(m)
     };
-    if has_cache && cache.exists() {
-        std::fs::remove_dir_all(&cache).map_err(|e| e.to_string())?;
+    let empty_cache = || -> Result<(), String> {
+        if has_cache && cache.exists() {
+            std::fs::remove_dir_all(&cache).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    let mut timed = Vec::new();
+    for i in 1..=TIMED_RUNS {
+        empty_cache()?;
+        timed.push(harness_run(
+            &format!("(a) cold, timed {i}/{TIMED_RUNS}"),
+            &format!("a-cold-{i}"),
+            false,
+        )?);
     }
-    let cold = harness_run("(a) cold", "a-cold")?;
-    let warm = harness_run("(b) warm, nothing changed", "b-warm")?;
+    // The per-case numbers and the reference's input come from the run of median wall time.
+    let mut order: Vec<usize> = (0..timed.len()).collect();
+    order.sort_by(|&a, &b| timed[a].wall.cmp(&timed[b].wall));
+    let cold_dir = work.join(format!("a-cold-{}", order[order.len() / 2] + 1));
+    empty_cache()?;
+    let memory = harness_run("(a) cold, for memory", "a-cold-memory", true)?;
+    let cold = Measured::median_of(&timed, &memory);
+    let warm = harness_run("(b) warm, nothing changed", "b-warm", true)?;
     let edited = corpus_dir.join(EDIT_MODEL);
     let mut text = std::fs::read_to_string(&edited).map_err(|e| e.to_string())?;
     text.push_str("# edited by cargo xtask bench\n");
     std::fs::write(&edited, text).map_err(|e| e.to_string())?;
-    let edit = harness_run(&format!("(c) after editing {EDIT_MODEL}"), "c-edit")?;
+    let edit = harness_run(&format!("(c) after editing {EDIT_MODEL}"), "c-edit", true)?;
 
-    let cold_results = read_json(&work.join("a-cold/results.json"))?;
+    let cold_results = read_json(&cold_dir.join("results.json"))?;
     let manifest = work.join("reference-manifest.json");
     std::fs::write(
         &manifest,
         reference_manifest(
-            &work.join("a-cold/results.json"),
+            &cold_dir.join("results.json"),
             &work.join("reference"),
             &corpus,
         ),
@@ -131,8 +155,14 @@ pub fn run(args: &[String]) -> Result<u8, String> {
     if std::env::var_os("OMP_WAIT_POLICY").is_none() {
         cmd.env("OMP_WAIT_POLICY", "PASSIVE");
     }
-    eprintln!("bench: (d) plain-Python reference");
-    let reference = measure(&mut cmd, &work.join("reference.log"))?;
+    let mut timed = Vec::new();
+    for i in 1..=TIMED_RUNS {
+        eprintln!("bench: (d) plain-Python reference, timed {i}/{TIMED_RUNS}");
+        timed.push(measure(&mut cmd, &work.join("reference.log"), false)?);
+    }
+    eprintln!("bench: (d) plain-Python reference, for memory");
+    let memory = measure(&mut cmd, &work.join("reference-memory.log"), true)?;
+    let reference = Measured::median_of(&timed, &memory);
     if reference.code != Some(0) {
         failures.push(format!("(d) reference: exit {:?}", reference.code));
     }
@@ -438,8 +468,32 @@ pub struct Measured {
     pub peak_rss: u64,
 }
 
-/// Run `cmd` (stdout and stderr to `log`), sampling its process tree's RSS every 50 ms.
-fn measure(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
+impl Measured {
+    /// The median wall and CPU time of `timed`, the peak memory of `memory`, and the exit code
+    /// they share (else the first that differs from the memory run's: a run that failed once).
+    pub fn median_of(timed: &[Measured], memory: &Measured) -> Measured {
+        let sorted = |f: fn(&Measured) -> f64| {
+            let mut v: Vec<f64> = timed.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            median(&v)
+        };
+        let code = timed
+            .iter()
+            .map(|m| m.code)
+            .find(|c| *c != memory.code)
+            .unwrap_or(memory.code);
+        Measured {
+            wall: Duration::from_secs_f64(sorted(|m| m.wall.as_secs_f64())),
+            cpu_s: sorted(|m| m.cpu_s),
+            code,
+            peak_rss: memory.peak_rss,
+        }
+    }
+}
+
+/// Run `cmd` (stdout and stderr to `log`); with `sample`, sample its process tree's memory every
+/// 50 ms (which costs CPU: time runs without it).
+fn measure(cmd: &mut Command, log: &Path, sample: bool) -> Result<Measured, String> {
     if let Some(parent) = log.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
@@ -452,7 +506,7 @@ fn measure(cmd: &mut Command, log: &Path) -> Result<Measured, String> {
         .spawn()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     let pid = child.id();
-    let done = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(!sample));
     let sampler = {
         let done = done.clone();
         std::thread::spawn(move || {
@@ -907,6 +961,25 @@ mod tests {
         check(rerun_count(&none_cached, true), Some(1));
         check(median(&[1.0, 2.0, 10.0]), 2.0);
         check(median(&[1.0, 3.0]), 2.0);
+    }
+
+    #[test]
+    fn timed_runs_give_their_median_and_the_memory_run_its_peak() {
+        let run = |wall: f64, cpu_s: f64, code: i32, peak_rss: u64| Measured {
+            wall: Duration::from_secs_f64(wall),
+            cpu_s,
+            code: Some(code),
+            peak_rss,
+        };
+        let timed = [run(3.0, 5.0, 1, 0), run(2.0, 4.0, 1, 0), run(9.0, 6.0, 1, 0)];
+        let m = Measured::median_of(&timed, &run(4.0, 7.0, 1, 123));
+        check(
+            (m.wall.as_secs_f64(), m.cpu_s, m.code, m.peak_rss),
+            (3.0, 5.0, Some(1), 123),
+        );
+        // One timed run that failed shows.
+        let timed = [run(3.0, 5.0, 0, 0), run(2.0, 4.0, 2, 0), run(9.0, 6.0, 0, 0)];
+        check(Measured::median_of(&timed, &run(4.0, 7.0, 0, 1)).code, Some(2));
     }
 
     #[test]
