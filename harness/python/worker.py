@@ -57,7 +57,8 @@ REQUESTS, REPLIES = _claim_protocol_channel()
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 import torch  # noqa: E402  (after the channel is claimed: torch may print at import)
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -157,6 +158,7 @@ class Worker:
         self.deps = {}  # (path, mtime) -> the user's files it imported
         self.module_names = {}  # module name -> path
         self.trace_sigs = {}  # case -> signature of the trace-time graph
+        self.eager_calls = 0  # names each eager call's output file
 
     # ---- model loading
     def _module_from_source(self, path):
@@ -368,11 +370,15 @@ class Worker:
         model = self._model(req)
         out_dir = req["out_dir"]
         os.makedirs(out_dir, exist_ok=True)
+        self.eager_calls += 1
+        path = os.path.join(out_dir, f"eager-{self.eager_calls}.safetensors")
         results = []
+        files = {}
+        outputs = {}
         for sample in req["samples"]:
             sid = sample["id"]
             try:
-                inputs = _load_inputs(sample["path"], req["names"])
+                inputs = _load_inputs(sample["input"], req["names"], files)
             except Exception as exc:  # noqa: BLE001
                 raise HarnessError("protocol", f"cannot read sample {sid}: {exc}") from exc
             start = time.perf_counter()
@@ -385,13 +391,14 @@ class Worker:
             seconds = time.perf_counter() - start
             tensors = {}
             try:
-                tree = _encode(output, "o", tensors)
+                tree = _encode(output, f"{sid}/o", tensors)
             except TypeError as exc:
                 results.append({"id": sid, "ok": False, "error": _error("unsupported_output", exc)})
                 continue
-            path = os.path.join(out_dir, f"eager-{sid}.safetensors")
-            save_file(tensors, path)
+            outputs.update(tensors)
             results.append({"id": sid, "ok": True, "output": tree, "path": path, "seconds": seconds})
+        # Every sample's outputs in one file (`<sample>/o`, `<sample>/o.0`, ...).
+        save_file(outputs, path)
         return {"results": results}
 
     def op_hello(self, req):
@@ -414,22 +421,31 @@ def _state_digest(model):
     return h.hexdigest()
 
 
-def _load_inputs(path, names):
-    """forward's arguments from a tensor file: `x` is one tensor, `images[]` the list of tensors
-    `images.0`, `images.1`, ... (as many as the file holds)."""
-    tensors = load_file(path)
+def _load_inputs(ref, names, files=None):
+    """forward's arguments for one sample, from {"file", "sample"}: a tensor file holding the
+    sample's tensors under `<sample>/<name>` (one file holds every sample of a case). `x` is one
+    tensor, `images[]` the list of tensors `images.0`, `images.1`, ... (as many as the file
+    holds). `files` keeps files open across samples."""
+    path, prefix = ref["file"], ref["sample"]
+    f = files.get(path) if files is not None else None
+    if f is None:
+        f = safe_open(path, framework="pt")
+        if files is not None:
+            files[path] = f
+    keys = set(f.keys())
     args = []
     for n in names:
         if n.endswith("[]"):
-            base = n[:-2]
+            base = f"{prefix}/{n[:-2]}"
             items = []
-            while f"{base}.{len(items)}" in tensors:
-                items.append(tensors[f"{base}.{len(items)}"])
+            while f"{base}.{len(items)}" in keys:
+                items.append(f.get_tensor(f"{base}.{len(items)}").clone())
             args.append(items)
-        elif n in tensors:
-            args.append(tensors[n])
+        elif f"{prefix}/{n}" in keys:
+            # A copy: the file's tensors share memory, and a model may write into its input.
+            args.append(f.get_tensor(f"{prefix}/{n}").clone())
         else:
-            raise HarnessError("protocol", f"{path} lacks input {n!r}")
+            raise HarnessError("protocol", f"{path} lacks input {n!r} of sample {prefix}")
     return args
 
 

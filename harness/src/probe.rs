@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-use crate::worker::{ProbeRun, Worker, WorkerError};
+use crate::worker::{ProbeRun, SampleRef, Worker, WorkerError};
 
 /// Probe servers started in one run, at most (the first, and restarts after deaths).
 pub const MAX_STARTS: usize = 3;
@@ -31,7 +31,7 @@ pub struct Job {
     /// The case's `load` request, as the case's own child got it.
     pub load: Json,
     pub case: String,
-    pub input: PathBuf,
+    pub input: SampleRef,
     pub names: Vec<String>,
     /// `(variant, artifact)` to load on meta.
     pub artifacts: Vec<(String, PathBuf)>,
@@ -196,7 +196,10 @@ mod tests {
         Job {
             load: Json::Null,
             case: "c".into(),
-            input: PathBuf::from("/nonexistent"),
+            input: SampleRef {
+                file: PathBuf::from("/nonexistent"),
+                sample: "s0".into(),
+            },
             names: vec!["x".into()],
             artifacts: Vec::new(),
             budget: Duration::from_secs(1),

@@ -30,7 +30,8 @@ use crate::shrink;
 use crate::tensors;
 use crate::value::Value;
 use crate::worker::{
-    ErrorBody, Export, ExportReply, LoadRequest, ProbeRun, Retrace, Worker, WorkerError,
+    ErrorBody, Export, ExportReply, LoadRequest, ProbeRun, Retrace, SampleRef, Worker,
+    WorkerError,
 };
 
 /// How long a case may take when neither the command line nor the case says.
@@ -174,7 +175,7 @@ pub struct Runner {
 struct Samples {
     specs: Vec<SampleSpec>,
     inputs: Vec<Vec<(String, Tensor)>>,
-    files: Vec<(String, PathBuf)>,
+    files: Vec<SampleRef>,
     expected: Vec<Value>,
 }
 
@@ -457,10 +458,22 @@ impl Runner {
         } else {
             inputs.extend(specs.iter().map(|s| plan::materialize(case, s)));
         }
-        let mut files = Vec::with_capacity(specs.len());
-        for (s, tensors) in specs.iter().zip(&inputs) {
-            files.push((s.id.clone(), write_sample(&sample_dir, &s.id, tensors)?));
-        }
+        // One file for every sample (`s3/x`): a file per sample cost more in system calls than
+        // the tensors in it.
+        let batch = write_samples(
+            &sample_dir.join("samples.safetensors"),
+            specs
+                .iter()
+                .map(|s| s.id.as_str())
+                .zip(inputs.iter().map(Vec::as_slice)),
+        )?;
+        let files: Vec<SampleRef> = specs
+            .iter()
+            .map(|s| SampleRef {
+                file: batch.clone(),
+                sample: s.id.clone(),
+            })
+            .collect();
 
         // 3. Trace and script on the trace input (sample 0).
         let variants: Vec<&str> = case.spec.variants.iter().map(|v| v.as_str()).collect();
@@ -468,7 +481,7 @@ impl Runner {
         let exported = self.call(|w, timeout| {
             w.export(
                 &case.name,
-                &files[0].1,
+                &files[0],
                 &names,
                 &variants,
                 &trace_dims,
@@ -488,10 +501,11 @@ impl Runner {
         }
 
         // 4. Eager on every sample, and a second time on the first two (determinism).
-        let mut requests = files.clone();
+        let mut requests: Vec<(String, SampleRef)> =
+            files.iter().map(|f| (f.sample.clone(), f.clone())).collect();
         let repeats: Vec<usize> = (0..files.len().min(2)).collect();
         for &i in &repeats {
-            requests.push((format!("{}#again", files[i].0), files[i].1.clone()));
+            requests.push((format!("{}#again", files[i].sample), files[i].clone()));
         }
         let (mut outputs, eager_s): (Vec<Value>, Vec<f64>) = self
             .eager(case, &specs, &inputs, &requests, &sample_dir)?
@@ -758,13 +772,15 @@ impl Runner {
         case: &Case,
         specs: &[SampleSpec],
         inputs: &[Vec<(String, Tensor)>],
-        requests: &[(String, PathBuf)],
+        requests: &[(String, SampleRef)],
         dir: &Path,
     ) -> Result<Vec<(Value, f64)>, ErrorBody> {
         let names = case.wire_names();
         let replies =
             self.call(|w, timeout| w.eager(&case.name, requests, &names, dir, timeout))?;
         let mut values = Vec::with_capacity(replies.len());
+        // The worker writes one file per call (`<sample id>/o...`): read it once.
+        let mut read: Option<(PathBuf, std::collections::HashMap<String, Tensor>)> = None;
         for (i, e) in replies.iter().enumerate() {
             let base = e.id.split('#').next().unwrap_or(&e.id);
             let what = match specs.iter().position(|s| s.id == base) {
@@ -798,9 +814,12 @@ impl Runner {
                     format!("eager reply {i} lacks its output"),
                 ));
             };
-            let mut tensors =
-                tensors::read(path).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
-            let value = Value::from_wire(output, &mut tensors)
+            if read.as_ref().is_none_or(|(p, _)| p != path) {
+                let t = tensors::read(path).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
+                read = Some((path.clone(), t));
+            }
+            let tensors = &mut read.as_mut().expect("just read").1;
+            let value = Value::from_wire(output, tensors)
                 .map_err(|m| ErrorBody::new("unsupported_output", format!("{what}: {m}")))?;
             values.push((value, e.seconds.unwrap_or(0.0)));
         }
@@ -828,7 +847,7 @@ impl Runner {
         samples: &Samples,
     ) -> Result<Probe, ErrorBody> {
         let names = case.wire_names();
-        let file = samples.files[0].1.clone();
+        let file = samples.files[0].clone();
         if tch::Cuda::is_available() {
             let id = self.call(|w, _| w.device_probe(&case.name, &file, &names, "cuda", &[]))?;
             return Ok(Probe::Cuda(id));
@@ -963,8 +982,9 @@ impl Runner {
                 let Some(i) = failures.iter().position(|(g, f)| pred(g) && f.is_some()) else {
                     return Ok(None);
                 };
-                let (id, file) = samples.files[i].clone();
-                let r = self.call(|w, timeout| w.retrace(&case.name, &file, &names, timeout))?;
+                let input = samples.files[i].clone();
+                let id = input.sample.clone();
+                let r = self.call(|w, timeout| w.retrace(&case.name, &input, &names, timeout))?;
                 self.torch_ms += r.seconds * 1e3;
                 let label = format!("{id} ({})", plan::describe_tensors(&samples.inputs[i]));
                 Ok(Some((label, r)))
@@ -1018,7 +1038,7 @@ impl Runner {
                     case,
                     std::slice::from_ref(&cand_spec),
                     std::slice::from_ref(&inputs),
-                    &[(id, path)],
+                    &[(id.clone(), SampleRef { file: path, sample: id })],
                     dir,
                 ) {
                     Ok(mut v) => v.remove(0).0,
@@ -1056,7 +1076,7 @@ impl Runner {
                 case,
                 std::slice::from_ref(&min_spec),
                 std::slice::from_ref(&inputs),
-                &[(min_id, path)],
+                &[(min_id.clone(), SampleRef { file: path, sample: min_id })],
                 dir,
             )?
             .remove(0)
@@ -1166,10 +1186,26 @@ fn exported_path(exported: &ExportReply, variant: Variant) -> Option<PathBuf> {
     export_of(exported, variant).ok()?.path.clone()
 }
 
+/// One sample's inputs in a file of its own (names prefixed by its id, as in a batch).
 fn write_sample(dir: &Path, id: &str, tensors: &[(String, Tensor)]) -> Result<PathBuf, ErrorBody> {
-    let path = dir.join(format!("{id}.safetensors"));
-    tensors::write(&path, tensors).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
-    Ok(path)
+    write_samples(&dir.join(format!("{id}.safetensors")), [(id, tensors)])
+}
+
+/// Samples' inputs in one file, each tensor named `<sample id>/<input name>`.
+fn write_samples<'a>(
+    path: &Path,
+    samples: impl IntoIterator<Item = (&'a str, &'a [(String, Tensor)])>,
+) -> Result<PathBuf, ErrorBody> {
+    let named: Vec<(String, Tensor)> = samples
+        .into_iter()
+        .flat_map(|(id, tensors)| {
+            tensors
+                .iter()
+                .map(move |(n, t)| (format!("{id}/{n}"), t.shallow_clone()))
+        })
+        .collect();
+    tensors::write(path, &named).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
+    Ok(path.to_path_buf())
 }
 
 /// The inputs saved in a file, in forward's order (list inputs as `name.0`, `name.1`, ...).

@@ -259,6 +259,14 @@ struct EagerReply {
     results: Vec<EagerResult>,
 }
 
+/// Where a sample's inputs are: a tensor file and the sample's id, which prefixes the names of
+/// its tensors there (`s3/x`, `s3/images.0`); one file holds all of a case's samples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SampleRef {
+    pub file: PathBuf,
+    pub sample: String,
+}
+
 /// What a model load request names.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadRequest<'a> {
@@ -703,7 +711,7 @@ impl Worker {
     pub fn export(
         &mut self,
         case: &str,
-        input: &Path,
+        input: &SampleRef,
         names: &[String],
         variants: &[&str],
         dims: &std::collections::BTreeMap<String, i64>,
@@ -721,7 +729,7 @@ impl Worker {
     pub fn retrace(
         &mut self,
         case: &str,
-        input: &Path,
+        input: &SampleRef,
         names: &[String],
         timeout: Duration,
     ) -> Result<Retrace, WorkerError> {
@@ -737,7 +745,7 @@ impl Worker {
     pub fn device_probe(
         &mut self,
         case: &str,
-        input: &Path,
+        input: &SampleRef,
         names: &[String],
         device: &str,
         artifacts: &[(String, PathBuf)],
@@ -778,18 +786,19 @@ impl Worker {
         Ok((runs, seconds))
     }
 
-    /// Run eager on each `(sample id, input file)`; outputs are saved under `out_dir`.
+    /// Run eager on each `(request id, input)`; the outputs are saved in one file under
+    /// `out_dir`.
     pub fn eager(
         &mut self,
         case: &str,
-        samples: &[(String, PathBuf)],
+        samples: &[(String, SampleRef)],
         names: &[String],
         out_dir: &Path,
         timeout: Duration,
     ) -> Result<Vec<EagerResult>, WorkerError> {
         let samples: Vec<Json> = samples
             .iter()
-            .map(|(id, path)| json!({ "id": id, "path": path }))
+            .map(|(id, input)| json!({ "id": id, "input": input }))
             .collect();
         let body = json!({ "case": case, "samples": samples, "names": names, "out_dir": out_dir });
         let reply: EagerReply = self.call("eager", body, timeout)?;
