@@ -6,8 +6,9 @@
 //! nothing else to do but the probe is still running (the probe server warms up for about
 //! 0.6 s at the start of a run), the job sets the case aside and runs the next one. The probe
 //! server is forked from a job's own fork server while that one is idle (between cases), so
-//! the service asks for it ([`ProbeService::claim_start`]) instead of forking it itself; it is
-//! forked again if it dies, at most [`MAX_STARTS`] times in a run.
+//! the service asks for it ([`ProbeService::claim_start`]) instead of forking it itself: when
+//! the first probe arrives (a run with nothing to probe never pays for its warm-up), and again
+//! if it dies, at most [`MAX_STARTS`] times in a run.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ pub struct ProbeService {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// No probe server, and no job forking one: the next idle job should.
     wanted: Arc<AtomicBool>,
+    /// A probe was submitted (the probe server is wanted from then on).
+    asked: AtomicBool,
     starts: AtomicUsize,
 }
 
@@ -70,13 +73,14 @@ impl ProbeService {
     /// Start the service's thread; the probe server itself comes from the first idle job.
     pub fn start() -> Arc<ProbeService> {
         let (tx, rx) = mpsc::channel();
-        let wanted = Arc::new(AtomicBool::new(true));
+        let wanted = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&wanted);
         let thread = std::thread::spawn(move || serve(rx, &flag));
         Arc::new(ProbeService {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             wanted,
+            asked: AtomicBool::new(false),
             starts: AtomicUsize::new(0),
         })
     }
@@ -110,6 +114,9 @@ impl ProbeService {
 
     /// Queue a probe; its outcome arrives on the returned channel.
     pub fn submit(&self, job: Job) -> Receiver<Outcome> {
+        if !self.asked.swap(true, Ordering::SeqCst) {
+            self.wanted.store(true, Ordering::SeqCst);
+        }
         let (tx, rx) = mpsc::channel();
         self.send(Msg::Probe(job, tx));
         rx
@@ -209,6 +216,9 @@ mod tests {
     #[test]
     fn one_job_at_a_time_forks_the_probe_server_and_restarts_are_bounded() {
         let service = ProbeService::start();
+        // Nobody forks one before a probe asks for it.
+        assert!(!service.claim_start());
+        let _waiting = service.submit(job());
         let mut claims = 0;
         for _ in 0..10 {
             let first = service.claim_start();
@@ -226,8 +236,8 @@ mod tests {
     #[test]
     fn probes_waiting_for_a_server_that_cannot_start_are_told_why() {
         let service = ProbeService::start();
-        assert!(service.claim_start());
         let waiting = service.submit(job());
+        assert!(service.claim_start());
         service.started(Err("fork failed".into()));
         let outcome = waiting.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(
