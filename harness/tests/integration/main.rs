@@ -617,9 +617,21 @@ fn worker_deaths_hangs_and_prints_are_contained() {
             ("f_killed", "crashed"),
             ("g_hangs", "timeout"),
             ("h_non_finite", "traced=pass scripted=pass"),
+            ("i_probe_segfault", "traced=pass"),
         ],
     );
     assert_eq!(results.exit_code(), exit::HARNESS_ERROR);
+    let probe = results
+        .cases
+        .iter()
+        .find(|c| c.name == "i_probe_segfault")
+        .unwrap();
+    assert!(
+        probe.notes.iter().any(|n| n.contains("device probe on meta failed")
+            && n.contains("killed by signal 11")),
+        "{:?}",
+        probe.notes
+    );
     let message = |name: &str| {
         let c = results.cases.iter().find(|c| c.name == name).unwrap();
         c.error.as_ref().unwrap().message.clone()
