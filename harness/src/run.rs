@@ -6,7 +6,9 @@
 //! results, the eager determinism check, the device probe and re-traces feed the diagnosis; a
 //! divergent variant's first failing sample is shrunk to a minimal counterexample, saved for
 //! replay. A model or case the harness cannot run becomes a case error; a divergence is a
-//! verdict, never an error.
+//! verdict, never an error. The meta device probe runs in the probe service (see `probe`): a
+//! case whose every other step is done while its probe still runs is parked by
+//! [`Runner::start_case`] and completed by [`Runner::finish_case`], so the job can go on.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -149,6 +151,8 @@ enum Probe {
 }
 
 /// A case after [`Runner::start_case`].
+// Moved once per case: the size of a result does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     Done(CaseResult),
     Parked(Box<Parked>),
@@ -416,7 +420,6 @@ impl Runner {
             .iter()
             .map(|f| f.display().to_string())
             .collect();
-        {}
 
         // 2. Inputs: the plan (or the trace input and a replayed file), made once, written for
         //    the worker, kept for libtorch.

@@ -4,7 +4,10 @@
 //! A case file that does not parse becomes a case error and the run goes on with the others;
 //! only a broken environment (no Python worker at all) stops the run. After each case runs, its
 //! variants' `.code` (from the result, never from the worker) is normalized, diffed traced
-//! against scripted, and checked against the stored snapshots.
+//! against scripted, and checked against the stored snapshots. Each job takes cases from a
+//! shared queue; a case waiting only for its device probe is parked and finished as the probe
+//! answers (all before the job ends). [`from_cache`] serves a run whose every case is cached
+//! without starting anything (what `harness` does before handing a run to `harness-run`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -161,6 +164,8 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
 type Finished = (CaseResult, Option<String>);
 
 /// A case file after [`start_one`].
+// Moved once per case: the size of a result does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Started {
     Done(Finished),
     /// Run, but its device probe is still running: [`finish_one`] completes it.
