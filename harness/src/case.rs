@@ -273,6 +273,22 @@ pub struct CheckSpec {
     /// Most elements one sample may hold, over all its inputs (`--max-elements` overrides).
     #[serde(default)]
     pub max_elements: Option<u64>,
+    /// When the device probe runs on meta (on CUDA it always runs).
+    #[serde(default)]
+    pub device_probe: DeviceProbe,
+}
+
+/// When the meta device probe runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceProbe {
+    /// Only when a graph names a device (a Device constant, `aten::cpu`, `cuda` or `device`):
+    /// nothing else in a graph can pin one.
+    #[default]
+    Auto,
+    /// Always: also for a branch on the device that tracing erased (`if x.device.type ==
+    /// "cpu"`), which leaves nothing in the graph.
+    Always,
 }
 
 impl Default for CheckSpec {
@@ -286,6 +302,7 @@ impl Default for CheckSpec {
             reorder_ties: None,
             timeout_s: None,
             max_elements: None,
+            device_probe: DeviceProbe::Auto,
         }
     }
 }

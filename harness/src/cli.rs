@@ -31,8 +31,7 @@ use crate::verify::{self, select, Request};
 
 /// How `harness-run` runs cases (`verify::verify`); `harness` has none, so it never links
 /// libtorch.
-pub type Verifier =
-    fn(&Request, &mut (dyn FnMut(&CaseResult) + Send)) -> anyhow::Result<Results>;
+pub type Verifier = fn(&Request, &mut (dyn FnMut(&CaseResult) + Send)) -> anyhow::Result<Results>;
 
 /// The binary that runs cases, next to `harness`.
 pub const RUN_BINARY: &str = "harness-run";

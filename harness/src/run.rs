@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use tch::{CModule, Device, IValue, Tensor};
 
-use crate::case::{Case, ModelOrigin, ValueGen, Variant};
+use crate::case::{Case, DeviceProbe, ModelOrigin, ValueGen, Variant};
 use crate::compare::{compare, Comparison, MismatchKind, Tolerance, Tolerances};
 use crate::diagnose::{self, DeviceCheck, Observation, SampleFailure};
 use crate::pitfall::Pitfall;
-use crate::probe::{self, ProbeService};
 use crate::plan::{self, Group, SampleSpec};
+use crate::probe::{self, ProbeService};
 use crate::results::{
     CaseResult, CaseStatus, Counterexample, DimInfo, ExportInfo, Failure, GroupStat, InputInfo,
     ModelInfo, Outcome, SampleInfo, SpecInfo, VariantResult,
@@ -32,8 +32,7 @@ use crate::shrink;
 use crate::tensors;
 use crate::value::Value;
 use crate::worker::{
-    ErrorBody, Export, ExportReply, LoadRequest, ProbeRun, Retrace, SampleRef, Worker,
-    WorkerError,
+    ErrorBody, Export, ExportReply, LoadRequest, ProbeRun, Retrace, SampleRef, Worker, WorkerError,
 };
 
 /// How long a case may take when neither the command line nor the case says.
@@ -504,8 +503,10 @@ impl Runner {
         }
 
         // 4. Eager on every sample, and a second time on the first two (determinism).
-        let mut requests: Vec<(String, SampleRef)> =
-            files.iter().map(|f| (f.sample.clone(), f.clone())).collect();
+        let mut requests: Vec<(String, SampleRef)> = files
+            .iter()
+            .map(|f| (f.sample.clone(), f.clone()))
+            .collect();
         let repeats: Vec<usize> = (0..files.len().min(2)).collect();
         for &i in &repeats {
             requests.push((format!("{}#again", files[i].sample), files[i].clone()));
@@ -835,7 +836,8 @@ impl Runner {
     fn fork_probe_server_if_wanted(&mut self) {
         if self.probe.claim_start() {
             let server = self.call(|w, timeout| w.probe_server(timeout));
-            self.probe.started(server.map_err(|e| error_summary(&e.message)));
+            self.probe
+                .started(server.map_err(|e| error_summary(&e.message)));
         }
     }
 
@@ -859,14 +861,16 @@ impl Runner {
             .iter()
             .filter_map(|&v| Some((v, export_of(exported, v).ok().filter(|e| e.ok)?)))
             .collect();
-        if exports.iter().all(|(_, e)| e.device_pins.is_empty()) {
+        if case.spec.check.device_probe == DeviceProbe::Auto
+            && exports.iter().all(|(_, e)| e.device_pins.is_empty())
+        {
             let not_run = |v: Variant| DeviceCheck {
                 device: "meta".into(),
                 flagged: false,
                 detail: format!(
                     "not run on meta: neither graph names a device (no Device constant, no \
                      aten::cpu, cuda or device), so every tensor {v} makes follows its inputs as \
-                     eager's do"
+                     eager's do (check.device_probe: always runs it anyway)"
                 ),
             };
             return Ok(Probe::Judged(
@@ -1041,7 +1045,13 @@ impl Runner {
                     case,
                     std::slice::from_ref(&cand_spec),
                     std::slice::from_ref(&inputs),
-                    &[(id.clone(), SampleRef { file: path, sample: id })],
+                    &[(
+                        id.clone(),
+                        SampleRef {
+                            file: path,
+                            sample: id,
+                        },
+                    )],
                     dir,
                 ) {
                     Ok(mut v) => v.remove(0).0,
@@ -1079,7 +1089,13 @@ impl Runner {
                 case,
                 std::slice::from_ref(&min_spec),
                 std::slice::from_ref(&inputs),
-                &[(min_id.clone(), SampleRef { file: path, sample: min_id })],
+                &[(
+                    min_id.clone(),
+                    SampleRef {
+                        file: path,
+                        sample: min_id,
+                    },
+                )],
                 dir,
             )?
             .remove(0)

@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use crate::cache::{Cache, KeyParts};
 use crate::case::{self, Case, ModelOrigin, Variant};
+use crate::probe::ProbeService;
 use crate::results::{CaseResult, CaseStatus, Results, SCHEMA};
 use crate::run::{Options, Parked, Runner, Step};
-use crate::probe::ProbeService;
 use crate::snapshot::{self, Header, Normalizer, Policy};
 use crate::worker::ErrorBody;
 

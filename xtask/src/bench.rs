@@ -971,15 +971,26 @@ mod tests {
             code: Some(code),
             peak_rss,
         };
-        let timed = [run(3.0, 5.0, 1, 0), run(2.0, 4.0, 1, 0), run(9.0, 6.0, 1, 0)];
+        let timed = [
+            run(3.0, 5.0, 1, 0),
+            run(2.0, 4.0, 1, 0),
+            run(9.0, 6.0, 1, 0),
+        ];
         let m = Measured::median_of(&timed, &run(4.0, 7.0, 1, 123));
         check(
             (m.wall.as_secs_f64(), m.cpu_s, m.code, m.peak_rss),
             (3.0, 5.0, Some(1), 123),
         );
         // One timed run that failed shows.
-        let timed = [run(3.0, 5.0, 0, 0), run(2.0, 4.0, 2, 0), run(9.0, 6.0, 0, 0)];
-        check(Measured::median_of(&timed, &run(4.0, 7.0, 0, 1)).code, Some(2));
+        let timed = [
+            run(3.0, 5.0, 0, 0),
+            run(2.0, 4.0, 2, 0),
+            run(9.0, 6.0, 0, 0),
+        ];
+        check(
+            Measured::median_of(&timed, &run(4.0, 7.0, 0, 1)).code,
+            Some(2),
+        );
     }
 
     #[test]

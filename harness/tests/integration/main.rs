@@ -903,7 +903,10 @@ fn device_probe_is_judged_only_where_eager_runs_on_meta() {
     let (results, _out) = run(std::slice::from_ref(&case), None, None);
     check(
         &results,
-        &[("pinned_item", "traced=xfail[value_specialization] scripted=pass")],
+        &[(
+            "pinned_item",
+            "traced=xfail[value_specialization] scripted=pass",
+        )],
     );
     let c = &results.cases[0];
     assert!(
@@ -914,6 +917,35 @@ fn device_probe_is_judged_only_where_eager_runs_on_meta() {
         c.notes
     );
     assert!(c.variants.values().all(|v| v.device_check.is_none()));
+}
+
+#[test]
+fn device_probe_always_catches_a_device_branch_the_trace_erased() {
+    let cases =
+        ["probe/device_branch.yaml", "probe/device_branch_auto.yaml"].map(|c| fixtures().join(c));
+    let (results, _out) = run(&cases, None, None);
+    check(
+        &results,
+        &[
+            (
+                "device_branch",
+                "traced=xfail[device_specialization] scripted=pass",
+            ),
+            // The default (`auto`): the traced graph names no device, so it is not probed, and
+            // the check says how to probe it anyway.
+            ("device_branch_auto", "traced=pass scripted=pass"),
+        ],
+    );
+    let auto = results
+        .cases
+        .iter()
+        .find(|c| c.name == "device_branch_auto")
+        .unwrap();
+    let check = auto.variants[&Variant::Traced]
+        .device_check
+        .clone()
+        .unwrap();
+    assert!(check.detail.contains("device_probe: always"), "{check:?}");
 }
 
 /// A case `net` in a fresh folder: `relu(x) * factor` and its case file.
