@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -60,8 +60,9 @@ enum Msg {
 }
 
 pub struct ProbeService {
-    tx: Mutex<Option<Sender<Msg>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// `None` once dropped (which ends the thread's loop).
+    tx: Option<Sender<Msg>>,
+    thread: Option<JoinHandle<()>>,
     /// No probe server, and no job forking one: the next idle job should.
     wanted: Arc<AtomicBool>,
     /// A probe was submitted (the probe server is wanted from then on).
@@ -77,8 +78,8 @@ impl ProbeService {
         let flag = Arc::clone(&wanted);
         let thread = std::thread::spawn(move || serve(rx, &flag));
         Arc::new(ProbeService {
-            tx: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            tx: Some(tx),
+            thread: Some(thread),
             wanted,
             asked: AtomicBool::new(false),
             starts: AtomicUsize::new(0),
@@ -123,7 +124,7 @@ impl ProbeService {
     }
 
     fn send(&self, msg: Msg) {
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(tx) = &self.tx {
             let _ = tx.send(msg);
         }
     }
@@ -132,8 +133,8 @@ impl ProbeService {
 impl Drop for ProbeService {
     /// Close the queue and wait for the thread, which shuts the probe server down.
     fn drop(&mut self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }

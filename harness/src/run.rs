@@ -190,13 +190,8 @@ enum SampleRun {
 }
 
 impl Runner {
-    /// A runner; its worker starts with the first case that needs it (a run whose every case
-    /// comes from the cache starts no Python at all).
-    pub fn new(opts: Options) -> Result<Runner, WorkerError> {
-        Runner::with_probe_service(opts, ProbeService::start())
-    }
-
-    /// A runner that shares the run's probe service with the other jobs.
+    /// A runner sharing the run's probe service with the other jobs; its worker starts with the
+    /// first case that needs it (a run whose every case comes from the cache starts no Python).
     pub fn with_probe_service(
         opts: Options,
         probe: Arc<ProbeService>,

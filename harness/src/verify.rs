@@ -142,7 +142,27 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
             .any(|c| c.status == CaseStatus::Interrupted);
     let cases: Vec<CaseResult> = slots.into_iter().flatten().collect();
     let (torch, python) = versions.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(Results {
+    Ok(results(
+        req,
+        (start, started_at),
+        torch,
+        python,
+        complete,
+        cases,
+    ))
+}
+
+/// The results document of a run that started at `start` (`started_at` in UTC); `torch` is the
+/// worker's version, or empty when no worker started (the version tch links is said then).
+fn results(
+    req: &Request,
+    (start, started_at): (Instant, String),
+    torch: String,
+    python: String,
+    complete: bool,
+    cases: Vec<CaseResult>,
+) -> Results {
+    Results {
         schema: SCHEMA,
         harness: env!("CARGO_PKG_VERSION").into(),
         torch: if torch.is_empty() {
@@ -157,7 +177,7 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
         started_at: Some(started_at),
         complete,
         cases,
-    })
+    }
 }
 
 /// A finished case, and the Python version a cache hit recorded.
@@ -232,18 +252,15 @@ pub fn from_cache(
         cases.push(result);
     }
     cases.iter().for_each(&mut *on_case);
-    Ok(Some(Results {
-        schema: SCHEMA,
-        harness: env!("CARGO_PKG_VERSION").into(),
-        torch: crate::TORCH_VERSION.into(),
-        tch: crate::TCH_VERSION.into(),
-        python: python.unwrap_or_default(),
-        seed: req.options.seed,
-        duration_ms: start.elapsed().as_millis() as u64,
-        started_at: Some(started_at),
-        complete: true,
+    let python = python.unwrap_or_default();
+    Ok(Some(results(
+        req,
+        (start, started_at),
+        String::new(),
+        python,
+        true,
         cases,
-    }))
+    )))
 }
 
 /// Finish a case [`start_one`] set aside.
