@@ -1,19 +1,11 @@
-//! Build script: puts libtorch's `lib/` (from the Python environment torch-sys linked against) on
-//! the rpath of every binary and test of this package, so `target/*/harness` runs without
-//! `LD_LIBRARY_PATH`; and stamps the build with a hash of the harness's own sources and worker
-//! (`HARNESS_BUILD_ID`), which keys the result cache.
+//! Build script: stamps the build with a hash of the harness's own sources (this crate's and the
+//! engine's), worker and templates (`HARNESS_BUILD_ID`), which keys the result cache.
 use std::path::Path;
 
 fn main() {
-    // torch-sys declares `links = "tch"` and prints `cargo:libtorch_lib=DIR`.
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-    }
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-
     // FNV-1a over the sorted paths and contents of everything that decides a result.
     let mut files = Vec::new();
-    for dir in ["src", "python", "templates"] {
+    for dir in ["src", "python", "templates", "../engine/src"] {
         println!("cargo:rerun-if-changed={dir}");
         collect(Path::new(dir), &mut files);
     }
@@ -32,6 +24,25 @@ fn main() {
         "cargo:rustc-env=HARNESS_BUILD_ID={}-{h:016x}",
         std::env::var("CARGO_PKG_VERSION").unwrap_or_default()
     );
+    embed_worker();
+}
+
+/// `$OUT_DIR/worker_files.rs`: every `.py` file of the worker package, by name, compiled in.
+fn embed_worker() {
+    let dir = Path::new("python/harness_worker");
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    files.retain(|f| f.extension().is_some_and(|e| e == "py"));
+    files.sort();
+    let mut out = String::from("pub const WORKER_FILES: &[(&str, &str)] = &[\n");
+    for f in &files {
+        let name = f.strip_prefix(dir).expect("under the package").display();
+        let abs = std::fs::canonicalize(f).expect("a listed file exists");
+        out.push_str(&format!("    ({:?}, include_str!({:?})),\n", name.to_string(), abs));
+    }
+    out.push_str("];\n");
+    let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("worker_files.rs");
+    std::fs::write(dest, out).expect("OUT_DIR is writable");
 }
 
 fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -40,6 +51,12 @@ fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     };
     for e in entries.flatten() {
         let p = e.path();
+        // Caches and the worker's own tests decide no result.
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "__pycache__" || name == "tests" {
+            continue;
+        }
         if p.is_dir() {
             collect(&p, out);
         } else {

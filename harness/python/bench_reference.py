@@ -32,9 +32,16 @@ import warnings  # noqa: E402
 import torch  # noqa: E402
 
 DTYPES = {
-    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-    "bfloat16": torch.bfloat16, "uint8": torch.uint8, "int8": torch.int8,
-    "int16": torch.int16, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "uint8": torch.uint8,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "bool": torch.bool,
 }
 
 
@@ -110,10 +117,13 @@ def make_samples(case, seed):
 
 def same(a, b, rtol, atol):
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return (a.shape == b.shape and a.dtype == b.dtype
-                and torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
+        return (
+            a.shape == b.shape
+            and a.dtype == b.dtype
+            and torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+        )
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(same(x, y, rtol, atol) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y, rtol, atol) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k], rtol, atol) for k in a)
     return a == b
@@ -178,8 +188,7 @@ def main():
                         counts["mismatches"] += 1
     wall = time.perf_counter() - _START
     torch_s = t["trace"] + t["script"] + t["forward"]
-    print(json.dumps({"wall_s": wall, "torch_s": torch_s, **{f"{k}_s": v for k, v in t.items()},
-                      **counts}))
+    print(json.dumps({"wall_s": wall, "torch_s": torch_s, **{f"{k}_s": v for k, v in t.items()}, **counts}))
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ mod tests {
         r.sources = vec![model.display().to_string()];
         let mut v = VariantResult::for_test(Outcome::Pass);
         v.export.artifact = Some(artifact.display().to_string());
-        r.variants.insert(crate::case::Variant::Traced, v);
+        r.variants.insert(crate::case::Variant::named("traced").unwrap(), v);
         r
     }
 
@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(hit.is_some(), expect_hit);
         if let Some(hit) = hit {
             assert!(hit.result.cached);
-            let a = hit.result.variants[&crate::case::Variant::Traced]
+            let a = hit.result.variants[&crate::case::Variant::named("traced").unwrap()]
                 .export
                 .artifact
                 .clone();

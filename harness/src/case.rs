@@ -12,31 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::pitfall::Pitfall;
-
-/// The variants of a model that the harness builds and checks against eager.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Variant {
-    Traced,
-    Scripted,
-}
-
-impl Variant {
-    pub const ALL: [Variant; 2] = [Variant::Traced, Variant::Scripted];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Traced => "traced",
-            Variant::Scripted => "scripted",
-        }
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::variant::Variant;
 
 /// Element types an input may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,22 +31,6 @@ pub enum DType {
 }
 
 impl DType {
-    pub fn kind(self) -> tch::Kind {
-        use tch::Kind;
-        match self {
-            DType::Float32 => Kind::Float,
-            DType::Float64 => Kind::Double,
-            DType::Float16 => Kind::Half,
-            DType::Bfloat16 => Kind::BFloat16,
-            DType::Uint8 => Kind::Uint8,
-            DType::Int8 => Kind::Int8,
-            DType::Int16 => Kind::Int16,
-            DType::Int32 => Kind::Int,
-            DType::Int64 => Kind::Int64,
-            DType::Bool => Kind::Bool,
-        }
-    }
-
     pub fn is_float(self) -> bool {
         matches!(
             self,
@@ -349,7 +309,7 @@ fn default_atol() -> f64 {
     1e-6
 }
 fn default_variants() -> Vec<Variant> {
-    Variant::ALL.to_vec()
+    Variant::defaults()
 }
 
 /// Where the model comes from, resolved.
@@ -701,7 +661,7 @@ fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
     if spec.variants.is_empty() {
         return err(
             "variants",
-            "expected at least one of `traced`, `scripted`".into(),
+            format!("expected at least one of {}", Variant::names()),
         );
     }
     for v in spec.expect.keys() {
@@ -828,7 +788,7 @@ expect:
         let (_dir, file, text) = with_model(GOOD);
         let case = Case::parse(&file, &text).unwrap();
         assert_eq!(case.name, "case");
-        assert_eq!(case.spec.variants, vec![Variant::Traced, Variant::Scripted]);
+        assert_eq!(case.spec.variants, vec![Variant::named("traced").unwrap(), Variant::named("scripted").unwrap()]);
         assert_eq!(case.spec.check, CheckSpec::default());
         assert_eq!(case.spec.inputs[0].trace_dtype(), DType::Float32);
         assert_eq!(
@@ -837,10 +797,10 @@ expect:
         );
         assert_eq!(case.spec.inputs[0].values(), ValueGen::Uniform([-1.0, 1.0]));
         assert_eq!(
-            case.expected(Variant::Traced),
+            case.expected(Variant::named("traced").unwrap()),
             &[Pitfall::ControlFlowErasure]
         );
-        assert!(case.expected(Variant::Scripted).is_empty());
+        assert!(case.expected(Variant::named("scripted").unwrap()).is_empty());
         assert!(matches!(case.origin, ModelOrigin::Source(ref p) if p.ends_with("m.py")));
     }
 

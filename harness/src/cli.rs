@@ -25,7 +25,7 @@ use crate::cache::Cache;
 use crate::console::Console;
 use crate::report::{self, baseline};
 use crate::results::{exit, CaseResult, Results};
-use crate::run::Options;
+use crate::options::Options;
 use crate::snapshot::{self, Mode, Policy};
 use crate::verify::{self, select, Request};
 

@@ -79,7 +79,7 @@ impl Console {
         if case.status != CaseStatus::Ran {
             let err = case.error.as_ref();
             let message = err.map(|e| e.message.as_str()).unwrap_or("unknown error");
-            let kind = err.map(|e| e.kind.as_str()).unwrap_or("error");
+            let kind = err.map(|e| e.kind.as_str()).unwrap_or_else(|| "error".into());
             let mut lines = vec![format!(
                 "{} {}: [{kind}] {message}",
                 self.paint(
@@ -128,13 +128,12 @@ impl Console {
             for n in &case.notes {
                 lines.push(format!("{INDENT}note: {}", clip(n, 300)));
             }
-            if let Some(diff) = case.code_diff.as_deref() {
+            if let (Some(diff), Some((a, b))) = (case.code_diff.as_deref(), case.code_diff_pair())
+            {
                 if diff.is_empty() {
-                    lines.push(format!(
-                        "{INDENT}code: traced and scripted .code are the same"
-                    ));
+                    lines.push(format!("{INDENT}code: {a} and {b} .code are the same"));
                 } else {
-                    lines.push(format!("{INDENT}code: traced vs scripted .code:"));
+                    lines.push(format!("{INDENT}code: {a} vs {b} .code:"));
                     self.diff_lines(diff, &mut lines);
                 }
             }

@@ -15,10 +15,21 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::case::Variant;
-use crate::compare::MismatchKind;
 use crate::pitfall::Pitfall;
 use crate::plan::Group;
 use crate::worker::{ErrorBody, Retrace, StaticEvidence, TraceWarning};
+
+
+/// How an output differs from eager's, by the first mismatch (see the engine's `compare`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MismatchKind {
+    Structure,
+    Shape,
+    Dtype,
+    Device,
+    Values,
+}
 
 /// How one sample went for one variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,14 +127,8 @@ fn stats_line(samples: &[(Group, Option<SampleFailure>)]) -> String {
 pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(err) = obs.export_error {
-        let pitfall = match obs.variant {
-            Variant::Traced => Pitfall::TraceError,
-            Variant::Scripted => Pitfall::ScriptCompileError,
-        };
-        let what = match obs.variant {
-            Variant::Traced => "torch.jit.trace failed (or its result could not be saved)",
-            Variant::Scripted => "torch.jit.script failed (or its result could not be saved)",
-        };
+        let def = obs.variant.def();
+        let (pitfall, what) = (def.export_pitfall, def.export_failed);
         let mut f = Finding::new(pitfall, format!("{what}: {}", first_line(&err.message)));
         if let (Some(file), Some(line)) = (&err.file, err.line) {
             f.location = Some(format!("{}:{line}", short_path(file)));
@@ -196,7 +201,7 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
     let any_failed = obs.samples.iter().any(|(_, f)| f.is_some());
     let stats = stats_line(&obs.samples);
 
-    if obs.variant == Variant::Traced && on_trace == 0 {
+    if obs.variant.def().records_one_run && on_trace == 0 {
         if on_values > 0 {
             let retrace = obs.retrace_values.filter(|(_, r)| r.traced);
             let control_flow = match retrace {
@@ -450,7 +455,7 @@ fn retrace_evidence(sample: &str, r: &Retrace) -> String {
 /// Attach tracer warnings and graph constants to the findings they explain.
 fn attach_static_evidence(findings: &mut [Finding], obs: &Observation<'_>) {
     for f in findings.iter_mut() {
-        if obs.variant == Variant::Traced {
+        if obs.variant.def().records_one_run {
             for w in obs.warnings {
                 if warning_explains(&w.message).contains(&f.pitfall) {
                     let at = format!("{}:{}", short_path(&w.file), w.line);
@@ -521,6 +526,31 @@ pub fn short_path(p: &str) -> String {
     let path = std::path::Path::new(p);
     cwd.and_then(|c| path.strip_prefix(c).ok().map(|r| r.display().to_string()))
         .unwrap_or_else(|| p.to_string())
+}
+
+/// The line that says what went wrong in a libtorch or TorchScript error: the last
+/// `SomethingError: …` line of an interpreter traceback, else the first line.
+pub fn error_summary(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Exception raised from") && !l.starts_with("frame #")
+        })
+        .collect();
+    let error_line = lines.iter().rev().find(|l| {
+        l.split_once(": ")
+            .is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
+    });
+    let line = error_line
+        .or(lines.first())
+        .map(|l| l.to_string())
+        .unwrap_or_default();
+    // The worker prefixes the exception type, which TorchScript's message often repeats.
+    match line.split_once(": ") {
+        Some((head, rest)) if rest.starts_with(&format!("{head}: ")) => rest.to_string(),
+        _ => line,
+    }
 }
 
 #[cfg(test)]
@@ -611,7 +641,11 @@ mod tests {
     #[test]
     fn groups_decide_the_pitfall() {
         use Pitfall::*;
-        use Variant::*;
+        #[allow(non_snake_case)]
+        let (Traced, Scripted) = (
+            Variant::named("traced").unwrap(),
+            Variant::named("scripted").unwrap(),
+        );
         check(Traced, "trace values dim:B joint", None, None, &[]);
         // A different graph on new values: another branch was recorded.
         check(
@@ -691,7 +725,7 @@ mod tests {
         }];
         let r = retrace(true, true);
         let obs = Observation {
-            variant: Variant::Traced,
+            variant: Variant::named("traced").unwrap(),
             export_error: None,
             load_error: None,
             first_raise: None,
@@ -724,7 +758,7 @@ mod tests {
     fn nondeterminism_and_export_errors_stop_the_diagnosis() {
         let evidence = StaticEvidence::default();
         let base = Observation {
-            variant: Variant::Traced,
+            variant: Variant::named("traced").unwrap(),
             export_error: None,
             load_error: None,
             first_raise: None,
@@ -742,7 +776,7 @@ mod tests {
             vec![Pitfall::NondeterministicEager]
         );
         let err = ErrorBody {
-            kind: "script_compile_error".into(),
+            kind: crate::error::ErrorKind::ScriptCompileError,
             message: "Python builtin <built-in function len> is currently not supported\n  File \"m.py\", line 3".into(),
             traceback: vec![],
             file: Some("m.py".into()),
@@ -750,7 +784,7 @@ mod tests {
             source_line: Some("return len(x)".into()),
         };
         let f = diagnose(&Observation {
-            variant: Variant::Scripted,
+            variant: Variant::named("scripted").unwrap(),
             export_error: Some(&err),
             nondeterministic: None,
             ..base
@@ -773,7 +807,7 @@ mod tests {
         };
         let probe = DeviceCheck { device: "meta".into(), flagged: true, detail: "eager returns a meta tensor; traced raised: Expected all tensors to be on the same device".into() };
         let obs = Observation {
-            variant: Variant::Traced,
+            variant: Variant::named("traced").unwrap(),
             export_error: None,
             load_error: None,
             first_raise: None,
@@ -807,7 +841,7 @@ mod tests {
         }];
         let branch = retrace(false, false);
         let obs = |warnings: &'static [TraceWarning], r: &'static Retrace| Observation {
-            variant: Variant::Traced,
+            variant: Variant::named("traced").unwrap(),
             export_error: None,
             load_error: None,
             first_raise: None,

@@ -1,12 +1,13 @@
-//! The trace-versus-script verification harness, as a library.
+//! The trace-versus-script verification harness's core: everything that does not need libtorch.
 //!
 //! A case file (`case`) pairs a model with input generators; the `plan` turns it into samples;
-//! the Python `worker` loads the model, traces and scripts it and runs eager; `run` executes the
-//! traced and scripted artifacts in libtorch through `tch` and `compare`s them with eager;
-//! `snapshot` keeps each variant's normalized `.code` as a reviewed insta snapshot; `results`
-//! records verdicts as results.json and decides the exit code; `console` prints them;
-//! `report` renders saved results as HTML and JUnit XML and compares them with a baseline.
-//! See ARCHITECTURE.md for the pipeline and its invariants.
+//! the Python `worker` loads the model, exports its variants and runs eager; the engine crate
+//! (`harness-engine`, the only one that links `tch`) runs the artifacts in libtorch and compares
+//! them with eager; `diagnose` names the pitfall; `snapshot` keeps each variant's normalized
+//! `.code` as a reviewed insta snapshot; `results` records verdicts as results.json and decides
+//! the exit code; `console` prints them; `report` renders saved results as HTML and JUnit XML
+//! and compares them with a baseline. This crate does not depend on `tch`: the `harness` binary
+//! cannot load libtorch. See ARCHITECTURE.md for the pipeline and its invariants.
 
 // ErrorBody (the worker's error with its traceback) is the error of most calls here; it is
 // moved once per failed case, so its size does not matter.
@@ -15,20 +16,19 @@
 pub mod cache;
 pub mod case;
 pub mod cli;
-pub mod compare;
 pub mod console;
 pub mod diagnose;
+pub mod error;
 pub mod interrupt;
+pub mod options;
 pub mod pitfall;
 pub mod plan;
 pub mod probe;
+pub mod protocol;
 pub mod report;
 pub mod results;
-pub mod run;
-pub mod shrink;
 pub mod snapshot;
-pub mod tensors;
-pub mod value;
+pub mod variant;
 pub mod verify;
 pub mod worker;
 

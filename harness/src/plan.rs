@@ -5,7 +5,7 @@
 //! always give the same samples: the trace shapes with new values (`values`), each dim alone at
 //! its `min` and `max` (`dim:B`), each extra declared dtype (`dtype:x=float64`), then random
 //! joint shapes (`joint`). A sample is a small description (dims, dtypes, a value seed); its
-//! tensors are made on demand by [`materialize`], so plans are cheap to keep and to shrink.
+//! tensors are made on demand by the engine's `materialize`, so plans are cheap to keep and to shrink.
 
 use std::collections::BTreeMap;
 
@@ -13,9 +13,8 @@ use proptest::prelude::Rng;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
-use crate::case::{Case, DType, DimRef, InputSpec, ValueGen};
+use crate::case::{Case, DType, DimRef, InputSpec};
 
 /// What a group of samples varies, relative to the trace input.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -255,7 +254,7 @@ pub fn elements(case: &Case, sample: &SampleSpec) -> u128 {
 }
 
 /// Round to `p` decimals (no-op for `None`).
-fn round(v: f64, p: Option<u8>) -> f64 {
+pub fn round(v: f64, p: Option<u8>) -> f64 {
     match p {
         None => v,
         Some(p) => {
@@ -263,32 +262,6 @@ fn round(v: f64, p: Option<u8>) -> f64 {
             (v * scale).round() / scale
         }
     }
-}
-
-/// Make a sample's tensors: `(input name, tensor)` in forward's order, on the CPU.
-///
-/// Values are drawn in f64 (or i64) from a ChaCha stream seeded by the sample, then cast to the
-/// input's dtype for this sample, so a dtype sample holds the same numbers as far as the dtype
-/// can represent them.
-pub fn materialize(case: &Case, sample: &SampleSpec) -> Vec<(String, Tensor)> {
-    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &value_seed_bytes(sample.value_seed));
-    let shapes = shapes(case, sample);
-    let mut out = Vec::new();
-    for ((input, shape), dtype) in case.spec.inputs.iter().zip(shapes).zip(&sample.dtypes) {
-        match list_len(input, sample) {
-            None => out.push((
-                input.name.clone(),
-                generate(input, &shape, *dtype, sample, &mut rng),
-            )),
-            Some(n) => {
-                for i in 0..n {
-                    let t = generate(input, &shape, *dtype, sample, &mut rng);
-                    out.push((format!("{}.{i}", input.name), t));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// How many tensors a list input holds in this sample (`None`: not a list).
@@ -299,71 +272,7 @@ pub fn list_len(input: &InputSpec, sample: &SampleSpec) -> Option<i64> {
     })
 }
 
-fn generate(
-    input: &InputSpec,
-    shape: &[i64],
-    dtype: DType,
-    sample: &SampleSpec,
-    rng: &mut TestRng,
-) -> Tensor {
-    let numel: i64 = shape.iter().product();
-    let n = usize::try_from(numel).unwrap_or(0);
-    let p = sample.precision;
-    let t = match input.values() {
-        ValueGen::Uniform([lo, hi]) => {
-            let v: Vec<f64> = (0..n)
-                .map(|_| round(lo + (hi - lo) * unit(rng), p))
-                .collect();
-            Tensor::from_slice(&v)
-        }
-        ValueGen::Normal([mean, std]) => {
-            let v: Vec<f64> = (0..n).map(|_| round(mean + std * normal(rng), p)).collect();
-            Tensor::from_slice(&v)
-        }
-        ValueGen::Int([lo, hi]) => {
-            let span = (hi - lo) as u64 + 1;
-            let v: Vec<i64> = (0..n)
-                .map(|_| lo + (rng.next_u64() % span.max(1)) as i64)
-                .collect();
-            Tensor::from_slice(&v)
-        }
-        ValueGen::Bool(p) => {
-            let v: Vec<bool> = (0..n).map(|_| unit(rng) < p).collect();
-            Tensor::from_slice(&v)
-        }
-    };
-    t.reshape(shape).to_kind(dtype.kind())
-}
-
-fn value_seed_bytes(seed: u64) -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    bytes[8] = 0x5a;
-    bytes
-}
-
-/// Uniform in `[0, 1)` with 53 bits.
-fn unit(rng: &mut TestRng) -> f64 {
-    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
-
-/// Standard normal (Box-Muller).
-fn normal(rng: &mut TestRng) -> f64 {
-    let u1 = unit(rng).max(f64::MIN_POSITIVE);
-    let u2 = unit(rng);
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-}
-
-/// A short human form of a sample's inputs: `x: 3x4 float32, h: 3x4 float32`.
-pub fn describe_tensors(inputs: &[(String, Tensor)]) -> String {
-    describe_parts(
-        inputs
-            .iter()
-            .map(|(n, t)| (n.clone(), t.size(), crate::value::kind_name(t.kind()))),
-    )
-}
-
-fn describe_parts(parts: impl Iterator<Item = (String, Vec<i64>, &'static str)>) -> String {
+pub fn describe_parts(parts: impl Iterator<Item = (String, Vec<i64>, &'static str)>) -> String {
     parts
         .map(|(name, shape, dtype)| {
             let dims: Vec<String> = shape.iter().map(i64::to_string).collect();
@@ -432,45 +341,6 @@ mod tests {
         let p = plan(&c, 0);
         let groups: Vec<String> = p.iter().map(|s| String::from(s.group.clone())).collect();
         assert_eq!(groups, vec!["trace", "values", "dim:B"]);
-    }
-
-    #[test]
-    fn dtype_samples_and_materialize() {
-        let (_d, c) = case("");
-        let mut spec = c.spec.clone();
-        spec.inputs[0].dtypes = Some(vec![DType::Float32, DType::Float64]);
-        let c2 = Case { spec, ..c.clone() };
-        let p = plan(&c2, 0);
-        let s = p
-            .iter()
-            .find(|s| matches!(s.group, Group::Dtype { .. }))
-            .unwrap();
-        assert_eq!(s.dtypes, vec![DType::Float64, DType::Int64]);
-        let t = materialize(&c2, s);
-        assert_eq!(t[0].1.kind(), tch::Kind::Double);
-        assert_eq!(t[0].1.size(), vec![3, 4]);
-        assert_eq!(t[1].1.size(), vec![3, 5]);
-        let ints = Vec::<i64>::try_from(t[1].1.flatten(0, -1)).unwrap();
-        assert!(ints.iter().all(|v| (0..=3).contains(v)));
-        let again = materialize(&c2, s);
-        assert!(t[0].1.equal(&again[0].1));
-        let floats = Vec::<f64>::try_from(t[0].1.flatten(0, -1)).unwrap();
-        assert!(floats.iter().all(|v| (-1.0..1.0).contains(v)));
-        assert_eq!(describe_tensors(&t), "x: 3x4 float64, i: 3x5 int64");
-        // The dtype sample holds the trace input's values, cast.
-        let trace = materialize(&c2, &p[0]);
-        assert!(t[0].1.to_kind(tch::Kind::Float).equal(&trace[0].1));
-        // Rounded values: uniform [-1, 1] at precision 0 is in {-1, 0, 1}.
-        let rounded = materialize(
-            &c2,
-            &SampleSpec {
-                precision: Some(0),
-                ..p[1].clone()
-            },
-        );
-        let v =
-            Vec::<f64>::try_from(rounded[0].1.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();
-        assert!(v.iter().all(|x| [-1.0, 0.0, 1.0].contains(x)), "{v:?}");
     }
 
     #[test]

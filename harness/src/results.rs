@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::case::Variant;
 use crate::diagnose::{DeviceCheck, Finding};
 use crate::pitfall::Pitfall;
-use crate::worker::{ErrorBody, ModuleCode, TraceWarning};
+use crate::error::ErrorBody;
+use crate::protocol::{ModuleCode, TraceWarning};
 
 /// Bumped when a field changes meaning or goes away (adding fields does not bump it).
 pub const SCHEMA: u32 = 1;
@@ -149,6 +150,14 @@ pub struct DimInfo {
 }
 
 impl CaseResult {
+    /// The variants `code_diff` compares: the first of the case's variants with a diff base,
+    /// and that base.
+    pub fn code_diff_pair(&self) -> Option<(Variant, Variant)> {
+        self.variants
+            .keys()
+            .find_map(|v| Some((v.diff_base().filter(|b| self.variants.contains_key(b))?, *v)))
+    }
+
     /// A case the harness could not run.
     pub fn error(name: &str, file: &str, error: ErrorBody) -> CaseResult {
         CaseResult {
@@ -177,7 +186,7 @@ impl CaseResult {
 impl CaseResult {
     /// For tests: a case that ran, with no variants yet.
     pub(crate) fn ran_for_test(name: &str) -> CaseResult {
-        let mut c = CaseResult::error(name, &format!("{name}.yaml"), ErrorBody::new("", ""));
+        let mut c = CaseResult::error(name, &format!("{name}.yaml"), ErrorBody::new(crate::error::ErrorKind::Internal, ""));
         c.status = CaseStatus::Ran;
         c.error = None;
         c
@@ -543,7 +552,7 @@ mod tests {
 
     fn case(outcomes: &[Outcome]) -> CaseResult {
         let mut c = CaseResult::ran_for_test("c");
-        for (o, v) in outcomes.iter().zip(Variant::ALL) {
+        for (o, v) in outcomes.iter().zip(Variant::all()) {
             c.variants.insert(v, variant(*o, f64::INFINITY));
         }
         c
@@ -556,7 +565,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 Some(o) => case(o),
-                None => CaseResult::error("bad", "bad.yaml", ErrorBody::new("case_file", "m")),
+                None => CaseResult::error("bad", "bad.yaml", ErrorBody::new(crate::error::ErrorKind::CaseFile, "m")),
             })
             .collect();
         assert_eq!(results(cases).exit_code(), expect);
@@ -591,7 +600,7 @@ mod tests {
                 cases.push(CaseResult::error(
                     "bad",
                     "bad.yaml",
-                    cases[0].clone().error.unwrap_or(ErrorBody::new("x", "m")),
+                    cases[0].clone().error.unwrap_or(ErrorBody::new(crate::error::ErrorKind::Internal, "m")),
                 ));
             }
             results(cases).exit_code()

@@ -174,9 +174,6 @@ pub fn unified_diff(old: &str, new: &str, a: &str, b: &str) -> String {
 }
 
 /// The traced-versus-scripted diff of two normalized `.code` texts.
-pub fn code_diff(traced: &str, scripted: &str) -> String {
-    unified_diff(traced, scripted, "traced", "scripted")
-}
 
 /// The YAML header of a `.snap` file, in insta's field names and order.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,11 +206,7 @@ impl Header {
     ) -> Self {
         Header {
             source: source_path(case_file, root),
-            expression: match variant {
-                Variant::Traced => "torch.jit.trace(model, trace_input).code_with_constants",
-                Variant::Scripted => "torch.jit.script(model).code_with_constants",
-            }
-            .to_string(),
+            expression: variant.def().snapshot_expression.to_string(),
             info: Info {
                 case: case.to_string(),
                 variant,
@@ -604,9 +597,9 @@ mod tests {
     #[test]
     fn files_round_trip_through_insta() {
         let dir = tempfile::tempdir().unwrap();
-        let h = header("my_cell", Variant::Traced);
+        let h = header("my_cell", Variant::named("traced").unwrap());
         let body = "def forward(self,\n    x: Tensor) -> Tensor:\n  return x";
-        let path = snap_path(dir.path(), "my_cell", Variant::Traced);
+        let path = snap_path(dir.path(), "my_cell", Variant::named("traced").unwrap());
         std::fs::write(&path, render(&h, body)).unwrap();
         // Byte for byte what `cargo insta accept` writes for this snapshot.
         let text = std::fs::read_to_string(&path).unwrap();
@@ -633,8 +626,8 @@ mod tests {
             dir: dir.path().join("snaps"),
             mode,
         };
-        let h = header("c", Variant::Scripted);
-        let snap = snap_path(&dir.path().join("snaps"), "c", Variant::Scripted);
+        let h = header("c", Variant::named("scripted").unwrap());
+        let snap = snap_path(&dir.path().join("snaps"), "c", Variant::named("scripted").unwrap());
         let pending = pending_path(&snap);
         let state = |mode, body: Option<&str>| check(&policy(mode), &h, body).unwrap();
 

@@ -10,17 +10,14 @@
 //! without starting anything (what `harness` does before handing a run to `harness-run`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::cache::{Cache, KeyParts};
 use crate::case::{self, Case, ModelOrigin, Variant};
-use crate::probe::ProbeService;
 use crate::results::{CaseResult, CaseStatus, Results, SCHEMA};
-use crate::run::{Options, Parked, Runner, Step};
+use crate::options::Options;
 use crate::snapshot::{self, Header, Normalizer, Policy};
-use crate::worker::ErrorBody;
+use crate::error::{ErrorBody, ErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -54,107 +51,9 @@ impl Request {
     }
 }
 
-/// Run every selected case, calling `on_case` as each one finishes (from the job's thread).
-pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow::Result<Results> {
-    let start = Instant::now();
-    let started_at = crate::report::utc_rfc3339(std::time::SystemTime::now());
-    let files = select(req)?;
-    let jobs = req.jobs.clamp(1, files.len().max(1));
-    // Two cores, two workers: each libtorch and each worker gets its share of the threads.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let threads = (cores / jobs).max(1);
-    if jobs > 1 {
-        tch::set_num_threads(threads as i32);
-    }
-    let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; files.len()]);
-    let on_case = Mutex::new(on_case);
-    let versions: Mutex<(String, String)> = Mutex::new((String::new(), String::new()));
-    let stopped = AtomicBool::new(false);
-    let probe_service = ProbeService::start();
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let mut handles = Vec::new();
-        for _ in 0..jobs {
-            let mut options = req.options.clone();
-            options.torch_threads = (jobs > 1).then_some(threads);
-            let mut runner = Runner::with_probe_service(options, probe_service.clone())?;
-            let (next, slots, on_case, versions, stopped, files) =
-                (&next, &slots, &on_case, &versions, &stopped, &files);
-            handles.push(scope.spawn(move || {
-                let deliver = |runner: &Runner, i: usize, (result, python): Finished| {
-                    if result.status == CaseStatus::Interrupted {
-                        stopped.store(true, Ordering::SeqCst);
-                    }
-                    {
-                        let mut v = versions.lock().unwrap_or_else(|e| e.into_inner());
-                        if v.0.is_empty() && !runner.torch.is_empty() {
-                            v.0 = runner.torch.clone();
-                        }
-                        if v.1.is_empty() {
-                            v.1 = python.unwrap_or_else(|| runner.python.clone());
-                        }
-                    }
-                    (on_case.lock().unwrap_or_else(|e| e.into_inner()))(&result);
-                    slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-                };
-                // Cases waiting only for their device probe, finished as their probes answer
-                // (and all of them before the job ends).
-                let mut parked: Vec<(usize, Box<Parked>, &Path)> = Vec::new();
-                loop {
-                    let mut k = 0;
-                    while k < parked.len() {
-                        if parked[k].1.ready() {
-                            let (i, p, file) = parked.remove(k);
-                            let finished = finish_one(req, &mut runner, file, *p);
-                            deliver(&runner, i, finished);
-                        } else {
-                            k += 1;
-                        }
-                    }
-                    if crate::interrupt::requested() || stopped.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(file) = files.get(i) else { break };
-                    match start_one(req, &mut runner, file) {
-                        Started::Done(finished) => deliver(&runner, i, finished),
-                        Started::Parked(p) => parked.push((i, p, file)),
-                    }
-                }
-                for (i, p, file) in parked {
-                    let finished = finish_one(req, &mut runner, file, *p);
-                    deliver(&runner, i, finished);
-                }
-            }));
-        }
-        for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a job panicked"))?;
-        }
-        Ok(())
-    })?;
-    let slots = slots.into_inner().unwrap_or_else(|e| e.into_inner());
-    let complete = slots.iter().all(Option::is_some)
-        && !slots
-            .iter()
-            .flatten()
-            .any(|c| c.status == CaseStatus::Interrupted);
-    let cases: Vec<CaseResult> = slots.into_iter().flatten().collect();
-    let (torch, python) = versions.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(results(
-        req,
-        (start, started_at),
-        torch,
-        python,
-        complete,
-        cases,
-    ))
-}
-
 /// The results document of a run that started at `start` (`started_at` in UTC); `torch` is the
 /// worker's version, or empty when no worker started (the version tch links is said then).
-fn results(
+pub fn results(
     req: &Request,
     (start, started_at): (Instant, String),
     torch: String,
@@ -181,43 +80,12 @@ fn results(
 }
 
 /// A finished case, and the Python version a cache hit recorded.
-type Finished = (CaseResult, Option<String>);
-
-/// A case file after [`start_one`].
-// Moved once per case: the size of a result does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Started {
-    Done(Finished),
-    /// Run, but its device probe is still running: [`finish_one`] completes it.
-    Parked(Box<Parked>),
-}
-
-/// Start a case file: a cache hit or a case error is done at once; a case that runs may be
-/// set aside to wait for its device probe.
-fn start_one(req: &Request, runner: &mut Runner, file: &Path) -> Started {
-    let case = match Case::load(file) {
-        Ok(case) => case,
-        Err(e) => {
-            let error = ErrorBody::new("case_file", e.to_string());
-            return Started::Done((
-                CaseResult::error(&stem(file), &file.display().to_string(), error),
-                None,
-            ));
-        }
-    };
-    if let Some(hit) = cached(req, file, &case) {
-        return Started::Done(hit);
-    }
-    match runner.start_case(&case) {
-        Step::Done(result) => Started::Done(stored(req, runner, file, &case, result)),
-        Step::Parked(p) => Started::Parked(p),
-    }
-}
+pub type Finished = (CaseResult, Option<String>);
 
 /// The case's result from the cache, if nothing it depends on changed (never for a replay),
 /// with its `.code` checked against the snapshots again (they may have been accepted or edited
 /// since).
-fn cached(req: &Request, file: &Path, case: &Case) -> Option<Finished> {
+pub fn cached(req: &Request, file: &Path, case: &Case) -> Option<Finished> {
     let replay = req.options.replay.is_some();
     let cache = req.cache.as_ref().filter(|_| !replay)?;
     let hit = cache.lookup(file, &key_parts(req), &req.options.out_dir)?;
@@ -263,29 +131,22 @@ pub fn from_cache(
     )))
 }
 
-/// Finish a case [`start_one`] set aside.
-fn finish_one(req: &Request, runner: &mut Runner, file: &Path, parked: Parked) -> Finished {
-    let case = parked.case().clone();
-    let result = runner.finish_case(parked);
-    stored(req, runner, file, &case, result)
-}
-
 /// A case that ran: cached (unless replayed), its code checked against the snapshots.
-fn stored(
+pub fn stored(
     req: &Request,
-    runner: &Runner,
+    (torch, python): (&str, &str),
     file: &Path,
     case: &Case,
     mut result: CaseResult,
 ) -> Finished {
     let replay = req.options.replay.is_some();
     if let Some(c) = req.cache.as_ref().filter(|_| !replay) {
-        if let Err(e) = c.store(file, &key_parts(req), &result, &runner.python) {
+        if let Err(e) = c.store(file, &key_parts(req), &result, python) {
             result.notes.push(format!("not cached: {e}"));
         }
     }
     let policy = req.snapshots.as_ref().filter(|_| !replay);
-    check_code(case, &mut result, policy, &runner.torch);
+    check_code(case, &mut result, policy, torch);
     (result, None)
 }
 
@@ -337,7 +198,8 @@ pub fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((k, n))
 }
 
-/// The traced-versus-scripted diff and each variant's snapshot, from the `.code` in `result`.
+/// The `.code` diff of the case's variants and each variant's snapshot, from the `.code` in
+/// `result`.
 /// A snapshot file that cannot be read or written makes the case a case error.
 fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, torch: &str) {
     if result.status != CaseStatus::Ran {
@@ -361,10 +223,9 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
             .filter(|_| export.ok)
             .map(|c| snapshot::code_text(&normalizer, c, &export.constants, &export.modules))
     };
-    let (traced, scripted) = (code(Variant::Traced), code(Variant::Scripted));
-    if let (Some(t), Some(s)) = (&traced, &scripted) {
-        result.code_diff = Some(snapshot::code_diff(t, s));
-    }
+    let bodies: Vec<(Variant, Option<String>)> =
+        case.spec.variants.iter().map(|&v| (v, code(v))).collect();
+    result.code_diff = code_diff(&bodies);
     let Some(policy) = policy else { return };
     let root = snapshot::workspace_root(&policy.dir);
     let model = result
@@ -372,7 +233,7 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
         .as_ref()
         .map(|m| format!("{}:{}", m.origin, m.entry))
         .unwrap_or_default();
-    for (variant, body) in [(Variant::Traced, traced), (Variant::Scripted, scripted)] {
+    for (variant, body) in bodies {
         let Some(vr) = result.variants.get_mut(&variant) else {
             continue;
         };
@@ -388,14 +249,25 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
             Ok(info) => vr.snapshot = Some(info),
             Err(message) => {
                 result.status = CaseStatus::Error;
-                result.error = Some(ErrorBody::new("snapshot", message));
+                result.error = Some(ErrorBody::new(ErrorKind::Snapshot, message));
                 return;
             }
         }
     }
 }
 
-fn stem(f: &std::path::Path) -> String {
+/// The unified diff of the first variant (in definition order) that has a `diff_base` among the
+/// case's variants against that base, both with code.
+fn code_diff(bodies: &[(Variant, Option<String>)]) -> Option<String> {
+    let body = |v: Variant| bodies.iter().find(|(w, _)| *w == v)?.1.as_deref();
+    bodies.iter().find_map(|(v, text)| {
+        let base = v.diff_base()?;
+        let (from, to) = (body(base)?, text.as_deref()?);
+        Some(snapshot::unified_diff(from, to, base.as_str(), v.as_str()))
+    })
+}
+
+pub fn stem(f: &std::path::Path) -> String {
     f.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()

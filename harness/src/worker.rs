@@ -19,15 +19,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use crate::value::WireValue;
+pub use crate::protocol::*;
 
-/// The protocol version this harness speaks; the worker must answer the same.
-pub const PROTOCOL: u32 = 1;
-/// The worker's source, shipped inside the binary.
-pub const WORKER_PY: &str = include_str!("../python/worker.py");
+// `WORKER_FILES`: the worker package's files by name (see build.rs).
+include!(concat!(env!("OUT_DIR"), "/worker_files.rs"));
+
+/// The worker package's name: its files go to `<dir>/harness_worker/`, run as `python -m`.
+pub const WORKER_PACKAGE: &str = "harness_worker";
 const STDERR_TAIL_LINES: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,218 +68,7 @@ fn tail_text(tail: &[String]) -> String {
     }
 }
 
-/// An error as the worker reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub kind: String,
-    pub message: String,
-    #[serde(default)]
-    pub traceback: Vec<String>,
-    /// The user's source location, when the worker found one (script errors).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_line: Option<String>,
-}
-
-impl ErrorBody {
-    /// An error of this kind with a message and nothing else (no traceback, no location).
-    pub fn new(kind: &str, message: impl Into<String>) -> ErrorBody {
-        ErrorBody {
-            kind: kind.into(),
-            message: message.into(),
-            traceback: Vec::new(),
-            file: None,
-            line: None,
-            source_line: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Hello {
-    pub protocol: u32,
-    pub torch: String,
-    pub python: String,
-    pub pid: u32,
-}
-
-/// What the worker says of a model it loaded.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Loaded {
-    pub class: String,
-    /// The model source files the worker imported.
-    pub files: Vec<PathBuf>,
-}
-
-/// One submodule's TorchScript code (`fc1`, `blocks.0.attn`), with the constants it names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModuleCode {
-    pub name: String,
-    pub code: String,
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub constants: std::collections::BTreeMap<String, String>,
-}
-
-/// A warning raised while exporting, at the user's file and line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TraceWarning {
-    pub category: String,
-    pub message: String,
-    pub file: String,
-    pub line: u32,
-    pub source_line: String,
-    pub count: u32,
-}
-
-/// One variant's export, as the worker did it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Export {
-    pub ok: bool,
-    pub path: Option<PathBuf>,
-    #[serde(default)]
-    pub code: Option<String>,
-    /// The tensor constants `.code` refers to (`CONSTANTS.c0`), described, by name.
-    #[serde(default)]
-    pub constants: std::collections::BTreeMap<String, String>,
-    /// Each submodule's code, in `named_modules` order.
-    #[serde(default)]
-    pub modules: Vec<ModuleCode>,
-    pub error: Option<ErrorBody>,
-    #[serde(default)]
-    pub warnings: Vec<TraceWarning>,
-    pub seconds: f64,
-    /// What in the graph names a device (Device constants, `aten::cpu`/`cuda`/`device`), with
-    /// the user's file:line; empty when nothing does.
-    #[serde(default)]
-    pub device_pins: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ExportReply {
-    pub traced: Option<Export>,
-    pub scripted: Option<Export>,
-    pub eager_state_changed: bool,
-    #[serde(default)]
-    pub evidence: StaticEvidence,
-}
-
-/// What the exported graphs show, without running them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StaticEvidence {
-    #[serde(default)]
-    pub traced_control_flow: Option<ControlFlow>,
-    #[serde(default)]
-    pub scripted_control_flow: Option<ControlFlow>,
-    /// Constants in the traced graph, from the user's code, that the scripted graph lacks.
-    #[serde(default)]
-    pub traced_only_constants: Vec<GraphConstant>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ControlFlow {
-    #[serde(rename = "if")]
-    pub ifs: u32,
-    #[serde(rename = "loop")]
-    pub loops: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GraphConstant {
-    #[serde(rename = "type")]
-    pub ty: String,
-    pub value: String,
-    /// `file:line` in the user's code.
-    #[serde(default)]
-    pub r#where: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// Tracing again on another input: did the recorded graph change?
-#[derive(Debug, Clone, Deserialize)]
-pub struct Retrace {
-    pub traced: bool,
-    /// The trace's time, as the worker timed it.
-    #[serde(default)]
-    pub seconds: f64,
-    #[serde(default)]
-    pub same_ops: bool,
-    /// The new graph has other kinds of ops, not only more or fewer of the same.
-    #[serde(default)]
-    pub kinds_differ: bool,
-    #[serde(default)]
-    pub ops_before: usize,
-    #[serde(default)]
-    pub ops_after: usize,
-    #[serde(default)]
-    pub first_difference: Option<OpDifference>,
-    #[serde(default)]
-    pub changed_constants: Vec<ChangedConstant>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct OpDifference {
-    pub index: usize,
-    pub before: Option<String>,
-    pub after: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ChangedConstant {
-    #[serde(rename = "type")]
-    pub ty: String,
-    pub before: String,
-    pub after: String,
-    pub r#where: Option<String>,
-}
-
-/// One run on the probe device: an output description or an error.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ProbeRun {
-    pub ok: bool,
-    pub output: Option<WireValue>,
-    pub error: Option<ErrorBody>,
-}
-
-/// Eager on one sample.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EagerResult {
-    pub id: String,
-    pub ok: bool,
-    pub output: Option<WireValue>,
-    pub path: Option<PathBuf>,
-    pub seconds: Option<f64>,
-    pub error: Option<ErrorBody>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct EagerReply {
-    results: Vec<EagerResult>,
-}
-
-/// Where a sample's inputs are: a tensor file and the sample's id, which prefixes the names of
-/// its tensors there (`s3/x`, `s3/images.0`); one file holds all of a case's samples.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SampleRef {
-    pub file: PathBuf,
-    pub sample: String,
-}
-
-/// What a model load request names.
-#[derive(Debug, Clone, Serialize)]
-pub struct LoadRequest<'a> {
-    pub case: &'a str,
-    pub source: Option<&'a Path>,
-    #[serde(rename = "import")]
-    pub import: Option<&'a str>,
-    pub entry: &'a str,
-    pub kwargs: &'a std::collections::BTreeMap<String, Json>,
-    pub eval: bool,
-    pub seed: u64,
-}
+pub use crate::error::{ErrorBody, ErrorKind};
 
 /// How the harness holds a server process.
 enum Server {
@@ -364,6 +154,28 @@ fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Write the worker package under `dir` (as `dir/harness_worker/*.py`).
+fn write_package(dir: &Path) -> std::io::Result<()> {
+    let package = dir.join(WORKER_PACKAGE);
+    for (name, text) in WORKER_FILES {
+        let path = package.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
+    }
+    Ok(())
+}
+
+/// `PYTHONPATH` with the package's folder first, the user's entries after it.
+fn python_path(dir: &Path) -> std::ffi::OsString {
+    let mut paths = vec![dir.to_path_buf()];
+    if let Some(user) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&user));
+    }
+    std::env::join_paths(paths).unwrap_or_else(|_| dir.as_os_str().to_owned())
+}
+
 impl Worker {
     /// Start a worker with this Python interpreter and check the protocol version.
     pub fn spawn(python: &Path, threads: Option<usize>) -> Result<Worker, WorkerError> {
@@ -374,8 +186,7 @@ impl Worker {
                 python: python.into(),
                 source,
             })?;
-        let script = script_dir.path().join("worker.py");
-        std::fs::write(&script, WORKER_PY).map_err(|source| WorkerError::Spawn {
+        write_package(script_dir.path()).map_err(|source| WorkerError::Spawn {
             python: python.into(),
             source,
         })?;
@@ -385,8 +196,8 @@ impl Worker {
                 .env("MKL_NUM_THREADS", n.to_string());
         }
         let mut child = cmd
-            .arg("-u")
-            .arg(&script)
+            .args(["-u", "-m", WORKER_PACKAGE])
+            .env("PYTHONPATH", python_path(script_dir.path()))
             .env("PYTHONWARNINGS", "ignore::DeprecationWarning")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
@@ -419,7 +230,7 @@ impl Worker {
             },
             _dir: script_dir,
         };
-        worker.pending_hello = Some(worker.send("hello", json!({ "protocol": PROTOCOL }))?);
+        worker.pending_hello = Some(worker.send("hello", json!({ "protocol": PROTOCOL_VERSION }))?);
         worker.wait_hello()?;
         Ok(worker)
     }
@@ -431,9 +242,9 @@ impl Worker {
         };
         // Importing torch takes a few seconds on a cold disk.
         let hello: Hello = self.receive(id, "hello", Duration::from_secs(300))?;
-        if hello.protocol != PROTOCOL {
+        if hello.protocol != PROTOCOL_VERSION {
             return Err(WorkerError::Protocol(format!(
-                "the worker speaks protocol {}, the harness {PROTOCOL}",
+                "the worker speaks protocol {}, the harness {PROTOCOL_VERSION}",
                 hello.protocol
             )));
         }
@@ -498,7 +309,7 @@ impl Worker {
             hello: self.hello.clone(),
             _dir: dir,
         };
-        worker.pending_hello = Some(worker.send("hello", json!({ "protocol": PROTOCOL }))?);
+        worker.pending_hello = Some(worker.send("hello", json!({ "protocol": PROTOCOL_VERSION }))?);
         Ok(worker)
     }
 
@@ -706,18 +517,20 @@ impl Worker {
         self.call("load", body, timeout)
     }
 
-    /// Trace and script on `input`; `dims` are the trace-time dim values (for evidence).
+    /// Export each variant on `input` as its definition says; `dims` are the trace-time dim values
+    /// (for evidence).
     #[allow(clippy::too_many_arguments)]
     pub fn export(
         &mut self,
         case: &str,
         input: &SampleRef,
         names: &[String],
-        variants: &[&str],
+        variants: &[crate::variant::Variant],
         dims: &std::collections::BTreeMap<String, i64>,
         out_dir: &Path,
         timeout: Duration,
     ) -> Result<ExportReply, WorkerError> {
+        let variants: Vec<Json> = variants.iter().map(|v| v.export_spec()).collect();
         let body = json!({
             "case": case, "input": input, "names": names, "variants": variants, "out_dir": out_dir,
             "dims": dims,

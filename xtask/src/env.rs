@@ -1,9 +1,11 @@
 //! The Python environment and the build environment the harness needs.
 //!
 //! `.venv/` in the repository holds torch 2.13.0 (the libtorch tch 0.26 links) and the worker's
-//! packages, from the pinned `harness/python/requirements.txt`. It is made once and remade only
-//! when the requirements change (a stamp file keeps the requirements it was made from). Builds
-//! and runs get the venv's python first on PATH and `LIBTORCH_USE_PYTORCH=1`, as torch-sys wants.
+//! packages, from the pinned `harness/python/requirements.txt`, plus the worker's development
+//! tools (pytest, ruff) from `harness/python/requirements-dev.txt` when that file exists. It is
+//! made once and remade only when either file changes (a stamp file keeps the requirements it
+//! was made from). Builds and runs get the venv's python first on PATH and
+//! `LIBTORCH_USE_PYTORCH=1`, as torch-sys wants.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,15 +16,21 @@ pub struct Env {
 }
 
 const REQUIREMENTS: &str = "harness/python/requirements.txt";
+const DEV_REQUIREMENTS: &str = "harness/python/requirements-dev.txt";
 const STAMP: &str = ".harness-requirements";
+
+/// The repository root (the workspace xtask is in).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
 
 impl Env {
     /// Find the repository and make sure `.venv` matches the pinned requirements.
     pub fn prepare() -> Result<Env, String> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask is in the workspace")
-            .to_path_buf();
+        let root = root();
         let venv = root.join(".venv");
         let env = Env { root, venv };
         env.ensure_venv()?;
@@ -33,9 +41,21 @@ impl Env {
         self.venv.join("bin/python")
     }
 
+    /// A program installed in the venv (`ruff`, `pytest`).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.venv.join("bin").join(name)
+    }
+
     fn ensure_venv(&self) -> Result<(), String> {
-        let wanted = std::fs::read_to_string(self.root.join(REQUIREMENTS))
+        let runtime = std::fs::read_to_string(self.root.join(REQUIREMENTS))
             .map_err(|e| format!("cannot read {REQUIREMENTS}: {e}"))?;
+        let dev_path = self.root.join(DEV_REQUIREMENTS);
+        let dev = match std::fs::read_to_string(&dev_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("cannot read {DEV_REQUIREMENTS}: {e}")),
+        };
+        let wanted = stamp_text(&runtime, dev.as_deref());
         let stamp = self.venv.join(STAMP);
         if self.python().exists()
             && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str())
@@ -48,17 +68,28 @@ impl Env {
             eprintln!("xtask: creating {} with {base}", self.venv.display());
             run(Command::new(&base).args(["-m", "venv"]).arg(&self.venv))?;
         }
-        eprintln!("xtask: installing {REQUIREMENTS} into .venv (torch is large: about a minute)");
-        run(Command::new(self.python())
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(self.root.join(REQUIREMENTS)))?;
+        let mut pip = Command::new(self.python());
+        pip.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(self.root.join(REQUIREMENTS));
+        if dev.is_some() {
+            eprintln!(
+                "xtask: installing {REQUIREMENTS} and {DEV_REQUIREMENTS} into .venv \
+                 (torch is large: about a minute)"
+            );
+            pip.arg("-r").arg(&dev_path);
+        } else {
+            eprintln!(
+                "xtask: installing {REQUIREMENTS} into .venv (torch is large: about a minute)"
+            );
+        }
+        run(&mut pip)?;
         std::fs::write(&stamp, wanted)
             .map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
         Ok(())
@@ -85,30 +116,52 @@ impl Env {
         .env_remove("PYTHONHOME");
     }
 
-    /// Build the `harness` binary (release) and return its path.
+    /// A command run in the repository with this environment.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(&self.root);
+        self.apply(&mut cmd);
+        cmd
+    }
+
+    /// `cargo ARGS` in the repository with this environment (not run yet).
+    pub fn cargo_command(&self, args: &[&str]) -> Command {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = self.command(cargo);
+        cmd.args(args);
+        cmd
+    }
+
+    /// Build the `harness` and `harness-run` binaries (release) and return the path of
+    /// `harness`. `harness-run` lives in the `harness-engine` package once `engine/` exists
+    /// (before that, in `harness` itself); `harness` execs it from the same folder.
     pub fn build_harness(&self) -> Result<PathBuf, String> {
-        self.cargo(&[
-            "build",
-            "--release",
-            "--quiet",
-            "--package",
-            "harness",
-            "--bins",
-        ])?;
+        let mut args = vec!["build", "--release", "--quiet", "--package", "harness"];
+        if self.root.join("engine/Cargo.toml").is_file() {
+            args.extend(["--package", "harness-engine"]);
+        }
+        args.push("--bins");
+        self.cargo(&args)?;
         Ok(self.root.join("target/release/harness"))
     }
 
     /// Run cargo in the repository with this environment.
     pub fn cargo(&self, args: &[&str]) -> Result<(), String> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(args).current_dir(&self.root);
-        self.apply(&mut cmd);
-        run(&mut cmd)
+        run(&mut self.cargo_command(args))
     }
 }
 
-fn run(cmd: &mut Command) -> Result<(), String> {
+/// What the stamp holds: the runtime requirements, then the development ones if any, so a
+/// change to either file remakes the venv.
+fn stamp_text(runtime: &str, dev: Option<&str>) -> String {
+    match dev {
+        Some(dev) => format!("{runtime}\n# {DEV_REQUIREMENTS}\n{dev}"),
+        None => runtime.to_string(),
+    }
+}
+
+/// Run a command; an error unless it exits 0.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
     let status = cmd
         .status()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
@@ -116,5 +169,23 @@ fn run(cmd: &mut Command) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{:?} failed ({status})", cmd.get_program()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stamp_changes_with_either_requirements_file() {
+        let base = stamp_text("torch==2.13.0\n", None);
+        assert_eq!(
+            base, "torch==2.13.0\n",
+            "no dev file: the stamp is as before"
+        );
+        let dev = stamp_text("torch==2.13.0\n", Some("pytest==8\n"));
+        assert_ne!(base, dev);
+        assert_ne!(dev, stamp_text("torch==2.13.0\n", Some("pytest==9\n")));
+        assert_ne!(dev, stamp_text("torch==2.12.0\n", Some("pytest==8\n")));
     }
 }

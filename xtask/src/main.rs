@@ -4,15 +4,24 @@
 //!   against its libtorch, and run `harness verify ARGS`; the exit code is the harness's.
 //! - `cargo xtask report [RESULTS...] [ARGS]`: the same build, then `harness report`: render the
 //!   report (index.html, junit.xml) of saved results.json files without running anything.
-//! - `cargo xtask test [ARGS]`: the same setup, then the whole test suite (`cargo test`).
+//! - `cargo xtask test [ARGS]`: the same setup, then the whole test suite: `cargo test
+//!   --workspace ARGS`, then the worker's pytest suite (`harness/python/tests`); both must pass.
+//! - `cargo xtask lint`: `cargo fmt --check`, `cargo clippy -D warnings`, `ruff check` and
+//!   `ruff format --check` over `harness/python`; all run, exit 1 if any failed (see `lint.rs`).
+//! - `cargo xtask tidy [--bless]`: the tree's own rules: the code map's paths exist, module
+//!   docs, only the worker client spawns, the protocol lock, no libtorch in the core crate (see
+//!   `tidy.rs`); `--bless` records the protocol version and hash in `xtask/protocol.lock`.
 //! - `cargo xtask bench [--quick]`: time the harness (cold, warm, after one model edit) against
 //!   the plain-Python reference script on a 40-case corpus (see `bench.rs`).
+//! - `cargo xtask setup`: only create `.venv` (runtime and development requirements).
 //!
-//! Few dependencies on purpose: this crate must build fast and before anything else.
+//! No dependencies on purpose: this crate must build fast and before anything else.
 
 mod bench;
 mod env;
 mod json;
+mod lint;
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -25,16 +34,21 @@ fn main() -> ExitCode {
         "verify" => harness("verify", &rest),
         "report" => harness("report", &rest),
         "test" => test(&rest),
+        "lint" => lint::run(&rest),
+        "tidy" => tidy::run(&rest),
         "bench" => bench::run(&rest),
         "setup" => env::Env::prepare().map(|_| 0),
         _ => {
             eprintln!(
-                "usage: cargo xtask <verify|report|test|bench|setup> [ARGS]\n\n  \
+                "usage: cargo xtask <verify|report|test|lint|tidy|bench|setup> [ARGS]\n\n  \
                  verify [PATHS] [--filter RE] [--seed N] [--baseline PATH] [--save-baseline] [--format json] [--accept] ...\n      \
                  verify cases (default: cases/), write reports/latest/{{results.json,index.html,junit.xml}}\n  \
                  report [RESULTS...] [--out DIR] [--baseline PATH]\n      \
                  render the report of saved results (default: reports/latest/results.json)\n  \
-                 test [CARGO TEST ARGS]   run every test, with the real worker and libtorch\n  \
+                 test [CARGO TEST ARGS]   run every test (cargo test --workspace, then the worker's pytest)\n  \
+                 lint                     cargo fmt --check, clippy -D warnings, ruff check, ruff format --check\n  \
+                 tidy [--bless]           the tree's rules (code map, module docs, spawners, protocol lock,\n                           \
+                 no libtorch in the core crate); --bless records the protocol lock\n  \
                  bench [--quick]          time verify (cold, warm, after an edit) against plain Python\n  \
                  setup                    only create .venv and check it"
             );
@@ -97,17 +111,72 @@ fn harness(command: &str, args: &[String]) -> Result<u8, String> {
     Ok(status.code().map(|c| c as u8).unwrap_or(2))
 }
 
-/// Run the whole test suite with the environment the harness needs.
+/// Run the whole test suite with the environment the harness needs: the Rust tests, then the
+/// worker's pytest suite. Both run; the exit code is 1 if either failed.
 fn test(args: &[String]) -> Result<u8, String> {
     let env = env::Env::prepare()?;
     let mut cargo_args = vec!["test", "--workspace"];
     cargo_args.extend(args.iter().map(String::as_str));
-    match env.cargo(&cargo_args) {
-        Ok(()) => Ok(0),
+    let cargo = env.cargo(&cargo_args);
+    let pytest = pytest(&env);
+    let mut failed = false;
+    match &cargo {
+        Ok(()) => println!("test: ok      cargo test --workspace"),
         Err(e) => {
-            eprintln!("xtask: {e}");
-            Ok(1)
+            failed = true;
+            println!("test: FAILED  cargo test --workspace: {e}");
         }
+    }
+    match &pytest {
+        Ok(None) => println!("test: ok      pytest {PYTHON_TESTS}"),
+        Ok(Some(why)) => println!("test: skipped pytest {PYTHON_TESTS}: {why}"),
+        Err(e) => {
+            failed = true;
+            println!("test: FAILED  pytest {PYTHON_TESTS}: {e}");
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+const PYTHON_TESTS: &str = "harness/python/tests";
+
+/// The worker's tests: `python -m pytest -q harness/python/tests` in the venv. `Ok(Some(why))`
+/// when there is no test folder yet. Neither bytecode nor pytest's cache is written: files under
+/// `harness/python` are part of the harness's build id.
+fn pytest(env: &env::Env) -> Result<Option<String>, String> {
+    if !env.root.join(PYTHON_TESTS).is_dir() {
+        let why = format!("{PYTHON_TESTS} does not exist yet");
+        eprintln!("xtask: skipping the worker's pytest suite: {why}");
+        return Ok(Some(why));
+    }
+    let mut cmd = env.command(env.python());
+    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", PYTHON_TESTS])
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    // The worker package imports as `harness_worker`, whatever pytest's rootdir.
+    let mut paths = vec![env.root.join("harness/python")];
+    if let Some(old) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&old));
+    }
+    cmd.env(
+        "PYTHONPATH",
+        std::env::join_paths(paths).map_err(|e| e.to_string())?,
+    );
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run pytest: {e}"))?;
+    pytest_verdict(status.code())
+}
+
+/// pytest's exit code: 0 passed, 5 collected nothing (a failure here: the folder exists, so
+/// tests were meant to run), anything else failed.
+fn pytest_verdict(code: Option<i32>) -> Result<Option<String>, String> {
+    match code {
+        Some(0) => Ok(None),
+        Some(5) => Err(format!(
+            "pytest collected no tests in {PYTHON_TESTS} (exit 5): are the files named test_*.py?"
+        )),
+        Some(c) => Err(format!("pytest failed (exit {c})")),
+        None => Err("pytest was killed by a signal".into()),
     }
 }
 
@@ -167,5 +236,13 @@ mod tests {
         assert!(positional(&s(&["--baseline", "b.json", "r.json"])));
         assert!(!positional(&s(&["--snapshots", "snaps", "--accept"])));
         assert!(positional(&s(&["--accept", "cases/my_cell.yaml"])));
+    }
+
+    #[test]
+    fn pytest_finding_no_tests_is_a_failure() {
+        assert_eq!(pytest_verdict(Some(0)), Ok(None));
+        assert!(pytest_verdict(Some(5)).unwrap_err().contains("no tests"));
+        assert!(pytest_verdict(Some(1)).is_err());
+        assert!(pytest_verdict(None).is_err());
     }
 }

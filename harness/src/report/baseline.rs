@@ -261,7 +261,7 @@ mod tests {
                     let mut c = CaseResult::error(
                         name,
                         "c.yaml",
-                        ErrorBody::new("crashed", "worker exited"),
+                        ErrorBody::new(crate::error::ErrorKind::Crashed, "worker exited"),
                     );
                     if let Some(o) = outcome {
                         c.status = CaseStatus::Ran;
@@ -271,7 +271,7 @@ mod tests {
                         v.message = format!("{o:?}");
                         v.export.code = Some(code.to_string());
                         v.run_ms = *ms;
-                        c.variants.insert(Variant::Traced, v);
+                        c.variants.insert(Variant::named("traced").unwrap(), v);
                     }
                     c
                 })

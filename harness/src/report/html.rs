@@ -17,7 +17,8 @@ use similar::{ChangeTag, TextDiff};
 
 use crate::report::baseline::{self, Regression};
 use crate::results::{CaseResult, CaseStatus, Outcome, Results, SpecInfo, VariantResult};
-use crate::worker::ErrorBody;
+use crate::case::Variant;
+use crate::error::ErrorBody;
 
 const TEMPLATE: &str = include_str!("../../templates/report.html");
 
@@ -156,6 +157,8 @@ struct CaseView<'a> {
     variants: Vec<VariantView<'a>>,
     code_diff: Vec<DiffRow>,
     code_diff_from: &'static str,
+    /// The variants the diff compares (its left and right columns).
+    code_diff_names: Option<(String, String)>,
     snapshots: Vec<Snapshot>,
     code_changes: Vec<(String, Vec<UniLine>)>,
 }
@@ -488,15 +491,11 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
         })
         .collect();
 
-    let traced = c
-        .variants
-        .get(&crate::case::Variant::Traced)
-        .and_then(|v| v.export.code.as_deref());
-    let scripted = c
-        .variants
-        .get(&crate::case::Variant::Scripted)
-        .and_then(|v| v.export.code.as_deref());
-    let (code_diff, code_diff_from) = match (&c.code_diff, traced, scripted) {
+    let pair = c.code_diff_pair();
+    let code_of = |v: Option<Variant>| c.variants.get(&v?)?.export.code.as_deref();
+    let (base, other) = (code_of(pair.map(|p| p.0)), code_of(pair.map(|p| p.1)));
+    let code_diff_names = pair.map(|(a, b)| (a.to_string(), b.to_string()));
+    let (code_diff, code_diff_from) = match (&c.code_diff, base, other) {
         (Some(d), _, _) => (side_by_side(&unified_changes(d)), "code_diff"),
         (None, Some(t), Some(s)) => (side_by_side(&line_changes(t, s)), "export"),
         _ => (Vec::new(), ""),
@@ -551,6 +550,7 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
         variants,
         code_diff,
         code_diff_from,
+        code_diff_names,
         snapshots,
         code_changes,
     }

@@ -9,8 +9,8 @@
 use proptest::num::u64::BinarySearch;
 use proptest::strategy::ValueTree;
 
-use crate::case::{Case, ValueGen};
-use crate::plan::SampleSpec;
+use harness::case::{Case, ValueGen};
+use harness::plan::SampleSpec;
 
 /// Decimals that count as full precision: `precision` 7 is stored as `None`.
 const FULL_PRECISION: u64 = 7;
@@ -129,7 +129,7 @@ pub fn shrink(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::plan;
+    use harness::plan::plan;
     use std::path::Path;
 
     fn case() -> (tempfile::TempDir, Case) {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Deserialize;
+use harness::protocol::WireValue;
 use tch::{IValue, Tensor};
 
 #[derive(Debug)]
@@ -189,43 +189,6 @@ impl fmt::Display for Value {
             other => f.write_str(&other.kind()),
         }
     }
-}
-
-/// The worker's JSON form of an output (see `worker.py`, `_encode`).
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(tag = "t", rename_all = "snake_case")]
-pub enum WireValue {
-    Tensor {
-        key: String,
-    },
-    TensorDesc {
-        shape: Vec<i64>,
-        dtype: String,
-        device: String,
-    },
-    Int {
-        v: i64,
-    },
-    /// `repr(float)`, so NaN and infinities survive JSON.
-    Float {
-        v: String,
-    },
-    Bool {
-        v: bool,
-    },
-    Str {
-        v: String,
-    },
-    None,
-    Tuple {
-        items: Vec<WireValue>,
-    },
-    List {
-        items: Vec<WireValue>,
-    },
-    Dict {
-        items: Vec<(WireValue, WireValue)>,
-    },
 }
 
 /// torch's name for a dtype (`float32`), as the worker reports it.

@@ -15,16 +15,29 @@ use std::time::Duration;
 use harness::case::Variant;
 use harness::pitfall::Pitfall;
 use harness::results::{exit, CaseStatus, Outcome, Results, SnapshotState};
-use harness::run::Options;
+use harness::options::Options;
 use harness::snapshot::{Mode, Policy};
-use harness::tensors;
-use harness::verify::{verify, Request};
+use harness_engine::tensors;
+use harness::verify::Request;
+use harness_engine::verify::verify;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// The `harness` binary (the core crate's), beside `harness-run` in the same target folder.
+/// `cargo xtask test` builds every binary of the workspace first.
+fn harness_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_harness-run")).with_file_name("harness");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --workspace --bins`; `cargo xtask test` does)",
+        bin.display()
+    );
+    bin
 }
 
 fn fixtures() -> PathBuf {
@@ -227,7 +240,7 @@ fn shipped_cases_meet_their_expectations() {
         c.variants[&v].clone()
     };
     // The len() case: the shape is frozen, shown by a re-trace, the warning and the constant.
-    let traced = variant("arange_len", Variant::Traced);
+    let traced = variant("arange_len", Variant::named("traced").unwrap());
     let f = &traced.findings[0];
     assert_eq!(f.pitfall, Pitfall::ShapeSpecialization);
     assert_eq!(
@@ -257,20 +270,20 @@ fn shipped_cases_meet_their_expectations() {
         .unwrap()
         .contains("torch.arange(4"));
     // Control flow: a re-trace on a failing input records another path.
-    let gate = variant("decision_gate", Variant::Traced);
+    let gate = variant("decision_gate", Variant::named("traced").unwrap());
     assert!(gate.findings[0]
         .evidence
         .iter()
         .any(|e| e.contains("records a different graph")));
     assert!(gate.findings[0].hint.contains("script_if_tracing"));
     // Value specialization: the same ops with another constant.
-    let item = variant("item_scale", Variant::Traced);
+    let item = variant("item_scale", Variant::named("traced").unwrap());
     assert!(item.findings[0]
         .evidence
         .iter()
         .any(|e| e.contains("same ops with other constants")));
     // The device probe ran on meta and named the baked device.
-    let device = variant("device_factory", Variant::Traced);
+    let device = variant("device_factory", Variant::named("traced").unwrap());
     let check = device.device_check.unwrap();
     assert!(check.flagged && check.device == "meta", "{check:?}");
     assert!(device.findings[0]
@@ -278,7 +291,7 @@ fn shipped_cases_meet_their_expectations() {
         .iter()
         .any(|e| e.contains("Device device(\"cpu\")")));
     // Graphs that name no device are not probed, and say so.
-    for v in [Variant::Traced, Variant::Scripted] {
+    for v in [Variant::named("traced").unwrap(), Variant::named("scripted").unwrap()] {
         let check = variant("item_scale", v).device_check.unwrap();
         assert!(
             !check.flagged && check.detail.starts_with("not run on meta"),
@@ -286,7 +299,7 @@ fn shipped_cases_meet_their_expectations() {
         );
     }
     // Script errors name the user's line.
-    let script = variant("mask_fill_finfo", Variant::Scripted);
+    let script = variant("mask_fill_finfo", Variant::named("scripted").unwrap());
     assert!(script.findings[0]
         .location
         .as_deref()
@@ -325,7 +338,7 @@ fn shipped_cases_meet_their_expectations() {
                 continue;
             };
             round_trips.push(cx.round_trips);
-            assert!(cx.round_trips <= harness::run::MAX_SHRINK_ROUND_TRIPS);
+            assert!(cx.round_trips <= harness_engine::run::MAX_SHRINK_ROUND_TRIPS);
             assert!(Path::new(&cx.file).is_file(), "{}", cx.file);
             assert!(
                 cx.replay.contains("--replay") && cx.replay.contains(&c.file),
@@ -335,7 +348,7 @@ fn shipped_cases_meet_their_expectations() {
         }
     }
     assert!(!round_trips.is_empty());
-    let shrunk = |case: &str| variant(case, Variant::Traced).counterexample.unwrap();
+    let shrunk = |case: &str| variant(case, Variant::named("traced").unwrap()).counterexample.unwrap();
     assert_eq!(shrunk("decision_gate").dims["B"], 1);
     assert_eq!(shrunk("arange_len").dims["B"], 1);
     assert_eq!(shrunk("arange_len").inputs, "x: 1x3 float32");
@@ -414,7 +427,7 @@ fn shipped_cases_meet_their_expectations() {
 #[test]
 fn counterexamples_replay() {
     let (results, _out) = run(&[repo().join("cases/decision_gate.yaml")], None, None);
-    let cx = results.cases[0].variants[&Variant::Traced]
+    let cx = results.cases[0].variants[&Variant::named("traced").unwrap()]
         .counterexample
         .clone()
         .unwrap();
@@ -450,8 +463,8 @@ fn counterexamples_replay() {
         "the trace input and the replayed one"
     );
     assert_eq!(case.samples[1].inputs, cx.inputs);
-    assert_eq!(case.variants[&Variant::Traced].outcome, Outcome::Fail);
-    assert_eq!(case.variants[&Variant::Scripted].outcome, Outcome::Pass);
+    assert_eq!(case.variants[&Variant::named("traced").unwrap()].outcome, Outcome::Fail);
+    assert_eq!(case.variants[&Variant::named("scripted").unwrap()].outcome, Outcome::Pass);
     assert_eq!(r.exit_code(), exit::DIVERGED);
     // A replay checks the input, not the snapshots.
     assert!(case.variants.values().all(|v| v.snapshot.is_none()));
@@ -688,7 +701,7 @@ fn sigterm_writes_partial_results_and_reaps_the_worker() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let mut child = Command::new(harness_bin())
         .arg("verify")
         .arg("--no-snapshots")
         .arg("--no-cache")
@@ -766,7 +779,7 @@ fn same_seed_same_samples() {
 /// `harness verify` with the test's Python and snapshot folder, outside CI whatever runs the
 /// tests (the CI test sets it back).
 fn harness_cli(snapshots: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    let mut cmd = Command::new(harness_bin());
     cmd.arg("verify")
         .arg("--python")
         .arg(python())
@@ -837,7 +850,7 @@ fn cli_exit_codes_and_output() {
         .iter()
         .find(|c| c.name == "undocumented_branch")
         .unwrap()
-        .variants[&Variant::Traced];
+        .variants[&Variant::named("traced").unwrap()];
     assert_eq!(fail.outcome, Outcome::Fail);
 
     let (code, stdout) = cli(&[gate, "--filter", "^faithful$"]);
@@ -869,7 +882,7 @@ fn list_inputs_reach_eager_and_libtorch() {
         "{:?}",
         c.samples
     );
-    let cx = c.variants[&Variant::Traced].counterexample.clone().unwrap();
+    let cx = c.variants[&Variant::named("traced").unwrap()].counterexample.clone().unwrap();
     assert_eq!(cx.inputs, "images.0: 3x2 float32");
     let out = tempfile::tempdir().unwrap();
     let req = Request {
@@ -891,8 +904,8 @@ fn list_inputs_reach_eager_and_libtorch() {
     };
     let r = verify(&req, |_| {}).unwrap();
     let v = &r.cases[0].variants;
-    assert_eq!(v[&Variant::Traced].outcome, Outcome::Error);
-    assert_eq!(v[&Variant::Scripted].outcome, Outcome::Pass);
+    assert_eq!(v[&Variant::named("traced").unwrap()].outcome, Outcome::Error);
+    assert_eq!(v[&Variant::named("scripted").unwrap()].outcome, Outcome::Pass);
 }
 
 #[test]
@@ -941,7 +954,7 @@ fn device_probe_always_catches_a_device_branch_the_trace_erased() {
         .iter()
         .find(|c| c.name == "device_branch_auto")
         .unwrap();
-    let check = auto.variants[&Variant::Traced]
+    let check = auto.variants[&Variant::named("traced").unwrap()]
         .device_check
         .clone()
         .unwrap();
@@ -986,12 +999,12 @@ fn a_fully_cached_run_is_served_without_the_runner() {
             .output()
             .unwrap()
     };
-    let first = verify(Path::new(env!("CARGO_BIN_EXE_harness")));
+    let first = verify(harness_bin().as_path());
     assert_eq!(first.status.code(), Some(0), "{first:?}");
     // A copy of `harness` with no `harness-run` beside it.
     let alone = dir.path().join("alone");
     std::fs::create_dir(&alone).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_harness"), alone.join("harness")).unwrap();
+    std::fs::copy(harness_bin(), alone.join("harness")).unwrap();
     let cached = verify(&alone.join("harness"));
     assert_eq!(cached.status.code(), Some(0), "{cached:?}");
     let stdout = String::from_utf8_lossy(&cached.stdout);
@@ -1104,7 +1117,7 @@ fn snapshot_review_workflow() {
             && stdout.contains("+  return torch.mul(torch.relu(x), 3)"),
         "{stdout}"
     );
-    let diff = r.as_ref().unwrap().cases[0].variants[&Variant::Traced]
+    let diff = r.as_ref().unwrap().cases[0].variants[&Variant::named("traced").unwrap()]
         .snapshot
         .clone()
         .unwrap()
@@ -1161,7 +1174,7 @@ fn same_model_in_two_folders_gives_identical_snapshots() {
         &snaps_b,
     );
     // Isolation: the second case's module is not renamed after the first case's.
-    let raw = rb.cases[1].variants[&Variant::Scripted]
+    let raw = rb.cases[1].variants[&Variant::named("scripted").unwrap()]
         .export
         .code
         .clone()
@@ -1265,7 +1278,7 @@ fn cache_reruns_only_what_changed_and_jobs_agree() {
         "{:?}",
         cached(&second)
     );
-    let cx = second.cases[0].variants[&Variant::Traced]
+    let cx = second.cases[0].variants[&Variant::named("traced").unwrap()]
         .counterexample
         .clone()
         .unwrap();

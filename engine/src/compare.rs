@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+pub use harness::diagnose::MismatchKind;
+
 use crate::value::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,15 +18,6 @@ pub struct Tolerance {
     pub atol: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MismatchKind {
-    Structure,
-    Shape,
-    Dtype,
-    Device,
-    Values,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mismatch {
@@ -73,7 +66,7 @@ impl From<Tolerance> for Tolerances {
 
 impl Tolerances {
     /// From a case's `check:` section.
-    pub fn from_check(check: &crate::case::CheckSpec) -> Tolerances {
+    pub fn from_check(check: &harness::case::CheckSpec) -> Tolerances {
         let default = Tolerance {
             rtol: check.rtol,
             atol: check.atol,
@@ -523,13 +516,13 @@ mod tests {
 
     #[test]
     fn per_output_tolerances_match_by_path_glob() {
-        let check = crate::case::CheckSpec {
-            outputs: vec![crate::case::OutputTolerance {
+        let check = harness::case::CheckSpec {
+            outputs: vec![harness::case::OutputTolerance {
                 path: "output[*][\"scores\"]".into(),
                 rtol: Some(0.0),
                 atol: Some(0.1),
             }],
-            ..crate::case::CheckSpec::default()
+            ..harness::case::CheckSpec::default()
         };
         let tols = Tolerances::from_check(&check);
         assert_eq!(tols.at("output[0][\"scores\"]").atol, 0.1);

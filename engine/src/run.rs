@@ -18,52 +18,28 @@ use std::time::{Duration, Instant};
 
 use tch::{CModule, Device, IValue, Tensor};
 
-use crate::case::{Case, DeviceProbe, ModelOrigin, ValueGen, Variant};
+use harness::case::{Case, DeviceProbe, ModelOrigin, ValueGen, Variant};
 use crate::compare::{compare, Comparison, MismatchKind, Tolerance, Tolerances};
-use crate::diagnose::{self, DeviceCheck, Observation, SampleFailure};
-use crate::pitfall::Pitfall;
-use crate::plan::{self, Group, SampleSpec};
-use crate::probe::{self, ProbeService};
-use crate::results::{
+use harness::diagnose::{self, DeviceCheck, Observation, SampleFailure};
+use harness::diagnose::error_summary;
+use harness::options::{Options, DEFAULT_CASE_TIMEOUT, DEFAULT_MAX_ELEMENTS};
+use harness::pitfall::Pitfall;
+use harness::plan::{self, Group, SampleSpec};
+use harness::probe::{self, ProbeService};
+use harness::results::{
     CaseResult, CaseStatus, Counterexample, DimInfo, ExportInfo, Failure, GroupStat, InputInfo,
     ModelInfo, Outcome, SampleInfo, SpecInfo, VariantResult,
 };
+use crate::materialize::{describe_tensors, materialize};
 use crate::shrink;
 use crate::tensors;
 use crate::value::Value;
-use crate::worker::{
+use harness::worker::{
     ErrorBody, Export, ExportReply, LoadRequest, ProbeRun, Retrace, SampleRef, Worker, WorkerError,
 };
 
-/// How long a case may take when neither the command line nor the case says.
-pub const DEFAULT_CASE_TIMEOUT: Duration = Duration::from_secs(300);
-/// The element budget of one sample when neither the command line nor the case says: 2^24
-/// elements (64 MiB of float32), since every sample of a case is kept in memory.
-pub const DEFAULT_MAX_ELEMENTS: u64 = 1 << 24;
-
 /// Candidates tried when shrinking one variant's counterexample (one worker round trip each).
 pub const MAX_SHRINK_ROUND_TRIPS: usize = 48;
-
-/// Settings shared by every case of a run.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The Python interpreter with torch 2.13.0.
-    pub python: PathBuf,
-    /// Where artifacts go (`<out>/artifacts/<case>/traced.pt`, `<out>/counterexamples/`).
-    pub out_dir: PathBuf,
-    /// Overrides every case's `check.seed`.
-    pub seed: Option<u64>,
-    /// How long one case may take (overrides `check.timeout_s`; default [`DEFAULT_CASE_TIMEOUT`]).
-    pub timeout: Option<Duration>,
-    /// Most elements one sample may hold (overrides `check.max_elements`; default
-    /// [`DEFAULT_MAX_ELEMENTS`]).
-    pub max_elements: Option<u64>,
-    /// Check only the trace input and this saved input (a counterexample), not the plan.
-    pub replay: Option<PathBuf>,
-    /// Intra-op threads for the worker's torch (`None`: torch's default); set when several
-    /// cases run at once, so they share the cores instead of oversubscribing them.
-    pub torch_threads: Option<usize>,
-}
 
 /// The device probe of a case, once its variants have run.
 enum ProbeWait {
@@ -388,7 +364,7 @@ impl Runner {
         for dir in [&sample_dir, &artifact_dir] {
             let _ = std::fs::remove_dir_all(dir);
             std::fs::create_dir_all(dir)
-                .map_err(|e| ErrorBody::new("io", format!("{}: {e}", dir.display())))?;
+                .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
         }
 
         // 1. The model, in the worker.
@@ -426,8 +402,7 @@ impl Runner {
         for s in &specs {
             let n = plan::elements(case, s);
             if n > u128::from(budget) {
-                return Err(ErrorBody::new(
-                    "too_large",
+                return Err(ErrorBody::new(ErrorKind::TooLarge,
                     format!(
                         "sample {} ({}; dims {}) would hold {n} elements, above the budget of \
                          {budget} per sample (raise check.max_elements or --max-elements, or \
@@ -450,10 +425,10 @@ impl Runner {
             replay.id = "replay".into();
             replay.group = Group::Replay;
             specs.push(replay);
-            inputs.push(plan::materialize(case, &specs[0]));
+            inputs.push(materialize(case, &specs[0]));
             inputs.push(read_replay(file, &names)?);
         } else {
-            inputs.extend(specs.iter().map(|s| plan::materialize(case, s)));
+            inputs.extend(specs.iter().map(|s| materialize(case, s)));
         }
         // One file for every sample (`s3/x`): a file per sample cost more in system calls than
         // the tensors in it.
@@ -491,8 +466,7 @@ impl Runner {
             .filter_map(|e| e.as_ref().map(|e| e.seconds * 1e3))
             .sum::<f64>();
         if exported.eager_state_changed {
-            return Err(ErrorBody::new(
-                "eager_state_changed",
+            return Err(ErrorBody::new(ErrorKind::EagerStateChanged,
                 "tracing or scripting changed the eager model's parameters or buffers",
             ));
         }
@@ -521,7 +495,7 @@ impl Runner {
                 nondeterministic = Some(format!(
                     "two eager runs on {} ({}) differ at {}: {}",
                     specs[i].id,
-                    plan::describe_tensors(&inputs[i]),
+                    describe_tensors(&inputs[i]),
                     m.path,
                     m.detail
                 ));
@@ -532,7 +506,7 @@ impl Runner {
             result.samples.push(SampleInfo {
                 id: s.id.clone(),
                 group: s.group.clone().into(),
-                inputs: plan::describe_tensors(&inputs[i]),
+                inputs: describe_tensors(&inputs[i]),
                 eager_ms: eager_s.get(i).copied().unwrap_or(0.0) * 1000.0,
             });
         }
@@ -576,7 +550,7 @@ impl Runner {
                 }
                 Err(e) => {
                     // Saved by torch 2.13 but not loadable by libtorch: a deployment fails too.
-                    load_errors.insert(variant, ErrorBody::new("load", format!("{e}")));
+                    load_errors.insert(variant, ErrorBody::new(ErrorKind::Load, format!("{e}")));
                 }
             }
         }
@@ -609,7 +583,7 @@ impl Runner {
         let mut counterexamples = BTreeMap::new();
         for &variant in &case.spec.variants {
             let failures = sample_failures(&samples, runs.get(&variant));
-            if variant == Variant::Traced && self.opts.replay.is_none() {
+            if variant == Variant::named("traced").unwrap() && self.opts.replay.is_none() {
                 retraces.insert(variant, self.retraces(case, &samples, &failures)?);
             }
             let first = runs
@@ -671,7 +645,7 @@ impl Runner {
                     &mut result.notes,
                 ),
                 Err(probe::Failure::Interrupted) => {
-                    return Err(ErrorBody::new("interrupted", "interrupted"))
+                    return Err(ErrorBody::new(ErrorKind::Interrupted, "interrupted"))
                 }
                 Err(probe::Failure::Failed(why)) => {
                     result.notes.push(format!(
@@ -745,7 +719,7 @@ impl Runner {
     /// server is idle: if the probe server is gone, fork another from it.
     fn wait_probe(&mut self, rx: &Receiver<probe::Outcome>) -> probe::Outcome {
         loop {
-            if crate::interrupt::requested() {
+            if harness::interrupt::requested() {
                 return Err(probe::Failure::Interrupted);
             }
             let left = self.deadline.saturating_duration_since(Instant::now());
@@ -787,7 +761,7 @@ impl Runner {
                     "sample {} ({}; {})",
                     specs[k].id,
                     String::from(specs[k].group.clone()),
-                    plan::describe_tensors(&inputs[k])
+                    describe_tensors(&inputs[k])
                 ),
                 None => format!("sample {}", e.id),
             };
@@ -795,7 +769,7 @@ impl Runner {
                 let mut err = e
                     .error
                     .clone()
-                    .unwrap_or_else(|| ErrorBody::new("eager", String::new()));
+                    .unwrap_or_else(|| ErrorBody::new(ErrorKind::Eager, String::new()));
                 err.message = if err.kind == "unsupported_output" {
                     format!(
                         "eager's output on {what} cannot be compared: {}",
@@ -808,18 +782,17 @@ impl Runner {
                 return Err(err);
             }
             let (Some(path), Some(output)) = (&e.path, &e.output) else {
-                return Err(ErrorBody::new(
-                    "protocol",
+                return Err(ErrorBody::new(ErrorKind::Protocol,
                     format!("eager reply {i} lacks its output"),
                 ));
             };
             if read.as_ref().is_none_or(|(p, _)| p != path) {
-                let t = tensors::read(path).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
+                let t = tensors::read(path).map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{e:#}")))?;
                 read = Some((path.clone(), t));
             }
             let tensors = &mut read.as_mut().expect("just read").1;
             let value = Value::from_wire(output, tensors)
-                .map_err(|m| ErrorBody::new("unsupported_output", format!("{what}: {m}")))?;
+                .map_err(|m| ErrorBody::new(ErrorKind::UnsupportedOutput, format!("{what}: {m}")))?;
             values.push((value, e.seconds.unwrap_or(0.0)));
         }
         self.torch_ms += values.iter().map(|(_, s)| s * 1e3).sum::<f64>();
@@ -873,7 +846,7 @@ impl Runner {
             ));
         }
         let load = serde_json::to_value(load)
-            .map_err(|e| ErrorBody::new("protocol", format!("load request: {e}")))?;
+            .map_err(|e| ErrorBody::new(ErrorKind::Protocol, format!("load request: {e}")))?;
         let job = probe::Job {
             load,
             case: case.name.clone(),
@@ -988,7 +961,7 @@ impl Runner {
                 let id = input.sample.clone();
                 let r = self.call(|w, timeout| w.retrace(&case.name, &input, &names, timeout))?;
                 self.torch_ms += r.seconds * 1e3;
-                let label = format!("{id} ({})", plan::describe_tensors(&samples.inputs[i]));
+                let label = format!("{id} ({})", describe_tensors(&samples.inputs[i]));
                 Ok(Some((label, r)))
             };
         let values = pick(&|g| *g == Group::Values)?;
@@ -1024,7 +997,7 @@ impl Runner {
                 }
                 n += 1;
                 let id = format!("{}-shrink{n}", start.id);
-                let inputs = plan::materialize(case, cand);
+                let inputs = materialize(case, cand);
                 let path = match write_sample(dir, &id, &inputs) {
                     Ok(p) => p,
                     Err(e) => {
@@ -1072,7 +1045,7 @@ impl Runner {
             return Err(e);
         }
         // The minimal sample, run once more for its numbers, saved for replay.
-        let inputs = plan::materialize(case, &min);
+        let inputs = materialize(case, &min);
         let min_id = format!("{}-min", start.id);
         let path = write_sample(dir, &min_id, &inputs)?;
         let min_spec = SampleSpec {
@@ -1109,9 +1082,9 @@ impl Runner {
             };
         let dir = self.opts.out_dir.join("counterexamples");
         std::fs::create_dir_all(&dir)
-            .map_err(|e| ErrorBody::new("io", format!("{}: {e}", dir.display())))?;
+            .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
         let file = dir.join(format!("{}.{variant}.safetensors", case.name));
-        tensors::write(&file, &inputs).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
+        tensors::write(&file, &inputs).map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{e:#}")))?;
         let replay = format!(
             "cargo xtask verify {} --seed {seed} --replay {}",
             shell_word(&case.file.display().to_string()),
@@ -1119,7 +1092,7 @@ impl Runner {
         );
         Ok(Some(Counterexample {
             from_sample: start.id.clone(),
-            inputs: plan::describe_tensors(&inputs),
+            inputs: describe_tensors(&inputs),
             shapes: inputs.iter().map(|(_, t)| t.size()).collect(),
             dims: min.dims.clone(),
             precision: min.precision,
@@ -1140,8 +1113,7 @@ impl Runner {
     ) -> Result<T, ErrorBody> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let worker = self.worker().map_err(|e| {
-            ErrorBody::new(
-                "worker",
+            ErrorBody::new(ErrorKind::Worker,
                 format!("{e} (is the virtual environment set up? `cargo xtask verify` makes it)"),
             )
         })?;
@@ -1152,14 +1124,14 @@ impl Runner {
                 let kind = match &e {
                     // Only the case's child died: the server stays for the next case.
                     WorkerError::CaseDied { .. } => {
-                        return Err(ErrorBody::new("crashed", e.to_string()));
+                        return Err(ErrorBody::new(ErrorKind::Crashed, e.to_string()));
                     }
                     WorkerError::Died { .. } => "crashed",
                     // The case's child was killed; a server that survived serves the next case.
                     WorkerError::Timeout { .. }
                         if self.worker.as_mut().is_some_and(|w| w.is_alive()) =>
                     {
-                        return Err(ErrorBody::new("timeout", e.to_string()));
+                        return Err(ErrorBody::new(ErrorKind::Timeout, e.to_string()));
                     }
                     WorkerError::Timeout { .. } => "timeout",
                     WorkerError::Interrupted => "interrupted",
@@ -1190,10 +1162,10 @@ fn sample_failures(
 
 fn export_of(exported: &ExportReply, variant: Variant) -> Result<&Export, ErrorBody> {
     match variant {
-        Variant::Traced => exported.traced.as_ref(),
-        Variant::Scripted => exported.scripted.as_ref(),
+        Variant::named("traced").unwrap() => exported.traced.as_ref(),
+        Variant::named("scripted").unwrap() => exported.scripted.as_ref(),
     }
-    .ok_or_else(|| ErrorBody::new("protocol", format!("no {variant} export in the reply")))
+    .ok_or_else(|| ErrorBody::new(ErrorKind::Protocol, format!("no {variant} export in the reply")))
 }
 
 fn exported_path(exported: &ExportReply, variant: Variant) -> Option<PathBuf> {
@@ -1218,14 +1190,14 @@ fn write_samples<'a>(
                 .map(move |(n, t)| (format!("{id}/{n}"), t.shallow_clone()))
         })
         .collect();
-    tensors::write(path, &named).map_err(|e| ErrorBody::new("io", format!("{e:#}")))?;
+    tensors::write(path, &named).map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{e:#}")))?;
     Ok(path.to_path_buf())
 }
 
 /// The inputs saved in a file, in forward's order (list inputs as `name.0`, `name.1`, ...).
 fn read_replay(file: &Path, wire: &[String]) -> Result<Vec<(String, Tensor)>, ErrorBody> {
     let mut tensors =
-        tensors::read(file).map_err(|e| ErrorBody::new("replay", format!("{e:#}")))?;
+        tensors::read(file).map_err(|e| ErrorBody::new(ErrorKind::Replay, format!("{e:#}")))?;
     let mut out = Vec::new();
     for n in wire {
         match n.strip_suffix("[]") {
@@ -1238,7 +1210,7 @@ fn read_replay(file: &Path, wire: &[String]) -> Result<Vec<(String, Tensor)>, Er
             }
             None => {
                 let t = tensors.remove(n).ok_or_else(|| {
-                    ErrorBody::new("replay", format!("{} has no input `{n}`", file.display()))
+                    ErrorBody::new(ErrorKind::Replay, format!("{} has no input `{n}`", file.display()))
                 })?;
                 out.push((n.clone(), t));
             }
@@ -1396,31 +1368,6 @@ fn failure_of(r: &SampleRun) -> Option<SampleFailure> {
     }
 }
 
-/// The line that says what went wrong in a libtorch or TorchScript error: the last
-/// `SomethingError: …` line of an interpreter traceback, else the first line.
-pub fn error_summary(message: &str) -> String {
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| {
-            !l.is_empty() && !l.starts_with("Exception raised from") && !l.starts_with("frame #")
-        })
-        .collect();
-    let error_line = lines.iter().rev().find(|l| {
-        l.split_once(": ")
-            .is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '))
-    });
-    let line = error_line
-        .or(lines.first())
-        .map(|l| l.to_string())
-        .unwrap_or_default();
-    // The worker prefixes the exception type, which TorchScript's message often repeats.
-    match line.split_once(": ") {
-        Some((head, rest)) if rest.starts_with(&format!("{head}: ")) => rest.to_string(),
-        _ => line,
-    }
-}
-
 /// Judge one variant's run on the probe device against eager's. `cpu_ok`: the variant matched
 /// eager on the trace input on the CPU. Only what the device changes is flagged: a result on
 /// another device always; a raise, or another shape, dtype or structure, only when the CPU run
@@ -1562,7 +1509,7 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
             first_failure = Some(Failure {
                 sample: s.id.clone(),
                 group: s.group.clone().into(),
-                inputs: plan::describe_tensors(&facts.samples.inputs[i]),
+                inputs: describe_tensors(&facts.samples.inputs[i]),
                 shapes: facts.samples.inputs[i]
                     .iter()
                     .map(|(_, t)| t.size())

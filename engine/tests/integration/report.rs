@@ -11,7 +11,7 @@ use harness::case::Variant;
 use harness::report;
 use harness::results::{exit, CaseStatus, Outcome, Results};
 
-use super::{fixtures, python, repo, shipped};
+use super::{fixtures, harness_bin, python, repo, shipped};
 
 /// Undo the HTML escaping minijinja applies, to compare page text with results text.
 fn unescape(s: &str) -> String {
@@ -119,7 +119,7 @@ fn report_of_the_shipped_cases_shows_every_case_finding_and_code_diff() {
         }
         // Both exported: the side-by-side diff, with changed words highlighted when they differ.
         let code = |v| c.variants.get(&v).and_then(|v| v.export.code.clone());
-        if let (Some(t), Some(s)) = (code(Variant::Traced), code(Variant::Scripted)) {
+        if let (Some(t), Some(s)) = (code(Variant::named("traced").unwrap()), code(Variant::named("scripted").unwrap())) {
             assert!(section.contains("<table class=\"diff\">"), "{}", c.name);
             if t != s {
                 assert!(section.contains("<mark>"), "{}: no highlight", c.name);
@@ -176,7 +176,7 @@ fn harness(args: &[&str]) -> (i32, String, String) {
 /// The harness binary run from `cwd` (where its relative defaults, such as
 /// `reports/baseline.json`, are looked up).
 fn harness_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    let mut cmd = Command::new(harness_bin());
     cmd.current_dir(cwd).args(args);
     if args.first() == Some(&"verify") {
         // These tests are about reports, not `.code` snapshots.
@@ -236,7 +236,7 @@ fn cli_reports_junit_baseline_and_json() {
         .iter()
         .find(|c| c.name == "undocumented_branch")
         .unwrap()
-        .variants[&Variant::Traced];
+        .variants[&Variant::named("traced").unwrap()];
     match &traced.status {
         quick_junit::TestCaseStatus::NonSuccess {
             kind: quick_junit::NonSuccessKind::Failure,
@@ -264,11 +264,11 @@ fn cli_reports_junit_baseline_and_json() {
     let mut base = results.clone();
     for c in &mut base.cases {
         if c.name == "undocumented_branch" {
-            let t = c.variants.get_mut(&Variant::Traced).unwrap();
+            let t = c.variants.get_mut(&Variant::named("traced").unwrap()).unwrap();
             t.outcome = Outcome::Pass;
         }
         if c.name == "faithful" {
-            let t = c.variants.get_mut(&Variant::Scripted).unwrap();
+            let t = c.variants.get_mut(&Variant::named("scripted").unwrap()).unwrap();
             t.export.code = Some("def forward(self) -> None:\n  return None\n".into());
         }
     }
@@ -400,7 +400,7 @@ fn cli_reports_junit_baseline_and_json() {
     // Pretend the baseline run was red: this run fixes it.
     accepted.cases[0]
         .variants
-        .get_mut(&Variant::Traced)
+        .get_mut(&Variant::named("traced").unwrap())
         .unwrap()
         .outcome = Outcome::Fail;
     accepted.write(&base).unwrap();

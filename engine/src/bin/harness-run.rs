@@ -2,5 +2,7 @@
 //! hands it every `verify` that the result cache cannot serve.
 
 fn main() -> std::process::ExitCode {
-    harness::cli::main(Some(|req, on_case| harness::verify::verify(req, on_case)))
+    harness::cli::main(Some(|req, on_case| {
+        harness_engine::verify::verify(req, on_case)
+    }))
 }

@@ -1,0 +1,146 @@
+"""Eager runs: inputs from tensor files, outputs as a JSON tree plus a tensor file."""
+
+import hashlib
+import os
+import time
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from harness_worker.errors import ErrorKind, HarnessError, error_body
+
+Input = torch.Tensor | list[torch.Tensor]
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """A digest of parameters and buffers: tracing or scripting must never change the eager model."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        t = t.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def load_inputs(ref: dict[str, str], names: list[str], files: dict[str, Any] | None = None) -> list[Input]:
+    """forward's arguments for one sample, from {"file", "sample"}: a tensor file holding the
+    sample's tensors under `<sample>/<name>` (one file holds every sample of a case). `x` is one
+    tensor, `images[]` the list of tensors `images.0`, `images.1`, ... (as many as the file
+    holds). `files` keeps files open across samples."""
+    path, prefix = ref["file"], ref["sample"]
+    f = files.get(path) if files is not None else None
+    if f is None:
+        f = safe_open(path, framework="pt")
+        if files is not None:
+            files[path] = f
+    keys = set(f.keys())
+    args: list[Input] = []
+    for n in names:
+        if n.endswith("[]"):
+            base = f"{prefix}/{n[:-2]}"
+            items = []
+            while f"{base}.{len(items)}" in keys:
+                items.append(f.get_tensor(f"{base}.{len(items)}").clone())
+            args.append(items)
+        elif f"{prefix}/{n}" in keys:
+            # A copy: the file's tensors share memory, and a model may write into its input.
+            args.append(f.get_tensor(f"{prefix}/{n}").clone())
+        else:
+            raise HarnessError(ErrorKind.PROTOCOL, f"{path} lacks input {n!r} of sample {prefix}")
+    return args
+
+
+def to_device(value: Input, device: str) -> Input:
+    """An input (a tensor or a list of them) on another device."""
+    if isinstance(value, list):
+        return [v.to(device) for v in value]
+    return value.to(device)
+
+
+def _encode_items(
+    values: list[Any] | tuple[Any, ...], key: str, tensors: dict[str, torch.Tensor] | None
+) -> list[Any]:
+    return [encode(v, f"{key}.{i}", tensors) for i, v in enumerate(values)]
+
+
+def _encode_tensor(value: torch.Tensor, key: str, tensors: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    if tensors is None:  # describe only: no data (meta tensors have none)
+        return {
+            "t": "tensor_desc",
+            "shape": list(value.shape),
+            "dtype": str(value.dtype).replace("torch.", ""),
+            "device": str(value.device),
+        }
+    if value.device.type != "cpu":
+        value = value.cpu()
+    tensors[key] = value.detach().clone().contiguous()
+    return {"t": "tensor", "key": key}
+
+
+def encode(value: Any, key: str, tensors: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+    """Describe an output as a JSON tree; tensor leaves go into `tensors` under their key."""
+    if isinstance(value, torch.Tensor):
+        return _encode_tensor(value, key, tensors)
+    if isinstance(value, bool):
+        return {"t": "bool", "v": value}
+    if isinstance(value, int):
+        return {"t": "int", "v": value}
+    if isinstance(value, float):
+        return {"t": "float", "v": repr(value)}
+    if isinstance(value, str):
+        return {"t": "str", "v": value}
+    if value is None:
+        return {"t": "none"}
+    if isinstance(value, tuple):
+        return {"t": "tuple", "items": _encode_items(value, key, tensors)}
+    if isinstance(value, list):
+        return {"t": "list", "items": _encode_items(value, key, tensors)}
+    if isinstance(value, dict):
+        items = []
+        for i, (k, v) in enumerate(value.items()):
+            if not isinstance(k, str | int | bool | float):
+                raise TypeError(f"dict key of type {type(k).__name__} cannot be compared")
+            items.append([encode(k, f"{key}.k{i}", tensors), encode(v, f"{key}.{i}", tensors)])
+        return {"t": "dict", "items": items}
+    raise TypeError(f"output of type {type(value).__name__} cannot be compared")
+
+
+def _run_sample(
+    model: torch.nn.Module, sid: str, inputs: list[Input], path: str, outputs: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """One sample's eager result; its output tensors go into `outputs`."""
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            output = model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - reported per sample
+        return {"id": sid, "ok": False, "error": error_body(ErrorKind.EAGER_RAISED, exc)}
+    seconds = time.perf_counter() - start
+    tensors: dict[str, torch.Tensor] = {}
+    try:
+        tree = encode(output, f"{sid}/o", tensors)
+    except TypeError as exc:
+        return {"id": sid, "ok": False, "error": error_body(ErrorKind.UNSUPPORTED_OUTPUT, exc)}
+    outputs.update(tensors)
+    return {"id": sid, "ok": True, "output": tree, "path": path, "seconds": seconds}
+
+
+def run_eager(model: torch.nn.Module, req: dict[str, Any], path: str) -> dict[str, Any]:
+    """An `eager` request: every sample, with all of their outputs in one file at `path`
+    (`<sample>/o`, `<sample>/o.0`, ...)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    results = []
+    files: dict[str, Any] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    for sample in req["samples"]:
+        sid = sample["id"]
+        try:
+            inputs = load_inputs(sample["input"], req["names"], files)
+        except Exception as exc:  # noqa: BLE001
+            raise HarnessError(ErrorKind.PROTOCOL, f"cannot read sample {sid}: {exc}") from exc
+        results.append(_run_sample(model, sid, inputs, path, outputs))
+    save_file(outputs, path)
+    return {"results": results}

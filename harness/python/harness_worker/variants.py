@@ -1,0 +1,167 @@
+"""Exporting variants, as data: each export *method* is an Exporter in EXPORTERS.
+
+A request names its variants (`{"name", "method", "options"}`); the exporter of the method makes a
+ScriptModule from a fresh deep copy of the model, the inputs of the trace sample and the
+variant's options, and its failures get the exporter's error kind. A new method is one function
+and one entry in EXPORTERS, e.g.
+
+    def _freeze(fresh, inputs, options):
+        return torch.jit.freeze(torch.jit.script(fresh.eval()))
+
+    EXPORTERS["freeze"] = Exporter(_freeze)
+"""
+
+import copy
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness_worker.eager import Input, state_digest
+from harness_worker.errors import ErrorKind, HarnessError, error_body
+from harness_worker.frames import capture_warnings, locate_error
+from harness_worker.graph import Walk, code_constants, static_evidence, submodule_code
+
+MakeFn = Callable[[torch.nn.Module, tuple[Input, ...], dict[str, Any]], torch.jit.ScriptModule]
+MESSAGE_LINES = 40
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """How one method makes a ScriptModule, which options it accepts, what its failures are."""
+
+    make: MakeFn
+    error_kind: ErrorKind = ErrorKind.EXPORT_ERROR
+    options: frozenset[str] = frozenset()
+
+
+def _trace(
+    fresh: torch.nn.Module, inputs: tuple[Input, ...], options: dict[str, Any]
+) -> torch.jit.ScriptModule:
+    with torch.no_grad():
+        return torch.jit.trace(fresh, inputs, **{"check_trace": False, **options})
+
+
+def _script(
+    fresh: torch.nn.Module, inputs: tuple[Input, ...], options: dict[str, Any]
+) -> torch.jit.ScriptModule:
+    return torch.jit.script(fresh)
+
+
+EXPORTERS: dict[str, Exporter] = {
+    "trace": Exporter(_trace, ErrorKind.TRACE_ERROR, frozenset({"check_trace", "check_tolerance", "strict"})),
+    "script": Exporter(_script, ErrorKind.SCRIPT_COMPILE_ERROR),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant of an export request: its artifact is `<out_dir>/<name>.pt`."""
+
+    name: str
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exporter(self) -> Exporter:
+        return EXPORTERS[self.method]
+
+
+def _parse_variant(raw: Any) -> Variant:
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        raise HarnessError(ErrorKind.PROTOCOL, f"a variant is {{name, method, options}}, not {raw!r}")
+    name, method, options = raw["name"], raw.get("method"), raw.get("options") or {}
+    if not _NAME.fullmatch(name):
+        raise HarnessError(ErrorKind.PROTOCOL, f"variant name {name!r} is not a plain file name")
+    if method not in EXPORTERS:
+        raise HarnessError(
+            ErrorKind.PROTOCOL, f"variant {name!r}: unknown method {method!r} (known: {sorted(EXPORTERS)})"
+        )
+    unknown = sorted(set(options) - EXPORTERS[method].options)
+    if unknown:
+        raise HarnessError(
+            ErrorKind.PROTOCOL, f"variant {name!r}: method {method!r} takes no options {unknown}"
+        )
+    return Variant(name, method, dict(options))
+
+
+def parse_variants(raw: Any) -> list[Variant]:
+    """The request's variants, checked before anything is exported."""
+    if not isinstance(raw, list):
+        raise HarnessError(ErrorKind.PROTOCOL, f"variants must be a list, not {raw!r}")
+    variants = [_parse_variant(v) for v in raw]
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise HarnessError(ErrorKind.PROTOCOL, f"variant names repeat: {names}")
+    return variants
+
+
+def export_error(kind: ErrorKind, exc: BaseException) -> dict[str, Any]:
+    """An export failure's error body, with the user's file and line where one is known."""
+    err = error_body(kind, exc)
+    locate_error(exc, err)
+    err["message"] = "\n".join(str(exc).strip().splitlines()[:MESSAGE_LINES])
+    return err
+
+
+def _describe(artifact: torch.jit.ScriptModule, path: str) -> tuple[dict[str, Any], Walk | None]:
+    """A saved artifact's entry: its code, constants, submodules and device pins."""
+    entry: dict[str, Any] = {"ok": True, "path": path}
+    try:
+        entry["code"], entry["constants"] = code_constants(artifact)
+        entry["modules"] = submodule_code(artifact)
+        walk = Walk(artifact.inlined_graph)
+        entry["device_pins"] = walk.pins
+    except Exception as exc:  # noqa: BLE001 - saved, but not printable
+        entry["code_error"] = f"{type(exc).__name__}: {exc}"
+        return entry, None
+    return entry, walk
+
+
+def export_variant(
+    model: torch.nn.Module, inputs: list[Input], variant: Variant, out_dir: str
+) -> tuple[dict[str, Any], Walk | None]:
+    """Export one variant of a fresh deep copy of `model`, save it, and describe it. A failure is
+    data (an entry with `ok: false`), never an exception."""
+    path = os.path.join(out_dir, f"{variant.name}.pt")
+    if os.path.exists(path):
+        os.remove(path)
+    start = time.perf_counter()
+    with capture_warnings() as records:
+        try:
+            fresh = copy.deepcopy(model)
+            artifact = variant.exporter.make(fresh, tuple(inputs), variant.options)
+            artifact.save(path)
+            entry, walk = _describe(artifact, path)
+        except HarnessError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an export failure is data
+            entry, walk = {"ok": False, "error": export_error(variant.exporter.error_kind, exc)}, None
+    entry["warnings"] = records
+    entry["seconds"] = time.perf_counter() - start
+    return entry, walk
+
+
+def export_all(
+    model: torch.nn.Module, inputs: list[Input], variants: list[Variant], out_dir: str, dims: dict[str, Any]
+) -> tuple[dict[str, Any], Walk | None]:
+    """An `export` reply body, and the walk of the first `trace` variant's graph (None when there
+    is none or it failed). The evidence compares the first `trace` and first `script` variants."""
+    os.makedirs(out_dir, exist_ok=True)
+    before = state_digest(model)
+    exports: dict[str, Any] = {}
+    first: dict[str, Walk | None] = {}  # method -> the walk of its first variant
+    for variant in variants:
+        exports[variant.name], walk = export_variant(model, inputs, variant, out_dir)
+        first.setdefault(variant.method, walk)
+    reply = {
+        "exports": exports,
+        "eager_state_changed": before != state_digest(model),
+        "evidence": static_evidence(first.get("trace"), first.get("script"), dims),
+    }
+    return reply, first.get("trace")

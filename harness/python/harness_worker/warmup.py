@@ -1,0 +1,38 @@
+"""Warm-ups, paid once in a fork server so that every child forked from it starts warm.
+
+Both run only kernels too small to start OpenMP's thread pool: the pool does not survive a fork,
+and a child forked after a warm-up with a real convolution hangs in its first one.
+"""
+
+import warnings
+
+import torch
+
+
+def warm_up() -> None:
+    """Pay torch's lazy initialization once, in the fork server, so every case's child starts
+    warm: a first trace and script, and their first runs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = torch.nn.Linear(2, 2).eval()
+            x = torch.zeros(1, 2)
+            with torch.no_grad():
+                torch.jit.trace(m, (x,), check_trace=False)(x)
+            torch.jit.script(m)(x)
+    except Exception:  # noqa: BLE001 - warming up is an optimization only
+        pass
+
+
+def warm_up_meta() -> None:
+    """The probe server's warm-up: the meta device's Python kernels import torch._dynamo on
+    first use (about 0.6 s), which every probe child then inherits."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = torch.nn.Linear(2, 2).eval().to("meta")
+            x = torch.zeros(1, 2, device="meta")
+            with torch.no_grad():
+                torch.relu(m(x) * 2 + 1).sum()
+    except Exception:  # noqa: BLE001 - warming up is an optimization only
+        pass

@@ -1,0 +1,94 @@
+"""The Worker: one case's state (its model, the first trace's graph) and an op_* method per
+ordinary request."""
+
+import copy
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+
+from harness_worker.eager import load_inputs, run_eager, state_digest
+from harness_worker.errors import ErrorKind, HarnessError, error_body
+from harness_worker.frames import capture_warnings
+from harness_worker.graph import TraceSig, Walk, trace_diff
+from harness_worker.model import ModelLoader, construct
+from harness_worker.probe import device_probe
+from harness_worker.protocol import PROTOCOL
+from harness_worker.variants import EXPORTERS, export_all, parse_variants
+
+
+class Worker:
+    """Serves `op_<name>(request) -> reply body`; raising HarnessError fails the request."""
+
+    def __init__(self) -> None:
+        self.loader = ModelLoader()
+        self.models: dict[str, torch.nn.Module] = {}  # case -> model
+        # case -> (signature of the first trace variant's graph, that variant's options)
+        self.trace_sigs: dict[str, tuple[TraceSig, dict[str, Any]]] = {}
+        self.eager_calls = 0  # names each eager call's output file
+
+    def _model(self, req: dict[str, Any]) -> torch.nn.Module:
+        case = req["case"]
+        if case not in self.models:
+            raise HarnessError(ErrorKind.PROTOCOL, f"case {case!r} is not loaded")
+        return self.models[case]
+
+    def op_hello(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "protocol": PROTOCOL,
+            "torch": torch.__version__.split("+")[0],
+            "python": sys.version.split()[0],
+            "pid": os.getpid(),
+        }
+
+    def op_load(self, req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("source"):
+            where = req["source"]
+            module, files = self.loader.from_source(where)
+        else:
+            where = req["import"]
+            module, files = self.loader.by_name(where)
+        model = construct(module, where, req)
+        self.models[req["case"]] = model
+        return {"class": type(model).__qualname__, "files": files, "state": state_digest(model)}
+
+    def op_export(self, req: dict[str, Any]) -> dict[str, Any]:
+        model = self._model(req)
+        variants = parse_variants(req["variants"])
+        inputs = load_inputs(req["input"], req["names"])
+        reply, traced = export_all(model, inputs, variants, req["out_dir"], req.get("dims") or {})
+        if traced is not None:
+            options = next(v.options for v in variants if v.method == "trace")
+            self.trace_sigs[req["case"]] = ((traced.ops, traced.consts), options)
+        return reply
+
+    def op_retrace(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Trace again on another input (as the first trace variant was made) and say how the
+        recorded graph differs."""
+        model = self._model(req)
+        if req["case"] not in self.trace_sigs:
+            raise HarnessError(ErrorKind.PROTOCOL, "retrace before a successful trace")
+        sig, options = self.trace_sigs[req["case"]]
+        inputs = load_inputs(req["input"], req["names"])
+        start = time.perf_counter()
+        with capture_warnings():
+            try:
+                traced = EXPORTERS["trace"].make(copy.deepcopy(model), tuple(inputs), options)
+            except Exception as exc:  # noqa: BLE001 - evidence is optional
+                return {"traced": False, "error": error_body(ErrorKind.TRACE_ERROR, exc), "seconds": 0.0}
+        seconds = time.perf_counter() - start
+        reply = {"seconds": seconds, "traced": True}
+        reply.update(trace_diff(sig, Walk(traced.inlined_graph)))
+        return reply
+
+    def op_device_probe(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run eager and the saved artifacts with inputs on another device (meta or cuda)."""
+        return device_probe(self._model(req), req)
+
+    def op_eager(self, req: dict[str, Any]) -> dict[str, Any]:
+        model = self._model(req)
+        self.eager_calls += 1
+        path = os.path.join(req["out_dir"], f"eager-{self.eager_calls}.safetensors")
+        return run_eager(model, req, path)

@@ -1,0 +1,191 @@
+//! The variants a case checks against eager, as data.
+//!
+//! A variant is one way a model leaves Python: `torch.jit.trace`, `torch.jit.script`, and
+//! whatever [`DEFINITIONS`] lists next. Its [`Definition`] is the only place that says how the
+//! worker makes it (an export *method* of the worker's `variants.py` with options), where it runs,
+//! what its artifact is called, and what diagnosis may say about it. Everything else (the runner,
+//! comparison, results, console, report, JUnit, snapshots, the cache) iterates over the variants
+//! a case declares and asks their definitions; nothing outside this file names one.
+//!
+//! Adding a variant: one entry in [`DEFINITIONS`] here, and (for a new method) one exporter in
+//! the worker's `variants.py`. Its results appear under a new key of results.json.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::pitfall::Pitfall;
+
+/// Where a variant's artifact runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// Loaded with `tch::CModule` and run in libtorch from Rust, as a C++ deployment would.
+    Libtorch,
+}
+
+/// Everything the harness knows about one variant.
+#[derive(Debug)]
+pub struct Definition {
+    /// The name in case files, results.json, snapshots (`<case>__<name>.snap`) and artifacts
+    /// (`<name>.pt`).
+    pub name: &'static str,
+    /// The worker's export method (`trace`, `script`; see `harness_worker/variants.py`).
+    pub method: &'static str,
+    /// Options passed to the method, as a JSON object.
+    pub options: &'static str,
+    pub runtime: Runtime,
+    /// Checked when a case does not list its variants.
+    pub default: bool,
+    /// The export recorded one execution (tracing): data-dependent control flow, frozen values
+    /// and shapes can be baked in, and diagnosis traces again on a failing input to tell them
+    /// apart.
+    pub records_one_run: bool,
+    /// The pitfall a failed export is, and how to say it.
+    pub export_pitfall: Pitfall,
+    pub export_failed: &'static str,
+    /// The variant whose `.code` this one's is diffed against (`None`: no diff).
+    pub diff_base: Option<&'static str>,
+    /// How the snapshotted `.code` is made, for the `.snap` header.
+    pub snapshot_expression: &'static str,
+}
+
+/// Every variant the harness can check, in the order results list them.
+pub static DEFINITIONS: &[Definition] = &[
+    Definition {
+        name: "traced",
+        method: "trace",
+        options: "{}",
+        runtime: Runtime::Libtorch,
+        default: true,
+        records_one_run: true,
+        export_pitfall: Pitfall::TraceError,
+        export_failed: "torch.jit.trace failed (or its result could not be saved)",
+        diff_base: None,
+        snapshot_expression: "torch.jit.trace(model, trace_input).code_with_constants",
+    },
+    Definition {
+        name: "scripted",
+        method: "script",
+        options: "{}",
+        runtime: Runtime::Libtorch,
+        default: true,
+        records_one_run: false,
+        export_pitfall: Pitfall::ScriptCompileError,
+        export_failed: "torch.jit.script failed (or its result could not be saved)",
+        diff_base: Some("traced"),
+        snapshot_expression: "torch.jit.script(model).code_with_constants",
+    },
+];
+
+/// A variant: an index into [`DEFINITIONS`], ordered as they are, named in JSON and YAML.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Variant(u8);
+
+impl Variant {
+    /// Every variant, in definition order.
+    pub fn all() -> impl Iterator<Item = Variant> {
+        (0..DEFINITIONS.len()).map(|i| Variant(i as u8))
+    }
+
+    /// The variants a case checks when it does not list them.
+    pub fn defaults() -> Vec<Variant> {
+        Variant::all().filter(|v| v.def().default).collect()
+    }
+
+    /// The variant of this name.
+    pub fn named(name: &str) -> Option<Variant> {
+        Variant::all().find(|v| v.def().name == name)
+    }
+
+    pub fn def(self) -> &'static Definition {
+        &DEFINITIONS[usize::from(self.0)]
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.def().name
+    }
+
+    /// The variant this one's `.code` is diffed against.
+    pub fn diff_base(self) -> Option<Variant> {
+        self.def().diff_base.and_then(Variant::named)
+    }
+
+    /// `traced`, `scripted`: the names a case file may use, for messages.
+    pub fn names() -> String {
+        Variant::all()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The export request's entry for this variant (`{"name", "method", "options"}`).
+    pub fn export_spec(self) -> serde_json::Value {
+        let d = self.def();
+        let options: serde_json::Value =
+            serde_json::from_str(d.options).expect("a definition's options are a JSON object");
+        serde_json::json!({"name": d.name, "method": d.method, "options": options})
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Variant {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Variant {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Variant, D::Error> {
+        let name = String::deserialize(d)?;
+        Variant::named(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown variant `{name}`, expected one of {}",
+                Variant::names()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        let mut names = std::collections::BTreeSet::new();
+        for v in Variant::all() {
+            let d = v.def();
+            assert!(names.insert(d.name), "{} is defined twice", d.name);
+            assert!(v.export_spec()["options"].is_object(), "{}", d.name);
+            if let Some(base) = d.diff_base {
+                assert!(Variant::named(base).is_some(), "{}: no variant {base}", d.name);
+            }
+        }
+        assert!(!Variant::defaults().is_empty());
+    }
+
+    #[test]
+    fn names_round_trip_and_order_follows_definitions() {
+        for v in Variant::all() {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(serde_json::from_str::<Variant>(&json).unwrap(), v);
+        }
+        let all: Vec<Variant> = Variant::all().collect();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        let err = serde_json::from_str::<Variant>("\"frozen_typo\"").unwrap_err();
+        assert!(err.to_string().starts_with("unknown variant `frozen_typo`, expected one of `traced`"));
+    }
+}
