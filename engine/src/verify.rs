@@ -1,21 +1,36 @@
 //! Running the selected cases in libtorch: `N` jobs, each with its own runner and worker, take
-//! case files from a shared queue; a case waiting only for its device probe is parked and
-//! finished as the probe answers (all before the job ends). Everything before and after a case
-//! runs (selection, the cache, snapshot checks, the results document) is the core crate's
+//! case files from a shared queue; a case waiting only for its device probe is parked (the job
+//! keeps its `CaseRun`) and finished as the probe answers, all before the job ends. Each case
+//! runs under `catch_unwind`: a panic (tch panics on some libtorch exceptions) becomes that
+//! case's `internal` error, and the run, and its results.json, go on. Everything before and after
+//! a case runs (selection, the cache, snapshot checks, the results document) is the core crate's
 //! `verify`.
 
-use std::path::Path;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use harness::case::Case;
+use harness::error::{ErrorBody, ErrorKind};
 use harness::probe::ProbeService;
 use harness::results::{CaseResult, CaseStatus, Results};
 use harness::verify::{cached, results, select, stem, stored, Finished, Request};
-use harness::worker::ErrorBody;
 
-use crate::run::{Parked, Runner, Step};
+use crate::run::{CaseRun, Runner, Step};
+
+/// What the jobs share: the case files, the queue position, the finished results in case order,
+/// the versions the workers reported, and whether the run was interrupted.
+struct Shared<'a, F> {
+    req: &'a Request,
+    files: Vec<PathBuf>,
+    next: AtomicUsize,
+    slots: Mutex<Vec<Option<CaseResult>>>,
+    on_case: Mutex<F>,
+    versions: Mutex<(String, String)>,
+    stopped: AtomicBool,
+}
 
 /// Run every selected case, calling `on_case` as each one finishes (from the job's thread).
 pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow::Result<Results> {
@@ -24,95 +39,136 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
     let files = select(req)?;
     let jobs = req.jobs.clamp(1, files.len().max(1));
     // Two cores, two workers: each libtorch and each worker gets its share of the threads.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / jobs).max(1);
     if jobs > 1 {
         tch::set_num_threads(threads as i32);
     }
-    let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<CaseResult>>> = Mutex::new(vec![None; files.len()]);
-    let on_case = Mutex::new(on_case);
-    let versions: Mutex<(String, String)> = Mutex::new((String::new(), String::new()));
-    let stopped = AtomicBool::new(false);
-    let probe_service = ProbeService::start();
+    let shared = Shared {
+        req,
+        slots: Mutex::new(vec![None; files.len()]),
+        files,
+        next: AtomicUsize::new(0),
+        on_case: Mutex::new(on_case),
+        versions: Mutex::new((String::new(), String::new())),
+        stopped: AtomicBool::new(false),
+    };
+    let probe = ProbeService::start();
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let mut handles = Vec::new();
         for _ in 0..jobs {
             let mut options = req.options.clone();
             options.torch_threads = (jobs > 1).then_some(threads);
-            let mut runner = Runner::with_probe_service(options, probe_service.clone())?;
-            let (next, slots, on_case, versions, stopped, files) =
-                (&next, &slots, &on_case, &versions, &stopped, &files);
-            handles.push(scope.spawn(move || {
-                let deliver = |runner: &Runner, i: usize, (result, python): Finished| {
-                    if result.status == CaseStatus::Interrupted {
-                        stopped.store(true, Ordering::SeqCst);
-                    }
-                    {
-                        let mut v = versions.lock().unwrap_or_else(|e| e.into_inner());
-                        if v.0.is_empty() && !runner.torch.is_empty() {
-                            v.0 = runner.torch.clone();
-                        }
-                        if v.1.is_empty() {
-                            v.1 = python.unwrap_or_else(|| runner.python.clone());
-                        }
-                    }
-                    (on_case.lock().unwrap_or_else(|e| e.into_inner()))(&result);
-                    slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
-                };
-                // Cases waiting only for their device probe, finished as their probes answer
-                // (and all of them before the job ends).
-                let mut parked: Vec<(usize, Box<Parked>, &Path)> = Vec::new();
-                loop {
-                    let mut k = 0;
-                    while k < parked.len() {
-                        if parked[k].1.ready() {
-                            let (i, p, file) = parked.remove(k);
-                            let finished = finish_one(req, &mut runner, file, *p);
-                            deliver(&runner, i, finished);
-                        } else {
-                            k += 1;
-                        }
-                    }
-                    if harness::interrupt::requested() || stopped.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(file) = files.get(i) else { break };
-                    match start_one(req, &mut runner, file) {
-                        Started::Done(finished) => deliver(&runner, i, finished),
-                        Started::Parked(p) => parked.push((i, p, file)),
-                    }
-                }
-                for (i, p, file) in parked {
-                    let finished = finish_one(req, &mut runner, file, *p);
-                    deliver(&runner, i, finished);
-                }
-            }));
+            let runner = Runner::with_probe_service(options, probe.clone())?;
+            let shared = &shared;
+            handles.push(scope.spawn(move || job(shared, runner)));
         }
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a job panicked"))?;
+            // A job catches its cases' panics; one that still panicked lost no finished result.
+            let _ = h.join();
         }
         Ok(())
     })?;
-    let slots = slots.into_inner().unwrap_or_else(|e| e.into_inner());
+    let slots = shared.slots.into_inner().unwrap_or_else(|e| e.into_inner());
     let complete = slots.iter().all(Option::is_some)
         && !slots
             .iter()
             .flatten()
             .any(|c| c.status == CaseStatus::Interrupted);
     let cases: Vec<CaseResult> = slots.into_iter().flatten().collect();
-    let (torch, python) = versions.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(results(
-        req,
-        (start, started_at),
-        torch,
-        python,
-        complete,
-        cases,
-    ))
+    let (torch, python) = shared.versions.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok(results(req, (start, started_at), torch, python, complete, cases))
+}
+
+/// One job: take cases from the queue until it is empty or the run stops; finish parked cases
+/// as their probes answer, and all of them before returning.
+fn job<F: FnMut(&CaseResult) + Send>(shared: &Shared<'_, F>, mut runner: Runner) {
+    let mut parked: Vec<(usize, Box<CaseRun>)> = Vec::new();
+    loop {
+        let mut k = 0;
+        while k < parked.len() {
+            if parked[k].1.ready() {
+                let (i, cx) = parked.remove(k);
+                finish(shared, &mut runner, i, cx);
+            } else {
+                k += 1;
+            }
+        }
+        if harness::interrupt::requested() || shared.stopped.load(Ordering::SeqCst) {
+            break;
+        }
+        let i = shared.next.fetch_add(1, Ordering::SeqCst);
+        let Some(file) = shared.files.get(i) else {
+            break;
+        };
+        match guarded(file, || start_one(shared.req, &mut runner, file)) {
+            Ok(Started::Done(finished)) => deliver(shared, &runner, i, finished),
+            Ok(Started::Parked(cx)) => parked.push((i, cx)),
+            Err(finished) => {
+                runner.forget_worker();
+                deliver(shared, &runner, i, finished)
+            }
+        }
+    }
+    for (i, cx) in parked {
+        finish(shared, &mut runner, i, cx);
+    }
+}
+
+fn finish<F: FnMut(&CaseResult) + Send>(
+    shared: &Shared<'_, F>,
+    runner: &mut Runner,
+    i: usize,
+    cx: Box<CaseRun>,
+) {
+    let file = shared.files[i].clone();
+    let finished = guarded(&file, || finish_one(shared.req, runner, &file, *cx)).unwrap_or_else(|f| {
+        runner.forget_worker();
+        f
+    });
+    deliver(shared, runner, i, finished);
+}
+
+/// Run one step of a case, turning a panic into that case's `internal` error.
+fn guarded<T>(file: &Path, f: impl FnOnce() -> T) -> Result<T, Finished> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into());
+        let error = ErrorBody::new(
+            ErrorKind::Internal,
+            format!("the harness panicked on this case: {what}"),
+        );
+        (
+            CaseResult::error(&stem(file), &file.display().to_string(), error),
+            None,
+        )
+    })
+}
+
+/// Record a finished case: its slot, the versions, the caller's callback.
+fn deliver<F: FnMut(&CaseResult) + Send>(
+    shared: &Shared<'_, F>,
+    runner: &Runner,
+    i: usize,
+    (result, python): Finished,
+) {
+    if result.status == CaseStatus::Interrupted {
+        shared.stopped.store(true, Ordering::SeqCst);
+    }
+    {
+        let mut v = shared.versions.lock().unwrap_or_else(|e| e.into_inner());
+        if v.0.is_empty() && !runner.torch.is_empty() {
+            v.0 = runner.torch.clone();
+        }
+        if v.1.is_empty() {
+            v.1 = python.unwrap_or_else(|| runner.python.clone());
+        }
+    }
+    (shared.on_case.lock().unwrap_or_else(|e| e.into_inner()))(&result);
+    shared.slots.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
 }
 
 /// A case file after [`start_one`].
@@ -121,7 +177,7 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
 enum Started {
     Done(Finished),
     /// Run, but its device probe is still running: [`finish_one`] completes it.
-    Parked(Box<Parked>),
+    Parked(Box<CaseRun>),
 }
 
 /// Start a case file: a cache hit or a case error is done at once; a case that runs may be
@@ -141,15 +197,21 @@ fn start_one(req: &Request, runner: &mut Runner, file: &Path) -> Started {
         return Started::Done(hit);
     }
     match runner.start_case(&case) {
-        Step::Done(result) => Started::Done(stored(req, (&runner.torch, &runner.python), file, &case, result)),
+        Step::Done(result) => Started::Done(stored(
+            req,
+            (&runner.torch, &runner.python),
+            file,
+            &case,
+            result,
+        )),
         Step::Parked(p) => Started::Parked(p),
     }
 }
 
 /// Finish a case [`start_one`] set aside.
-fn finish_one(req: &Request, runner: &mut Runner, file: &Path, parked: Parked) -> Finished {
-    let case = parked.case().clone();
-    let result = runner.finish_case(parked);
+fn finish_one(req: &Request, runner: &mut Runner, file: &Path, cx: CaseRun) -> Finished {
+    let case = cx.case.clone();
+    let result = runner.finish_case(cx);
     stored(req, (&runner.torch, &runner.python), file, &case, result)
 }
 

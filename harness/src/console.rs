@@ -277,9 +277,10 @@ impl Console {
 mod tests {
     use super::*;
 
-    /// A ran case with one traced variant of `outcome`, its snapshot and the code diff.
+    /// A ran case with one traced variant of `outcome`, its snapshot and the code diff (and,
+    /// when there is a diff, the scripted variant it compares with, which passed).
     fn case(outcome: &str, snapshot: serde_json::Value, code_diff: Option<&str>) -> CaseResult {
-        serde_json::from_value(serde_json::json!({
+        let mut c: CaseResult = serde_json::from_value(serde_json::json!({
             "name": "c", "file": "c.yaml", "status": "ran", "duration_ms": 0,
             "code_diff": code_diff,
             "variants": {"traced": {
@@ -289,7 +290,14 @@ mod tests {
                 "snapshot": snapshot,
             }},
         }))
-        .unwrap()
+        .unwrap();
+        if code_diff.is_some() {
+            let mut scripted = c.variants.values().next().unwrap().clone();
+            scripted.outcome = Outcome::Pass;
+            scripted.snapshot = None;
+            c.variants.insert(Variant::named("scripted").unwrap(), scripted);
+        }
+        c
     }
 
     /// The lines printed for a case, plain.
@@ -312,6 +320,7 @@ mod tests {
                 "           @@ -1 +1 @@",
                 "           -a",
                 "           +b",
+                "PASS   c/scripted: m  (0 ms)",
             ],
         );
         let matched = serde_json::json!({"state": "matched", "path": "p"});
@@ -321,7 +330,7 @@ mod tests {
                 matched.clone(),
                 Some("--- traced\n+++ scripted\n-x\n+y\n"),
             ),
-            &["PASS   c/traced: m  (0 ms)"],
+            &["PASS   c/traced: m  (0 ms)", "PASS   c/scripted: m  (0 ms)"],
         );
         // A divergent case shows the traced-vs-scripted diff.
         check(
@@ -332,6 +341,7 @@ mod tests {
             ),
             &[
                 "XFAIL  c/traced: m  (0 ms)",
+                "PASS   c/scripted: m  (0 ms)",
                 "         code: traced vs scripted .code:",
                 "           --- traced",
                 "           +++ scripted",
@@ -343,6 +353,7 @@ mod tests {
             &case("fail", matched, Some("")),
             &[
                 "FAIL   c/traced: m  (0 ms)",
+                "PASS   c/scripted: m  (0 ms)",
                 "         code: traced and scripted .code are the same",
             ],
         );

@@ -161,11 +161,20 @@ impl CaseResult {
     /// A case the harness could not run.
     pub fn error(name: &str, file: &str, error: ErrorBody) -> CaseResult {
         CaseResult {
+            status: CaseStatus::Error,
+            error: Some(error),
+            ..CaseResult::ran(name, file)
+        }
+    }
+
+    /// A case that runs, before anything is known of it.
+    pub fn ran(name: &str, file: &str) -> CaseResult {
+        CaseResult {
             name: name.into(),
             file: file.into(),
             description: None,
-            status: CaseStatus::Error,
-            error: Some(error),
+            status: CaseStatus::Ran,
+            error: None,
             model: None,
             seed: None,
             samples: Vec::new(),
@@ -186,10 +195,7 @@ impl CaseResult {
 impl CaseResult {
     /// For tests: a case that ran, with no variants yet.
     pub(crate) fn ran_for_test(name: &str) -> CaseResult {
-        let mut c = CaseResult::error(name, &format!("{name}.yaml"), ErrorBody::new(crate::error::ErrorKind::Internal, ""));
-        c.status = CaseStatus::Ran;
-        c.error = None;
-        c
+        CaseResult::ran(name, &format!("{name}.yaml"))
     }
 }
 

@@ -136,12 +136,16 @@ impl Env {
     /// `harness`. `harness-run` lives in the `harness-engine` package once `engine/` exists
     /// (before that, in `harness` itself); `harness` execs it from the same folder.
     pub fn build_harness(&self) -> Result<PathBuf, String> {
-        let mut args = vec!["build", "--release", "--quiet", "--package", "harness"];
-        if self.root.join("engine/Cargo.toml").is_file() {
-            args.extend(["--package", "harness-engine"]);
-        }
-        args.push("--bins");
-        self.cargo(&args)?;
+        self.cargo(&[
+            "build",
+            "--release",
+            "--quiet",
+            "--package",
+            "harness",
+            "--package",
+            "harness-engine",
+            "--bins",
+        ])?;
         Ok(self.root.join("target/release/harness"))
     }
 

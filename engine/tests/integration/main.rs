@@ -1180,7 +1180,7 @@ fn same_model_in_two_folders_gives_identical_snapshots() {
         .clone()
         .unwrap();
     assert!(raw.contains("__torch__.nt_model.Out"), "{raw}");
-    for v in Variant::ALL {
+    for v in Variant::all() {
         let file = format!("nt__{v}.snap");
         let sa = std::fs::read_to_string(snaps_a.join(&file)).unwrap();
         let sb = std::fs::read_to_string(snaps_b.join(&file)).unwrap();

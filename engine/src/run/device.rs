@@ -1,0 +1,304 @@
+//! The device probe: does each variant follow its inputs to another device as eager does?
+//!
+//! On CUDA, eager runs in the case's child and the variants run here; without CUDA, on the meta
+//! device (which tch does not expose), eager and the saved artifacts run in a child of the probe
+//! server, and only when a graph names a device (or the case asks: `check.device_probe:
+//! always`). A probe that fails costs only the device judgement, with a note.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use tch::{Device, Tensor};
+
+use harness::case::{DeviceProbe, Variant};
+use harness::diagnose::{error_summary, DeviceCheck};
+use harness::error::ErrorKind;
+use harness::probe;
+use harness::worker::{ErrorBody, ProbeRun};
+
+use super::context::{CaseRun, Clock, ProbeWait, SampleRun};
+use super::io::{arguments, load_module};
+use super::Runner;
+use crate::compare::{compare, MismatchKind, Tolerance, Tolerances};
+use crate::value::Value;
+
+impl Runner {
+    /// Fork the probe server from this job's fork server (idle between cases) when the probe
+    /// service wants one and no other job is forking it.
+    pub(super) fn fork_probe_server_if_wanted(&mut self, clock: &mut Clock) {
+        if self.probe.claim_start() {
+            let server = self.call(clock, |w, timeout| w.probe_server(timeout));
+            self.probe
+                .started(server.map_err(|e| error_summary(&e.message)));
+        }
+    }
+
+    /// Start the device probe on the trace input (it runs while libtorch runs the variants).
+    pub(super) fn start_device_probe(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        if cx.is_replay() {
+            return Ok(());
+        }
+        let names = cx.case.wire_names();
+        let file = cx.samples().files[0].clone();
+        if tch::Cuda::is_available() {
+            let id = self.call(&mut cx.clock, |w, _| {
+                w.device_probe(&cx.case.name, &file, &names, "cuda", &[])
+            })?;
+            cx.probe = ProbeWait::Cuda(id);
+            return Ok(());
+        }
+        let exported = cx.exported.as_ref().expect("exported");
+        let exports: Vec<(Variant, &harness::worker::Export)> =
+            exported.exports.iter().filter(|(_, e)| e.ok).map(|(v, e)| (*v, e)).collect();
+        let pinned = exports.iter().any(|(_, e)| !e.device_pins.is_empty());
+        if cx.case.spec.check.device_probe == DeviceProbe::Auto && !pinned {
+            cx.probe = ProbeWait::Judged(exports.iter().map(|(v, _)| (*v, not_run(*v))).collect());
+            return Ok(());
+        }
+        let job = probe::Job {
+            load: cx.load.clone(),
+            case: cx.case.name.clone(),
+            input: file,
+            names,
+            artifacts: exports
+                .iter()
+                .filter_map(|(v, e)| Some((v.as_str().to_string(), e.path.clone()?)))
+                .collect(),
+            budget: cx.clock.left(),
+        };
+        cx.probe = ProbeWait::Meta(self.probe.submit(job), None);
+        Ok(())
+    }
+
+    /// 6. On CUDA, eager's run there (in the case's child), judged against the variants run on
+    ///    CUDA here.
+    pub(super) fn collect_cuda_probe(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        let ProbeWait::Cuda(id) = cx.probe else {
+            return Ok(());
+        };
+        let runs = self.call(&mut cx.clock, |w, timeout| w.device_probe_result(id, timeout))?;
+        cx.probe = ProbeWait::Judged(judge(cx, "cuda", runs));
+        Ok(())
+    }
+
+    /// 8. The device probe's outcome, waited for if need be, judged.
+    pub(super) fn judge_device(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        if !matches!(cx.probe, ProbeWait::Meta(..)) {
+            return Ok(());
+        }
+        let ProbeWait::Meta(rx, got) =
+            std::mem::replace(&mut cx.probe, ProbeWait::Judged(BTreeMap::new()))
+        else {
+            unreachable!("checked above")
+        };
+        let checks = match got.unwrap_or_else(|| self.wait_probe(&mut cx.clock, &rx)) {
+            Ok(runs) => judge(cx, "meta", runs),
+            Err(probe::Failure::Interrupted) => {
+                return Err(ErrorBody::new(ErrorKind::Interrupted, "interrupted"))
+            }
+            Err(probe::Failure::Failed(why)) => {
+                cx.result.notes.push(format!(
+                    "device probe on meta failed: {why}; device portability is not judged"
+                ));
+                BTreeMap::new()
+            }
+        };
+        cx.probe = ProbeWait::Judged(checks);
+        Ok(())
+    }
+
+    /// Wait for a probe's outcome, within the case's time limit. While waiting, this job's fork
+    /// server is idle: if the probe server is gone, fork another from it.
+    fn wait_probe(&mut self, clock: &mut Clock, rx: &Receiver<probe::Outcome>) -> probe::Outcome {
+        loop {
+            if harness::interrupt::requested() {
+                return Err(probe::Failure::Interrupted);
+            }
+            let left = clock.left();
+            if left.is_zero() {
+                return Err(probe::Failure::Failed(
+                    "it did not answer within the case's time limit".into(),
+                ));
+            }
+            match rx.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(outcome) => return outcome,
+                Err(RecvTimeoutError::Timeout) => self.fork_probe_server_if_wanted(clock),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(probe::Failure::Failed("the probe service stopped".into()))
+                }
+            }
+        }
+    }
+}
+
+/// The check of a variant whose graphs name no device, so the meta probe did not run.
+fn not_run(v: Variant) -> DeviceCheck {
+    DeviceCheck {
+        device: "meta".into(),
+        flagged: false,
+        detail: format!(
+            "not run on meta: no graph names a device (no Device constant, no aten::cpu, cuda or \
+             device), so every tensor {v} makes follows its inputs as eager's do \
+             (check.device_probe: always runs it anyway)"
+        ),
+    }
+}
+
+/// Judge each loaded variant on the second device from the runs the probe made there (on CUDA,
+/// eager's only; the variants run here).
+fn judge(
+    cx: &mut CaseRun,
+    device: &str,
+    (mut probe, seconds): probe::Runs,
+) -> BTreeMap<Variant, DeviceCheck> {
+    cx.clock.torch_ms += seconds * 1e3;
+    let eager = probe.remove("eager");
+    let eager_value = eager
+        .as_ref()
+        .filter(|e| e.ok)
+        .and_then(|e| Value::from_wire(e.output.as_ref()?, &mut Default::default()).ok());
+    let Some(eager_value) = eager_value else {
+        let why = eager
+            .and_then(|e| e.error)
+            .map(|e| error_summary(&e.message))
+            .unwrap_or_default();
+        cx.result.notes.push(format!(
+            "device probe on {device} skipped: eager itself does not run there ({why}), so no \
+             variant can be judged for device portability"
+        ));
+        return BTreeMap::new();
+    };
+    let mut checks = BTreeMap::new();
+    for (&variant, run) in cx.variants.iter().filter(|(_, r)| r.module.is_some()) {
+        let there = if device == "cuda" {
+            run_on_cuda(cx, variant)
+        } else {
+            from_probe(probe.remove(variant.as_str()))
+        };
+        let cpu_ok = matches!(run.runs.first(), Some(SampleRun::Match(_)));
+        let check = device_verdict(device, variant, &eager_value, there, cpu_ok);
+        checks.insert(variant, check);
+    }
+    checks
+}
+
+/// The variant's artifact loaded on CUDA and run on the trace input moved there.
+fn run_on_cuda(cx: &CaseRun, variant: Variant) -> Result<Value, String> {
+    let on = Device::Cuda(0);
+    let on_device: Vec<(String, Tensor)> = cx.samples().inputs[0]
+        .iter()
+        .map(|(k, t)| (k.clone(), t.to_device(on)))
+        .collect();
+    let args = arguments(&cx.case.wire_names(), &on_device);
+    let _guard = tch::no_grad_guard();
+    let path = cx.exported.as_ref().and_then(|e| e.exports.get(&variant)?.path.clone());
+    let module = path
+        .ok_or_else(|| "no artifact".to_string())
+        .and_then(|p| load_module(&p, on).map_err(|e| e.to_string()))?;
+    let out = module
+        .forward_is(&args)
+        .map_err(|e| error_summary(&e.to_string()))?;
+    Value::from_ivalue(out).map(|v| v.describe())
+}
+
+/// A variant's run in the probe server, as a value or the error it raised.
+fn from_probe(run: Option<ProbeRun>) -> Result<Value, String> {
+    match run {
+        Some(ProbeRun {
+            ok: true,
+            output: Some(o),
+            ..
+        }) => Value::from_wire(&o, &mut Default::default()),
+        Some(r) => Err(r.error.map(|e| error_summary(&e.message)).unwrap_or_default()),
+        None => Err("no probe result".into()),
+    }
+}
+
+/// Judge one variant's run on the probe device against eager's. `cpu_ok`: the variant matched
+/// eager on the trace input on the CPU. Only what the device changes is flagged: a result on
+/// another device always; a raise, or another shape, dtype or structure, only when the CPU run
+/// was right (otherwise that divergence is the CPU's finding, not the device's).
+fn device_verdict(
+    device: &str,
+    variant: Variant,
+    eager: &Value,
+    run: Result<Value, String>,
+    cpu_ok: bool,
+) -> DeviceCheck {
+    let eager_kind = describe_leaf(eager);
+    let (flagged, detail) = match run {
+        // The meta device has no data and not every kernel: such a failure says nothing about
+        // the variant's device handling.
+        Err(e) if device == "meta" && meta_cannot_run(&e) => (
+            false,
+            format!("inconclusive: {variant} cannot run on meta at all ({e})"),
+        ),
+        Err(e) => (
+            cpu_ok,
+            format!("on {device} eager returns {eager_kind}; {variant} raised: {e}"),
+        ),
+        Ok(v) => {
+            let exact: Tolerances = Tolerance { rtol: 0.0, atol: 0.0 }.into();
+            match compare(eager, &v, &exact).mismatches.first() {
+                Some(m) => (
+                    m.kind == MismatchKind::Device || cpu_ok,
+                    format!("on {device}, {variant} at {}: {}", m.path, m.detail),
+                ),
+                None => (
+                    false,
+                    format!("on {device}, {variant} returns {eager_kind} like eager"),
+                ),
+            }
+        }
+    };
+    DeviceCheck {
+        device: device.into(),
+        flagged,
+        detail,
+    }
+}
+
+/// Errors that come from the meta device's limits (no data, missing kernels), not from the
+/// model's device handling.
+fn meta_cannot_run(message: &str) -> bool {
+    let m = message.to_lowercase();
+    ["meta tensors", "meta kernel", "'meta' backend", "fake impl"]
+        .iter()
+        .any(|p| m.contains(p))
+}
+
+/// `a float32 tensor of shape [3, 5] on meta` for a described output's first tensor.
+fn describe_leaf(v: &Value) -> String {
+    match v {
+        Value::Desc {
+            shape,
+            dtype,
+            device,
+        } => format!("a {dtype} tensor of shape {shape:?} on {device}"),
+        Value::Tuple(items) | Value::List(items) => items
+            .first()
+            .map(describe_leaf)
+            .map(|d| format!("({d}, ...)"))
+            .unwrap_or_else(|| v.kind()),
+        other => other.kind(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_limits_are_not_device_findings() {
+        assert!(meta_cannot_run(
+            "RuntimeError: Tensor.item() cannot be called on meta tensors"
+        ));
+        assert!(meta_cannot_run(
+            "NotImplementedError: aten::equal: attempted to run this operator with Meta tensors"
+        ));
+        assert!(!meta_cannot_run(
+            "RuntimeError: Tensor on device cpu is not on the expected device meta!"
+        ));
+    }
+}

@@ -1,0 +1,220 @@
+//! Running a case: plan → worker (load, export the variants, eager) → libtorch (variants) →
+//! compare → diagnose → shrink.
+//!
+//! The eager reference runs in the Python worker; the artifacts it saved run here, in libtorch
+//! through `tch`, as they would in a C++ deployment. A case's state travels in its own
+//! [`CaseRun`] (`context`); the [`Runner`] that outlives cases holds only the options, the worker
+//! and the probe service. The phases are functions over a `CaseRun`: `phases` (in the case's
+//! child: load, samples, export, eager, the variants, re-traces and shrinking), `device` (the
+//! device probe and its judgement) and `verdict` (diagnosis and verdicts). A case whose every
+//! other step is done while its meta probe still runs is parked by [`Runner::start_case`] (the
+//! job keeps its `CaseRun`) and completed by [`Runner::finish_case`]. A model or case the harness
+//! cannot run becomes a case error; a divergence is a verdict, never an error.
+
+mod context;
+mod device;
+mod io;
+mod phases;
+mod verdict;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use harness::case::Case;
+use harness::error::ErrorKind;
+use harness::options::Options;
+use harness::probe::ProbeService;
+use harness::results::{CaseResult, CaseStatus};
+use harness::worker::{ErrorBody, Worker, WorkerError};
+
+pub use context::CaseRun;
+
+/// Candidates tried when shrinking one variant's counterexample (one worker round trip each).
+pub const MAX_SHRINK_ROUND_TRIPS: usize = 48;
+
+/// A case after [`Runner::start_case`].
+// Moved once per case: the size of a result does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Step {
+    Done(CaseResult),
+    /// Waiting only for its device probe: [`Runner::finish_case`] completes it.
+    Parked(Box<CaseRun>),
+}
+
+/// Runs cases one after another with one persistent worker, restarted after a crash. It keeps
+/// nothing of a case.
+pub struct Runner {
+    opts: Options,
+    worker: Option<Worker>,
+    probe: Arc<ProbeService>,
+    work: tempfile::TempDir,
+    pub torch: String,
+    pub python: String,
+}
+
+impl Runner {
+    /// A runner sharing the run's probe service with the other jobs; its worker starts with the
+    /// first case that needs it (a run whose every case comes from the cache starts no Python).
+    pub fn with_probe_service(
+        opts: Options,
+        probe: Arc<ProbeService>,
+    ) -> Result<Runner, WorkerError> {
+        let work = tempfile::Builder::new()
+            .prefix("harness-run-")
+            .tempdir()
+            .map_err(|e| WorkerError::Protocol(format!("cannot make a work folder: {e}")))?;
+        Ok(Runner {
+            torch: String::new(),
+            python: String::new(),
+            opts,
+            worker: None,
+            probe,
+            work,
+        })
+    }
+
+    /// Run one case to a result; never panics on what a model does.
+    pub fn run_case(&mut self, case: &Case) -> CaseResult {
+        match self.start_case(case) {
+            Step::Done(result) => result,
+            Step::Parked(cx) => self.finish_case(*cx),
+        }
+    }
+
+    /// Run a case up to its verdicts; if only its device probe (in the probe service) is still
+    /// running by then, set it aside: [`Runner::finish_case`] completes it later.
+    pub fn start_case(&mut self, case: &Case) -> Step {
+        let mut cx = CaseRun::new(case, &self.opts, self.work.path());
+        let outcome = self.in_child(&mut cx);
+        // The case's child is done either way; the fork server is idle until the next case.
+        if let Some(w) = self.worker.as_mut() {
+            if w.end_case().is_err() {
+                self.worker = None;
+            }
+        }
+        if let Err(error) = outcome {
+            return Step::Done(self.done(failed(cx, error)));
+        }
+        cx.clock.pause();
+        if cx.ready() {
+            Step::Done(self.finish_case(cx))
+        } else {
+            Step::Parked(Box::new(cx))
+        }
+    }
+
+    /// Complete a case [`Runner::start_case`] set aside (waiting for its probe if need be).
+    pub fn finish_case(&mut self, mut cx: CaseRun) -> CaseResult {
+        cx.clock.resume();
+        let outcome = self.judge_device(&mut cx);
+        let cx = match outcome {
+            Ok(()) => {
+                verdict::verdicts(&mut cx);
+                cx
+            }
+            Err(error) => failed(cx, error),
+        };
+        self.done(cx)
+    }
+
+    /// Drop the worker (after a panic left it in an unknown state); the next case starts one.
+    pub fn forget_worker(&mut self) {
+        self.worker = None;
+    }
+
+    /// Everything done in the case's forked child, in order.
+    fn in_child(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        self.begin(cx)?;
+        self.load(cx)?;
+        self.make_samples(cx)?;
+        self.export(cx)?;
+        self.eager_samples(cx)?;
+        self.start_device_probe(cx)?;
+        phases::run_variants(cx);
+        self.collect_cuda_probe(cx)?;
+        self.explain_failures(cx)
+    }
+
+    /// The case's own time and torch work, and its samples' files gone.
+    fn done(&self, cx: CaseRun) -> CaseResult {
+        let _ = std::fs::remove_dir_all(&cx.sample_dir);
+        let mut result = cx.result;
+        result.duration_ms = cx.clock.ran().as_millis() as u64;
+        result.torch_ms = cx.clock.torch_ms;
+        result.worker_start_ms = cx.clock.start_ms;
+        result
+    }
+
+    fn worker(&mut self, cx: &mut context::Clock) -> Result<&mut Worker, WorkerError> {
+        if self.worker.is_none() {
+            let t = std::time::Instant::now();
+            let w = Worker::spawn(&self.opts.python, self.opts.torch_threads)?;
+            cx.start_ms += t.elapsed().as_secs_f64() * 1e3;
+            self.torch = w.hello.torch.clone();
+            self.python = w.hello.python.clone();
+            self.worker = Some(w);
+        }
+        Ok(self.worker.as_mut().expect("just spawned"))
+    }
+
+    /// A worker call within the case's time; a dead or hung worker is dropped and the next case
+    /// gets a fresh one.
+    fn call<T>(
+        &mut self,
+        clock: &mut context::Clock,
+        f: impl FnOnce(&mut Worker, Duration) -> Result<T, WorkerError>,
+    ) -> Result<T, ErrorBody> {
+        let left = clock.left();
+        let worker = self.worker(clock).map_err(|e| {
+            ErrorBody::new(
+                ErrorKind::Worker,
+                format!("{e} (is the virtual environment set up? `cargo xtask verify` makes it)"),
+            )
+        })?;
+        let error = match f(worker, left) {
+            Ok(v) => return Ok(v),
+            Err(WorkerError::Reply(body)) => return Err(body),
+            Err(e) => e,
+        };
+        let kind = match &error {
+            WorkerError::CaseDied { .. } | WorkerError::Died { .. } => ErrorKind::Crashed,
+            WorkerError::Timeout { .. } => ErrorKind::Timeout,
+            WorkerError::Interrupted => ErrorKind::Interrupted,
+            _ => ErrorKind::Worker,
+        };
+        // Only the case's child died or was killed: a server that survived serves the next case.
+        let child_only = matches!(error, WorkerError::CaseDied { .. })
+            || (matches!(error, WorkerError::Timeout { .. })
+                && self.worker.as_mut().is_some_and(|w| w.is_alive()));
+        if !child_only {
+            self.worker = None;
+        }
+        Err(ErrorBody::new(kind, error.to_string()))
+    }
+}
+
+/// A case that stopped with an error: its status, and nothing half-done kept.
+fn failed(mut cx: CaseRun, mut error: ErrorBody) -> CaseRun {
+    let result = &mut cx.result;
+    result.status = match error.kind {
+        ErrorKind::Crashed => CaseStatus::Crashed,
+        ErrorKind::Timeout => CaseStatus::Timeout,
+        ErrorKind::Interrupted => CaseStatus::Interrupted,
+        _ => CaseStatus::Error,
+    };
+    if result.status == CaseStatus::Timeout {
+        error.message = format!(
+            "the case took longer than its limit of {:.0} s (check.timeout_s or --timeout); \
+             the worker was killed ({})",
+            cx.clock.limit.as_secs_f64(),
+            error.message
+        );
+    }
+    if result.status == CaseStatus::Interrupted {
+        // Nothing from a case cut short may be mistaken for a finished one's output.
+        let _ = std::fs::remove_dir_all(&cx.artifact_dir);
+    }
+    result.error = Some(error);
+    result.variants.clear();
+    cx
+}

@@ -1,0 +1,528 @@
+//! The phases of a case that run while its forked child is there: begin, load, samples, export,
+//! eager, the variants in libtorch, then re-traces and shrinking for the variants that diverged.
+//! Each is a function over the case's [`CaseRun`]; the [`Runner`] only lends its worker.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tch::{Device, Tensor};
+
+use harness::case::{Case, ModelOrigin, Variant};
+use harness::error::ErrorKind;
+use harness::options::DEFAULT_MAX_ELEMENTS;
+use harness::plan::{self, Group, SampleSpec};
+use harness::results::{Counterexample, SampleInfo};
+use harness::worker::{ErrorBody, LoadRequest, SampleRef};
+
+use super::context::{CaseRun, Clock, Retraces, SampleRun, Samples, VariantRun};
+use super::io::{load_module, read_replay, run_sample, shell_word, write_sample, write_samples};
+use super::{Runner, MAX_SHRINK_ROUND_TRIPS};
+use crate::compare::compare;
+use crate::materialize::{describe_tensors, materialize};
+use crate::shrink;
+use crate::tensors;
+use crate::value::Value;
+
+/// One eager call: a sample's id, where its inputs are, and how to name it in an error.
+pub struct EagerCall {
+    pub id: String,
+    pub file: SampleRef,
+    pub what: String,
+}
+
+impl Runner {
+    /// A fresh child of the fork server for the case, and its folders.
+    pub(super) fn begin(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        if let Some(w) = &self.worker {
+            w.clear_stderr_tail();
+        }
+        if !cx.is_replay() && !tch::Cuda::is_available() {
+            self.fork_probe_server_if_wanted(&mut cx.clock);
+        }
+        // Each case runs in a fresh child of the warm fork server: nothing from earlier cases.
+        self.call(&mut cx.clock, |w, timeout| w.begin_case(timeout))?;
+        for dir in [&cx.sample_dir, &cx.artifact_dir] {
+            let _ = std::fs::remove_dir_all(dir);
+            std::fs::create_dir_all(dir)
+                .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// 1. The model, in the worker.
+    pub(super) fn load(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        let case = &cx.case;
+        let (source, import) = match &case.origin {
+            ModelOrigin::Source(p) => (Some(p.as_path()), None),
+            ModelOrigin::Import(m) => (None, Some(m.as_str())),
+        };
+        let req = LoadRequest {
+            case: &case.name,
+            source,
+            import,
+            entry: &case.spec.model.entry,
+            kwargs: &case.spec.model.kwargs,
+            eval: case.spec.model.eval,
+            seed: cx.seed,
+        };
+        cx.load = serde_json::to_value(&req).map_err(|e| {
+            ErrorBody::new(ErrorKind::Protocol, format!("load request: {e}"))
+        })?;
+        let loaded = self.call(&mut cx.clock, |w, timeout| w.load(&req, timeout))?;
+        if let Some(m) = cx.result.model.as_mut() {
+            m.class = Some(loaded.class);
+        }
+        cx.result.sources = loaded
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect();
+        Ok(())
+    }
+
+    /// 2. Inputs: the plan (or the trace input and a replayed file), made once, written for the
+    ///    worker in one file (a file per sample costs more in system calls than its tensors),
+    ///    kept for libtorch.
+    pub(super) fn make_samples(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        let case = &cx.case;
+        let mut specs = plan::plan(case, cx.seed);
+        let budget = self
+            .opts
+            .max_elements
+            .or(case.spec.check.max_elements)
+            .unwrap_or(DEFAULT_MAX_ELEMENTS);
+        specs.iter().try_for_each(|s| within_budget(case, s, budget))?;
+        let mut inputs = Vec::with_capacity(specs.len());
+        if let Some(file) = &cx.replay {
+            specs.truncate(1);
+            let replay = SampleSpec {
+                id: "replay".into(),
+                group: Group::Replay,
+                ..specs[0].clone()
+            };
+            specs.push(replay);
+            inputs.push(materialize(case, &specs[0]));
+            inputs.push(read_replay(file, &case.wire_names())?);
+        } else {
+            inputs.extend(specs.iter().map(|s| materialize(case, s)));
+        }
+        let batch = write_samples(
+            &cx.sample_dir.join("samples.safetensors"),
+            specs
+                .iter()
+                .map(|s| s.id.as_str())
+                .zip(inputs.iter().map(Vec::as_slice)),
+        )?;
+        let files = specs
+            .iter()
+            .map(|s| SampleRef {
+                file: batch.clone(),
+                sample: s.id.clone(),
+            })
+            .collect();
+        cx.samples = Some(Samples {
+            specs,
+            inputs,
+            files,
+            expected: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// 3. Every variant the case declares, exported on the trace input (sample 0).
+    pub(super) fn export(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        let (case, samples) = (&cx.case, cx.samples.as_ref().expect("made"));
+        let names = case.wire_names();
+        let exported = self.call(&mut cx.clock, |w, timeout| {
+            w.export(
+                &case.name,
+                &samples.files[0],
+                &names,
+                &case.spec.variants,
+                &samples.specs[0].dims,
+                &cx.artifact_dir,
+                timeout,
+            )
+        })?;
+        cx.clock.torch_ms += exported.exports.values().map(|e| e.seconds * 1e3).sum::<f64>();
+        if exported.eager_state_changed {
+            return Err(ErrorBody::new(
+                ErrorKind::EagerStateChanged,
+                "exporting changed the eager model's parameters or buffers",
+            ));
+        }
+        if let Some(v) = case.spec.variants.iter().find(|v| !exported.exports.contains_key(v)) {
+            return Err(ErrorBody::new(
+                ErrorKind::Protocol,
+                format!("no {v} export in the reply"),
+            ));
+        }
+        cx.exported = Some(exported);
+        Ok(())
+    }
+
+    /// 4. Eager on every sample, and a second time on the first two (determinism).
+    pub(super) fn eager_samples(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        let samples = cx.samples.as_ref().expect("made");
+        let mut calls: Vec<EagerCall> = (0..samples.specs.len())
+            .map(|i| eager_call(samples, i, None))
+            .collect();
+        let repeats = samples.specs.len().min(2);
+        calls.extend((0..repeats).map(|i| eager_call(samples, i, Some("again"))));
+        let (mut outputs, seconds): (Vec<Value>, Vec<f64>) = self
+            .eager(&mut cx.clock, &cx.case, &cx.sample_dir, &calls)?
+            .into_iter()
+            .unzip();
+        let again = outputs.split_off(samples.specs.len());
+        cx.nondeterministic = (0..repeats).find_map(|i| {
+            let m = compare(&outputs[i], &again[i], &cx.tol).mismatches.into_iter().next()?;
+            Some(format!(
+                "two eager runs on {} ({}) differ at {}: {}",
+                samples.specs[i].id,
+                describe_tensors(&samples.inputs[i]),
+                m.path,
+                m.detail
+            ))
+        });
+        for (i, s) in samples.specs.iter().enumerate() {
+            cx.result.samples.push(SampleInfo {
+                id: s.id.clone(),
+                group: s.group.clone().into(),
+                inputs: describe_tensors(&samples.inputs[i]),
+                eager_ms: seconds.get(i).copied().unwrap_or(0.0) * 1000.0,
+            });
+        }
+        cx.samples.as_mut().expect("made").expected = outputs;
+        Ok(())
+    }
+
+    /// Eager on each call; outputs (with the seconds the worker timed the forward call) in order.
+    pub(super) fn eager(
+        &mut self,
+        clock: &mut Clock,
+        case: &Case,
+        dir: &Path,
+        calls: &[EagerCall],
+    ) -> Result<Vec<(Value, f64)>, ErrorBody> {
+        let names = case.wire_names();
+        let requests: Vec<(String, SampleRef)> =
+            calls.iter().map(|c| (c.id.clone(), c.file.clone())).collect();
+        let replies =
+            self.call(clock, |w, timeout| w.eager(&case.name, &requests, &names, dir, timeout))?;
+        if replies.len() != calls.len() {
+            return Err(ErrorBody::new(
+                ErrorKind::Protocol,
+                format!("{} eager replies for {} samples", replies.len(), calls.len()),
+            ));
+        }
+        // The worker writes one file per call: read it once.
+        let mut read: Option<(PathBuf, HashMap<String, Tensor>)> = None;
+        let mut values = Vec::with_capacity(replies.len());
+        for (e, call) in replies.iter().zip(calls) {
+            values.push(eager_value(e, &call.what, &mut read)?);
+        }
+        clock.torch_ms += values.iter().map(|(_, s)| s * 1e3).sum::<f64>();
+        Ok(values)
+    }
+
+    /// 7. Per variant, while the case's child is there: re-trace a variant that recorded one run,
+    ///    and shrink the first failing sample.
+    pub(super) fn explain_failures(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        if cx.is_replay() {
+            return Ok(());
+        }
+        for variant in cx.case.spec.variants.clone() {
+            if variant.def().records_one_run {
+                let retraces = self.retraces(cx, variant)?;
+                cx.variants.entry(variant).or_default().retraces = retraces;
+            }
+            if cx.nondeterministic.is_none() {
+                let cx_ = self.shrink(cx, variant)?;
+                cx.variants.entry(variant).or_default().counterexample = cx_;
+            }
+        }
+        Ok(())
+    }
+
+    /// Trace again on the first failing trace-shape sample and the first failing new-shape one.
+    fn retraces(&mut self, cx: &mut CaseRun, variant: Variant) -> Result<Retraces, ErrorBody> {
+        let failures = super::verdict::sample_failures(cx, variant);
+        if failures.first().is_some_and(|(_, f)| f.is_some()) {
+            return Ok(Retraces::default()); // diverges on the trace input: nothing to explain
+        }
+        let first = |pred: &dyn Fn(&Group) -> bool| {
+            failures.iter().position(|(g, f)| pred(g) && f.is_some())
+        };
+        let values = first(&|g| *g == Group::Values);
+        let shapes = first(&|g| matches!(g, Group::Dim(_) | Group::Joint));
+        Ok(Retraces {
+            values: values.map(|i| self.retrace(cx, i)).transpose()?,
+            shapes: shapes.map(|i| self.retrace(cx, i)).transpose()?,
+        })
+    }
+
+    fn retrace(
+        &mut self,
+        cx: &mut CaseRun,
+        i: usize,
+    ) -> Result<(String, harness::worker::Retrace), ErrorBody> {
+        let samples = cx.samples.as_ref().expect("made");
+        let (case, input) = (&cx.case, samples.files[i].clone());
+        let names = case.wire_names();
+        let r = self.call(&mut cx.clock, |w, timeout| w.retrace(&case.name, &input, &names, timeout))?;
+        cx.clock.torch_ms += r.seconds * 1e3;
+        let label = format!("{} ({})", input.sample, describe_tensors(&samples.inputs[i]));
+        Ok((label, r))
+    }
+
+    /// Shrink the variant's first failing sample and save the minimal counterexample.
+    fn shrink(
+        &mut self,
+        cx: &mut CaseRun,
+        variant: Variant,
+    ) -> Result<Option<Counterexample>, ErrorBody> {
+        let Some(run) = cx.variants.get_mut(&variant) else {
+            return Ok(None);
+        };
+        let Some(i) = run.runs.iter().position(|r| !matches!(r, SampleRun::Match(_))) else {
+            return Ok(None);
+        };
+        let Some(module) = run.module.take() else {
+            return Ok(None);
+        };
+        let found = self.shrink_with(cx, &module, i);
+        cx.variants.get_mut(&variant).expect("present").module = Some(module);
+        let (min, round_trips) = found?;
+        self.save_counterexample(cx, variant, i, &min, round_trips)
+            .map(Some)
+    }
+
+    /// The proptest search: a candidate fails when eager accepts it and the variant still
+    /// diverges the same way (raises, or mismatches) as on the original sample.
+    fn shrink_with(
+        &mut self,
+        cx: &mut CaseRun,
+        module: &tch::CModule,
+        i: usize,
+    ) -> Result<(SampleSpec, usize), ErrorBody> {
+        let samples = cx.samples.as_ref().expect("made");
+        let start = samples.specs[i].clone();
+        let wire = cx.case.wire_names();
+        let original = run_sample(module, &wire, &samples.inputs[i], &samples.expected[i], &cx.tol);
+        let wants_raise = matches!(original, SampleRun::Raised(_));
+        let mut fatal = None;
+        let mut n = 0usize;
+        let case = cx.case.clone();
+        let found = shrink::shrink(&case, &start, MAX_SHRINK_ROUND_TRIPS, |cand| {
+            if fatal.is_some() {
+                return false;
+            }
+            n += 1;
+            let id = format!("{}-shrink{n}", start.id);
+            match self.candidate(cx, module, cand, &id) {
+                Ok(Some(SampleRun::Match(_))) | Ok(None) => false,
+                Ok(Some(SampleRun::Raised(_))) => wants_raise,
+                Ok(Some(SampleRun::Mismatch(_))) => !wants_raise,
+                Err(e) => {
+                    fatal = Some(e);
+                    false
+                }
+            }
+        });
+        fatal.map_or(Ok(found), Err)
+    }
+
+    /// One shrink candidate: eager on it, then the variant (`None`: eager rejects the input).
+    fn candidate(
+        &mut self,
+        cx: &mut CaseRun,
+        module: &tch::CModule,
+        cand: &SampleSpec,
+        id: &str,
+    ) -> Result<Option<SampleRun>, ErrorBody> {
+        let inputs = materialize(&cx.case, cand);
+        let expected = match self.eager_one(cx, id, &inputs) {
+            Ok(v) => v,
+            Err(e) if e.kind == ErrorKind::EagerRaised => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let t = Instant::now();
+        let run = run_sample(module, &cx.case.wire_names(), &inputs, &expected, &cx.tol);
+        cx.clock.add_torch(t);
+        Ok(Some(run))
+    }
+
+    /// Eager on inputs made outside the plan (a shrink candidate), written to their own file.
+    fn eager_one(
+        &mut self,
+        cx: &mut CaseRun,
+        id: &str,
+        inputs: &[(String, Tensor)],
+    ) -> Result<Value, ErrorBody> {
+        let path = write_sample(&cx.sample_dir, id, inputs)?;
+        let call = EagerCall {
+            id: id.to_string(),
+            file: SampleRef {
+                file: path,
+                sample: id.to_string(),
+            },
+            what: format!("sample {id} ({})", describe_tensors(inputs)),
+        };
+        let mut out = self.eager(&mut cx.clock, &cx.case, &cx.sample_dir, &[call])?;
+        Ok(out.remove(0).0)
+    }
+
+    /// The minimal sample, run once more for its numbers, saved for replay.
+    fn save_counterexample(
+        &mut self,
+        cx: &mut CaseRun,
+        variant: Variant,
+        i: usize,
+        min: &SampleSpec,
+        round_trips: usize,
+    ) -> Result<Counterexample, ErrorBody> {
+        let from = cx.samples().specs[i].id.clone();
+        let inputs = materialize(&cx.case, min);
+        let expected = self.eager_one(cx, &format!("{from}-min"), &inputs)?;
+        let module = cx.variants[&variant].module.as_ref().expect("loaded");
+        let (kind, detail, max_abs, max_rel) =
+            match run_sample(module, &cx.case.wire_names(), &inputs, &expected, &cx.tol) {
+                SampleRun::Raised(e) => ("raised", e, 0.0, 0.0),
+                SampleRun::Mismatch(c) | SampleRun::Match(c) => {
+                    let d = c
+                        .mismatches
+                        .first()
+                        .map(|m| format!("{}: {}", m.path, m.detail))
+                        .unwrap_or_default();
+                    ("mismatch", d, c.max_abs, c.max_rel)
+                }
+            };
+        let dir = self.opts.out_dir.join("counterexamples");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
+        let file = dir.join(format!("{}.{variant}.safetensors", cx.case.name));
+        tensors::write(&file, &inputs)
+            .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{e:#}")))?;
+        let replay = format!(
+            "cargo xtask verify {} --seed {} --replay {}",
+            shell_word(&cx.case.file.display().to_string()),
+            cx.seed,
+            shell_word(&file.display().to_string())
+        );
+        Ok(Counterexample {
+            from_sample: from,
+            inputs: describe_tensors(&inputs),
+            shapes: inputs.iter().map(|(_, t)| t.size()).collect(),
+            dims: min.dims.clone(),
+            precision: min.precision,
+            kind: kind.into(),
+            detail,
+            max_abs,
+            max_rel,
+            file: file.display().to_string(),
+            replay,
+            round_trips,
+        })
+    }
+}
+
+/// 5. Each exported variant in libtorch, on every sample (a variant that does not load is noted:
+///    a deployment would fail to load it too).
+pub fn run_variants(cx: &mut CaseRun) {
+    let exported = cx.exported.as_ref().expect("exported");
+    let samples = cx.samples.as_ref().expect("made");
+    let wire = cx.case.wire_names();
+    for &variant in &cx.case.spec.variants {
+        let export = &exported.exports[&variant];
+        let Some(path) = export.path.as_deref().filter(|_| export.ok) else {
+            continue;
+        };
+        let mut run = VariantRun::default();
+        match load_module(path, Device::Cpu) {
+            Ok(m) => {
+                let t = Instant::now();
+                run.runs = samples
+                    .inputs
+                    .iter()
+                    .zip(&samples.expected)
+                    .map(|(i, e)| run_sample(&m, &wire, i, e, &cx.tol))
+                    .collect();
+                run.run_ms = t.elapsed().as_secs_f64() * 1e3;
+                cx.clock.add_torch(t);
+                run.module = Some(m);
+            }
+            Err(e) => run.load_error = Some(ErrorBody::new(ErrorKind::Load, format!("{e}"))),
+        }
+        cx.variants.insert(variant, run);
+    }
+}
+
+/// Refuse a sample that would hold more elements than the budget.
+fn within_budget(case: &Case, s: &SampleSpec, budget: u64) -> Result<(), ErrorBody> {
+    let n = plan::elements(case, s);
+    if n <= u128::from(budget) {
+        return Ok(());
+    }
+    let dims: Vec<String> = s.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Err(ErrorBody::new(
+        ErrorKind::TooLarge,
+        format!(
+            "sample {} ({}; dims {}) would hold {n} elements, above the budget of {budget} per \
+             sample (raise check.max_elements or --max-elements, or lower the dims' max)",
+            s.id,
+            String::from(s.group.clone()),
+            dims.join(" ")
+        ),
+    ))
+}
+
+/// The eager call for planned sample `i` (`again`: its determinism repeat).
+fn eager_call(samples: &Samples, i: usize, again: Option<&str>) -> EagerCall {
+    let spec = &samples.specs[i];
+    EagerCall {
+        id: again.map_or(spec.id.clone(), |a| format!("{}#{a}", spec.id)),
+        file: samples.files[i].clone(),
+        what: format!(
+            "sample {} ({}; {})",
+            spec.id,
+            String::from(spec.group.clone()),
+            describe_tensors(&samples.inputs[i])
+        ),
+    }
+}
+
+/// One eager reply as a value (its tensors read from the call's file, once).
+fn eager_value(
+    e: &harness::worker::EagerResult,
+    what: &str,
+    read: &mut Option<(PathBuf, HashMap<String, Tensor>)>,
+) -> Result<(Value, f64), ErrorBody> {
+    if !e.ok {
+        let mut err = e
+            .error
+            .clone()
+            .unwrap_or_else(|| ErrorBody::new(ErrorKind::Eager, String::new()));
+        err.message = if err.kind == ErrorKind::UnsupportedOutput {
+            format!("eager's output on {what} cannot be compared: {}", err.message)
+        } else {
+            err.kind = ErrorKind::EagerRaised;
+            format!("eager raised on {what}: {}", err.message)
+        };
+        return Err(err);
+    }
+    let (Some(path), Some(output)) = (&e.path, &e.output) else {
+        return Err(ErrorBody::new(
+            ErrorKind::Protocol,
+            format!("the eager reply for {what} lacks its output"),
+        ));
+    };
+    if read.as_ref().is_none_or(|(p, _)| p != path) {
+        let t = tensors::read(path).map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{e:#}")))?;
+        *read = Some((path.clone(), t));
+    }
+    let tensors = &mut read.as_mut().expect("just read").1;
+    let value = Value::from_wire(output, tensors)
+        .map_err(|m| ErrorBody::new(ErrorKind::UnsupportedOutput, format!("{what}: {m}")))?;
+    Ok((value, e.seconds.unwrap_or(0.0)))
+}
