@@ -38,10 +38,15 @@ fn embed_worker() {
     for f in &files {
         let name = f.strip_prefix(dir).expect("under the package").display();
         let abs = std::fs::canonicalize(f).expect("a listed file exists");
-        out.push_str(&format!("    ({:?}, include_str!({:?})),\n", name.to_string(), abs));
+        out.push_str(&format!(
+            "    ({:?}, include_str!({:?})),\n",
+            name.to_string(),
+            abs
+        ));
     }
     out.push_str("];\n");
-    let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("worker_files.rs");
+    let dest =
+        Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("worker_files.rs");
     std::fs::write(dest, out).expect("OUT_DIR is writable");
 }
 

@@ -18,7 +18,6 @@ pub struct Tolerance {
     pub atol: f64,
 }
 
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mismatch {
     pub path: String,

@@ -18,4 +18,3 @@ pub mod shrink;
 pub mod tensors;
 pub mod value;
 pub mod verify;
-

@@ -71,7 +71,9 @@ fn generate(
             Tensor::from_slice(&v)
         }
         ValueGen::Normal([mean, std]) => {
-            let v: Vec<f64> = (0..n).map(|_| plan::round(mean + std * normal(rng), p)).collect();
+            let v: Vec<f64> = (0..n)
+                .map(|_| plan::round(mean + std * normal(rng), p))
+                .collect();
             Tensor::from_slice(&v)
         }
         ValueGen::Int([lo, hi]) => {
@@ -116,7 +118,6 @@ pub fn describe_tensors(inputs: &[(String, Tensor)]) -> String {
             .map(|(n, t)| (n.clone(), t.size(), crate::value::kind_name(t.kind()))),
     )
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -175,5 +176,4 @@ mod tests {
             Vec::<f64>::try_from(rounded[0].1.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();
         assert!(v.iter().all(|x| [-1.0, 0.0, 1.0].contains(x)), "{v:?}");
     }
-
 }

@@ -76,8 +76,18 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
             .flatten()
             .any(|c| c.status == CaseStatus::Interrupted);
     let cases: Vec<CaseResult> = slots.into_iter().flatten().collect();
-    let (torch, python) = shared.versions.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(results(req, (start, started_at), torch, python, complete, cases))
+    let (torch, python) = shared
+        .versions
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    Ok(results(
+        req,
+        (start, started_at),
+        torch,
+        python,
+        complete,
+        cases,
+    ))
 }
 
 /// One job: take cases from the queue until it is empty or the run stops; finish parked cases
@@ -122,10 +132,11 @@ fn finish<F: FnMut(&CaseResult) + Send>(
     cx: Box<CaseRun>,
 ) {
     let file = shared.files[i].clone();
-    let finished = guarded(&file, || finish_one(shared.req, runner, &file, *cx)).unwrap_or_else(|f| {
-        runner.forget_worker();
-        f
-    });
+    let finished =
+        guarded(&file, || finish_one(shared.req, runner, &file, *cx)).unwrap_or_else(|f| {
+            runner.forget_worker();
+            f
+        });
     deliver(shared, runner, i, finished);
 }
 
@@ -214,4 +225,3 @@ fn finish_one(req: &Request, runner: &mut Runner, file: &Path, cx: CaseRun) -> F
     let result = runner.finish_case(cx);
     stored(req, (&runner.torch, &runner.python), file, &case, result)
 }
-

@@ -195,7 +195,8 @@ mod tests {
         r.sources = vec![model.display().to_string()];
         let mut v = VariantResult::for_test(Outcome::Pass);
         v.export.artifact = Some(artifact.display().to_string());
-        r.variants.insert(crate::case::Variant::named("traced").unwrap(), v);
+        r.variants
+            .insert(crate::case::Variant::named("traced").unwrap(), v);
         r
     }
 

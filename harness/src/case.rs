@@ -788,7 +788,13 @@ expect:
         let (_dir, file, text) = with_model(GOOD);
         let case = Case::parse(&file, &text).unwrap();
         assert_eq!(case.name, "case");
-        assert_eq!(case.spec.variants, vec![Variant::named("traced").unwrap(), Variant::named("scripted").unwrap()]);
+        assert_eq!(
+            case.spec.variants,
+            vec![
+                Variant::named("traced").unwrap(),
+                Variant::named("scripted").unwrap()
+            ]
+        );
         assert_eq!(case.spec.check, CheckSpec::default());
         assert_eq!(case.spec.inputs[0].trace_dtype(), DType::Float32);
         assert_eq!(
@@ -800,7 +806,9 @@ expect:
             case.expected(Variant::named("traced").unwrap()),
             &[Pitfall::ControlFlowErasure]
         );
-        assert!(case.expected(Variant::named("scripted").unwrap()).is_empty());
+        assert!(case
+            .expected(Variant::named("scripted").unwrap())
+            .is_empty());
         assert!(matches!(case.origin, ModelOrigin::Source(ref p) if p.ends_with("m.py")));
     }
 

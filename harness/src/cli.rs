@@ -23,9 +23,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cache::Cache;
 use crate::console::Console;
+use crate::options::Options;
 use crate::report::{self, baseline};
 use crate::results::{exit, CaseResult, Results};
-use crate::options::Options;
 use crate::snapshot::{self, Mode, Policy};
 use crate::verify::{self, select, Request};
 

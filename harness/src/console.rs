@@ -79,7 +79,9 @@ impl Console {
         if case.status != CaseStatus::Ran {
             let err = case.error.as_ref();
             let message = err.map(|e| e.message.as_str()).unwrap_or("unknown error");
-            let kind = err.map(|e| e.kind.as_str()).unwrap_or_else(|| "error".into());
+            let kind = err
+                .map(|e| e.kind.as_str())
+                .unwrap_or_else(|| "error".into());
             let mut lines = vec![format!(
                 "{} {}: [{kind}] {message}",
                 self.paint(
@@ -128,8 +130,7 @@ impl Console {
             for n in &case.notes {
                 lines.push(format!("{INDENT}note: {}", clip(n, 300)));
             }
-            if let (Some(diff), Some((a, b))) = (case.code_diff.as_deref(), case.code_diff_pair())
-            {
+            if let (Some(diff), Some((a, b))) = (case.code_diff.as_deref(), case.code_diff_pair()) {
                 if diff.is_empty() {
                     lines.push(format!("{INDENT}code: {a} and {b} .code are the same"));
                 } else {
@@ -295,7 +296,8 @@ mod tests {
             let mut scripted = c.variants.values().next().unwrap().clone();
             scripted.outcome = Outcome::Pass;
             scripted.snapshot = None;
-            c.variants.insert(Variant::named("scripted").unwrap(), scripted);
+            c.variants
+                .insert(Variant::named("scripted").unwrap(), scripted);
         }
         c
     }

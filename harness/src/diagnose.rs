@@ -19,7 +19,6 @@ use crate::pitfall::Pitfall;
 use crate::plan::Group;
 use crate::worker::{ErrorBody, Retrace, StaticEvidence, TraceWarning};
 
-
 /// How an output differs from eager's, by the first mismatch (see the engine's `compare`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

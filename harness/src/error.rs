@@ -107,14 +107,16 @@ impl ErrorBody {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The kinds the worker declares (`    NAME = "value"` lines of its ErrorKind class).
     fn worker_kinds() -> Vec<String> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/python/harness_worker/errors.py");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/harness_worker/errors.py"
+        );
         let text = std::fs::read_to_string(path).expect("the worker's errors.py");
         let class = text
             .split("class ErrorKind")
@@ -135,7 +137,11 @@ mod tests {
         assert!(kinds.len() >= 5, "parsed too few kinds: {kinds:?}");
         for k in kinds {
             let parsed: ErrorKind = serde_json::from_value(serde_json::json!(k)).unwrap();
-            assert_eq!(parsed.as_str(), k, "the worker's kind `{k}` is not a Rust ErrorKind");
+            assert_eq!(
+                parsed.as_str(),
+                k,
+                "the worker's kind `{k}` is not a Rust ErrorKind"
+            );
         }
     }
 
@@ -143,6 +149,9 @@ mod tests {
     fn unknown_kinds_read_as_internal() {
         let k: ErrorKind = serde_json::from_str("\"from_the_future\"").unwrap();
         assert_eq!(k, ErrorKind::Internal);
-        assert_eq!(ErrorKind::ScriptCompileError.to_string(), "script_compile_error");
+        assert_eq!(
+            ErrorKind::ScriptCompileError.to_string(),
+            "script_compile_error"
+        );
     }
 }

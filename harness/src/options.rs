@@ -29,4 +29,3 @@ pub struct Options {
     /// cases run at once, so they share the cores instead of oversubscribing them.
     pub torch_threads: Option<usize>,
 }
-

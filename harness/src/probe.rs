@@ -191,7 +191,9 @@ fn run(slot: &mut Option<Worker>, job: &Job) -> Outcome {
             if !w.is_alive() || w.end_case().is_err() {
                 *slot = None;
             }
-            Err(Failure::Failed(crate::diagnose::error_summary(&e.to_string())))
+            Err(Failure::Failed(crate::diagnose::error_summary(
+                &e.to_string(),
+            )))
         }
     }
 }

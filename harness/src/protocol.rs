@@ -53,7 +53,6 @@ pub enum WireValue {
     },
 }
 
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct Hello {
     pub protocol: u32,
@@ -236,4 +235,3 @@ pub struct LoadRequest<'a> {
     pub eval: bool,
     pub seed: u64,
 }
-

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::case::Variant;
 use crate::diagnose::{DeviceCheck, Finding};
-use crate::pitfall::Pitfall;
 use crate::error::ErrorBody;
+use crate::pitfall::Pitfall;
 use crate::protocol::{ModuleCode, TraceWarning};
 
 /// Bumped when a field changes meaning or goes away (adding fields does not bump it).
@@ -571,7 +571,11 @@ mod tests {
             .iter()
             .map(|c| match c {
                 Some(o) => case(o),
-                None => CaseResult::error("bad", "bad.yaml", ErrorBody::new(crate::error::ErrorKind::CaseFile, "m")),
+                None => CaseResult::error(
+                    "bad",
+                    "bad.yaml",
+                    ErrorBody::new(crate::error::ErrorKind::CaseFile, "m"),
+                ),
             })
             .collect();
         assert_eq!(results(cases).exit_code(), expect);
@@ -606,7 +610,10 @@ mod tests {
                 cases.push(CaseResult::error(
                     "bad",
                     "bad.yaml",
-                    cases[0].clone().error.unwrap_or(ErrorBody::new(crate::error::ErrorKind::Internal, "m")),
+                    cases[0]
+                        .clone()
+                        .error
+                        .unwrap_or(ErrorBody::new(crate::error::ErrorKind::Internal, "m")),
                 ));
             }
             results(cases).exit_code()

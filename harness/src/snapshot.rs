@@ -173,8 +173,6 @@ pub fn unified_diff(old: &str, new: &str, a: &str, b: &str) -> String {
         .to_string()
 }
 
-/// The traced-versus-scripted diff of two normalized `.code` texts.
-
 /// The YAML header of a `.snap` file, in insta's field names and order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
@@ -627,7 +625,11 @@ mod tests {
             mode,
         };
         let h = header("c", Variant::named("scripted").unwrap());
-        let snap = snap_path(&dir.path().join("snaps"), "c", Variant::named("scripted").unwrap());
+        let snap = snap_path(
+            &dir.path().join("snaps"),
+            "c",
+            Variant::named("scripted").unwrap(),
+        );
         let pending = pending_path(&snap);
         let state = |mode, body: Option<&str>| check(&policy(mode), &h, body).unwrap();
 

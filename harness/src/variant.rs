@@ -169,7 +169,11 @@ mod tests {
             assert!(names.insert(d.name), "{} is defined twice", d.name);
             assert!(v.export_spec()["options"].is_object(), "{}", d.name);
             if let Some(base) = d.diff_base {
-                assert!(Variant::named(base).is_some(), "{}: no variant {base}", d.name);
+                assert!(
+                    Variant::named(base).is_some(),
+                    "{}: no variant {base}",
+                    d.name
+                );
             }
         }
         assert!(!Variant::defaults().is_empty());
@@ -186,6 +190,8 @@ mod tests {
         sorted.sort();
         assert_eq!(all, sorted);
         let err = serde_json::from_str::<Variant>("\"frozen_typo\"").unwrap_err();
-        assert!(err.to_string().starts_with("unknown variant `frozen_typo`, expected one of `traced`"));
+        assert!(err
+            .to_string()
+            .starts_with("unknown variant `frozen_typo`, expected one of `traced`"));
     }
 }

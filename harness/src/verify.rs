@@ -14,10 +14,10 @@ use std::time::Instant;
 
 use crate::cache::{Cache, KeyParts};
 use crate::case::{self, Case, ModelOrigin, Variant};
-use crate::results::{CaseResult, CaseStatus, Results, SCHEMA};
-use crate::options::Options;
-use crate::snapshot::{self, Header, Normalizer, Policy};
 use crate::error::{ErrorBody, ErrorKind};
+use crate::options::Options;
+use crate::results::{CaseResult, CaseStatus, Results, SCHEMA};
+use crate::snapshot::{self, Header, Normalizer, Policy};
 
 #[derive(Debug, Clone)]
 pub struct Request {

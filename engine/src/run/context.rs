@@ -202,7 +202,9 @@ impl CaseRun {
 
     /// The samples, once made.
     pub fn samples(&self) -> &Samples {
-        self.samples.as_ref().expect("samples are made before they are used")
+        self.samples
+            .as_ref()
+            .expect("samples are made before they are used")
     }
 
     /// Has its probe answered, so that finishing it will not wait?

@@ -49,8 +49,12 @@ impl Runner {
             return Ok(());
         }
         let exported = cx.exported.as_ref().expect("exported");
-        let exports: Vec<(Variant, &harness::worker::Export)> =
-            exported.exports.iter().filter(|(_, e)| e.ok).map(|(v, e)| (*v, e)).collect();
+        let exports: Vec<(Variant, &harness::worker::Export)> = exported
+            .exports
+            .iter()
+            .filter(|(_, e)| e.ok)
+            .map(|(v, e)| (*v, e))
+            .collect();
         let pinned = exports.iter().any(|(_, e)| !e.device_pins.is_empty());
         if cx.case.spec.check.device_probe == DeviceProbe::Auto && !pinned {
             cx.probe = ProbeWait::Judged(exports.iter().map(|(v, _)| (*v, not_run(*v))).collect());
@@ -77,7 +81,9 @@ impl Runner {
         let ProbeWait::Cuda(id) = cx.probe else {
             return Ok(());
         };
-        let runs = self.call(&mut cx.clock, |w, timeout| w.device_probe_result(id, timeout))?;
+        let runs = self.call(&mut cx.clock, |w, timeout| {
+            w.device_probe_result(id, timeout)
+        })?;
         cx.probe = ProbeWait::Judged(judge(cx, "cuda", runs));
         Ok(())
     }
@@ -192,7 +198,10 @@ fn run_on_cuda(cx: &CaseRun, variant: Variant) -> Result<Value, String> {
         .collect();
     let args = arguments(&cx.case.wire_names(), &on_device);
     let _guard = tch::no_grad_guard();
-    let path = cx.exported.as_ref().and_then(|e| e.exports.get(&variant)?.path.clone());
+    let path = cx
+        .exported
+        .as_ref()
+        .and_then(|e| e.exports.get(&variant)?.path.clone());
     let module = path
         .ok_or_else(|| "no artifact".to_string())
         .and_then(|p| load_module(&p, on).map_err(|e| e.to_string()))?;
@@ -210,7 +219,10 @@ fn from_probe(run: Option<ProbeRun>) -> Result<Value, String> {
             output: Some(o),
             ..
         }) => Value::from_wire(&o, &mut Default::default()),
-        Some(r) => Err(r.error.map(|e| error_summary(&e.message)).unwrap_or_default()),
+        Some(r) => Err(r
+            .error
+            .map(|e| error_summary(&e.message))
+            .unwrap_or_default()),
         None => Err("no probe result".into()),
     }
 }
@@ -239,7 +251,11 @@ fn device_verdict(
             format!("on {device} eager returns {eager_kind}; {variant} raised: {e}"),
         ),
         Ok(v) => {
-            let exact: Tolerances = Tolerance { rtol: 0.0, atol: 0.0 }.into();
+            let exact: Tolerances = Tolerance {
+                rtol: 0.0,
+                atol: 0.0,
+            }
+            .into();
             match compare(eager, &v, &exact).mismatches.first() {
                 Some(m) => (
                     m.kind == MismatchKind::Device || cpu_ok,

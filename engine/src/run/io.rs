@@ -15,7 +15,11 @@ use crate::tensors;
 use crate::value::Value;
 
 /// One sample's inputs in a file of its own (names prefixed by its id, as in a batch).
-pub fn write_sample(dir: &Path, id: &str, tensors: &[(String, Tensor)]) -> Result<PathBuf, ErrorBody> {
+pub fn write_sample(
+    dir: &Path,
+    id: &str,
+    tensors: &[(String, Tensor)],
+) -> Result<PathBuf, ErrorBody> {
     write_samples(&dir.join(format!("{id}.safetensors")), [(id, tensors)])
 }
 
@@ -52,7 +56,10 @@ pub fn read_replay(file: &Path, wire: &[String]) -> Result<Vec<(String, Tensor)>
             }
             None => {
                 let t = tensors.remove(n).ok_or_else(|| {
-                    ErrorBody::new(ErrorKind::Replay, format!("{} has no input `{n}`", file.display()))
+                    ErrorBody::new(
+                        ErrorKind::Replay,
+                        format!("{} has no input `{n}`", file.display()),
+                    )
                 })?;
                 out.push((n.clone(), t));
             }
@@ -132,7 +139,6 @@ pub fn shell_word(s: &str) -> String {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
-
 
 #[cfg(test)]
 mod tests {

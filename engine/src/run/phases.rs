@@ -66,9 +66,8 @@ impl Runner {
             eval: case.spec.model.eval,
             seed: cx.seed,
         };
-        cx.load = serde_json::to_value(&req).map_err(|e| {
-            ErrorBody::new(ErrorKind::Protocol, format!("load request: {e}"))
-        })?;
+        cx.load = serde_json::to_value(&req)
+            .map_err(|e| ErrorBody::new(ErrorKind::Protocol, format!("load request: {e}")))?;
         let loaded = self.call(&mut cx.clock, |w, timeout| w.load(&req, timeout))?;
         if let Some(m) = cx.result.model.as_mut() {
             m.class = Some(loaded.class);
@@ -92,7 +91,9 @@ impl Runner {
             .max_elements
             .or(case.spec.check.max_elements)
             .unwrap_or(DEFAULT_MAX_ELEMENTS);
-        specs.iter().try_for_each(|s| within_budget(case, s, budget))?;
+        specs
+            .iter()
+            .try_for_each(|s| within_budget(case, s, budget))?;
         let mut inputs = Vec::with_capacity(specs.len());
         if let Some(file) = &cx.replay {
             specs.truncate(1);
@@ -145,14 +146,23 @@ impl Runner {
                 timeout,
             )
         })?;
-        cx.clock.torch_ms += exported.exports.values().map(|e| e.seconds * 1e3).sum::<f64>();
+        cx.clock.torch_ms += exported
+            .exports
+            .values()
+            .map(|e| e.seconds * 1e3)
+            .sum::<f64>();
         if exported.eager_state_changed {
             return Err(ErrorBody::new(
                 ErrorKind::EagerStateChanged,
                 "exporting changed the eager model's parameters or buffers",
             ));
         }
-        if let Some(v) = case.spec.variants.iter().find(|v| !exported.exports.contains_key(v)) {
+        if let Some(v) = case
+            .spec
+            .variants
+            .iter()
+            .find(|v| !exported.exports.contains_key(v))
+        {
             return Err(ErrorBody::new(
                 ErrorKind::Protocol,
                 format!("no {v} export in the reply"),
@@ -176,7 +186,10 @@ impl Runner {
             .unzip();
         let again = outputs.split_off(samples.specs.len());
         cx.nondeterministic = (0..repeats).find_map(|i| {
-            let m = compare(&outputs[i], &again[i], &cx.tol).mismatches.into_iter().next()?;
+            let m = compare(&outputs[i], &again[i], &cx.tol)
+                .mismatches
+                .into_iter()
+                .next()?;
             Some(format!(
                 "two eager runs on {} ({}) differ at {}: {}",
                 samples.specs[i].id,
@@ -206,14 +219,21 @@ impl Runner {
         calls: &[EagerCall],
     ) -> Result<Vec<(Value, f64)>, ErrorBody> {
         let names = case.wire_names();
-        let requests: Vec<(String, SampleRef)> =
-            calls.iter().map(|c| (c.id.clone(), c.file.clone())).collect();
-        let replies =
-            self.call(clock, |w, timeout| w.eager(&case.name, &requests, &names, dir, timeout))?;
+        let requests: Vec<(String, SampleRef)> = calls
+            .iter()
+            .map(|c| (c.id.clone(), c.file.clone()))
+            .collect();
+        let replies = self.call(clock, |w, timeout| {
+            w.eager(&case.name, &requests, &names, dir, timeout)
+        })?;
         if replies.len() != calls.len() {
             return Err(ErrorBody::new(
                 ErrorKind::Protocol,
-                format!("{} eager replies for {} samples", replies.len(), calls.len()),
+                format!(
+                    "{} eager replies for {} samples",
+                    replies.len(),
+                    calls.len()
+                ),
             ));
         }
         // The worker writes one file per call: read it once.
@@ -270,9 +290,15 @@ impl Runner {
         let samples = cx.samples.as_ref().expect("made");
         let (case, input) = (&cx.case, samples.files[i].clone());
         let names = case.wire_names();
-        let r = self.call(&mut cx.clock, |w, timeout| w.retrace(&case.name, &input, &names, timeout))?;
+        let r = self.call(&mut cx.clock, |w, timeout| {
+            w.retrace(&case.name, &input, &names, timeout)
+        })?;
         cx.clock.torch_ms += r.seconds * 1e3;
-        let label = format!("{} ({})", input.sample, describe_tensors(&samples.inputs[i]));
+        let label = format!(
+            "{} ({})",
+            input.sample,
+            describe_tensors(&samples.inputs[i])
+        );
         Ok((label, r))
     }
 
@@ -285,7 +311,11 @@ impl Runner {
         let Some(run) = cx.variants.get_mut(&variant) else {
             return Ok(None);
         };
-        let Some(i) = run.runs.iter().position(|r| !matches!(r, SampleRun::Match(_))) else {
+        let Some(i) = run
+            .runs
+            .iter()
+            .position(|r| !matches!(r, SampleRun::Match(_)))
+        else {
             return Ok(None);
         };
         let Some(module) = run.module.take() else {
@@ -309,7 +339,13 @@ impl Runner {
         let samples = cx.samples.as_ref().expect("made");
         let start = samples.specs[i].clone();
         let wire = cx.case.wire_names();
-        let original = run_sample(module, &wire, &samples.inputs[i], &samples.expected[i], &cx.tol);
+        let original = run_sample(
+            module,
+            &wire,
+            &samples.inputs[i],
+            &samples.expected[i],
+            &cx.tol,
+        );
         let wants_raise = matches!(original, SampleRun::Raised(_));
         let mut fatal = None;
         let mut n = 0usize;
@@ -504,7 +540,10 @@ fn eager_value(
             .clone()
             .unwrap_or_else(|| ErrorBody::new(ErrorKind::Eager, String::new()));
         err.message = if err.kind == ErrorKind::UnsupportedOutput {
-            format!("eager's output on {what} cannot be compared: {}", err.message)
+            format!(
+                "eager's output on {what} cannot be compared: {}",
+                err.message
+            )
         } else {
             err.kind = ErrorKind::EagerRaised;
             format!("eager raised on {what}: {}", err.message)

@@ -20,9 +20,13 @@ use crate::materialize::describe_tensors;
 /// Diagnose each of the case's variants and give its verdict (into `cx.result`).
 pub fn verdicts(cx: &mut CaseRun) {
     if let Some(n) = &cx.nondeterministic {
-        cx.result.notes.push(format!("eager is nondeterministic: {n}"));
+        cx.result
+            .notes
+            .push(format!("eager is nondeterministic: {n}"));
     }
-    let ProbeWait::Judged(device_checks) = std::mem::replace(&mut cx.probe, ProbeWait::Judged(BTreeMap::new())) else {
+    let ProbeWait::Judged(device_checks) =
+        std::mem::replace(&mut cx.probe, ProbeWait::Judged(BTreeMap::new()))
+    else {
         unreachable!("the device probe is judged before the verdicts")
     };
     for variant in cx.case.spec.variants.clone() {
@@ -42,10 +46,14 @@ fn variant_verdict(
     let export_error = export.error.as_ref().filter(|_| !export.ok);
     let run = cx.variants.remove(&variant).unwrap_or_default();
     let samples = cx.samples();
-    let first_raise = run.runs.iter().zip(&samples.specs).find_map(|(r, s)| match r {
-        SampleRun::Raised(m) => Some((s.id.as_str(), m.as_str())),
-        _ => None,
-    });
+    let first_raise = run
+        .runs
+        .iter()
+        .zip(&samples.specs)
+        .find_map(|(r, s)| match r {
+            SampleRun::Raised(m) => Some((s.id.as_str(), m.as_str())),
+            _ => None,
+        });
     let obs = Observation {
         variant,
         export_error,
@@ -229,46 +237,7 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
         samples_failed,
         samples_run,
     );
-    let ids = |p: &[Pitfall]| p.iter().map(|p| p.id()).collect::<Vec<_>>().join(", ");
-    let hard = observed.iter().any(|p| {
-        matches!(
-            p,
-            Pitfall::TraceError | Pitfall::ScriptCompileError | Pitfall::RuntimeError
-        )
-    });
-    let (outcome, message) = if observed.is_empty() && expected.is_empty() {
-        (
-            Outcome::Pass,
-            format!("matches eager on {samples_run} samples"),
-        )
-    } else if observed.is_empty() {
-        (
-            Outcome::Xpass,
-            format!(
-                "expected {} but matches eager on {samples_run} samples: the expectation is stale",
-                ids(&expected)
-            ),
-        )
-    } else if expected.is_empty() {
-        (if hard { Outcome::Error } else { Outcome::Fail }, what)
-    } else if expected.iter().all(|e| observed.contains(e)) {
-        (Outcome::Xfail, format!("{what} (as expected)"))
-    } else {
-        let missing: Vec<Pitfall> = expected
-            .iter()
-            .filter(|e| !observed.contains(e))
-            .copied()
-            .collect();
-        (
-            if hard { Outcome::Error } else { Outcome::Fail },
-            format!(
-                "expected {}, observed {}; {} not seen: {what}",
-                ids(&expected),
-                ids(&observed),
-                ids(&missing)
-            ),
-        )
-    };
+    let (outcome, message) = judge(&expected, &observed, what, samples_run);
     VariantResult {
         outcome,
         pitfalls: observed,
@@ -286,6 +255,55 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
         max_rel,
         run_ms: facts.run_ms,
         snapshot: None,
+    }
+}
+
+/// The outcome of observed pitfalls against expected ones, and its message.
+fn judge(
+    expected: &[Pitfall],
+    observed: &[Pitfall],
+    what: String,
+    samples_run: usize,
+) -> (Outcome, String) {
+    let ids = |p: &[Pitfall]| p.iter().map(|p| p.id()).collect::<Vec<_>>().join(", ");
+    let hard = observed.iter().any(|p| {
+        matches!(
+            p,
+            Pitfall::TraceError | Pitfall::ScriptCompileError | Pitfall::RuntimeError
+        )
+    });
+    if observed.is_empty() && expected.is_empty() {
+        (
+            Outcome::Pass,
+            format!("matches eager on {samples_run} samples"),
+        )
+    } else if observed.is_empty() {
+        (
+            Outcome::Xpass,
+            format!(
+                "expected {} but matches eager on {samples_run} samples: the expectation is stale",
+                ids(expected)
+            ),
+        )
+    } else if expected.is_empty() {
+        (if hard { Outcome::Error } else { Outcome::Fail }, what)
+    } else if expected.iter().all(|e| observed.contains(e)) {
+        (Outcome::Xfail, format!("{what} (as expected)"))
+    } else {
+        let missing: Vec<Pitfall> = expected
+            .iter()
+            .filter(|e| !observed.contains(e))
+            .copied()
+            .collect();
+        (
+            if hard { Outcome::Error } else { Outcome::Fail },
+            format!(
+                "expected {}, observed {}; {} not seen: {what}",
+                ids(expected),
+                ids(observed),
+                ids(&missing)
+            ),
+        )
     }
 }
 
@@ -328,7 +346,6 @@ fn describe_observation(
     }
 }
 
-
 /// The largest absolute and relative errors over the samples that compared.
 fn max_errors(runs: &[SampleRun]) -> (f64, f64) {
     runs.iter()
@@ -336,7 +353,9 @@ fn max_errors(runs: &[SampleRun]) -> (f64, f64) {
             SampleRun::Match(c) | SampleRun::Mismatch(c) => Some((c.max_abs, c.max_rel)),
             SampleRun::Raised(_) => None,
         })
-        .fold((0.0, 0.0), |(a, r), (x, y)| (f64::max(a, x), f64::max(r, y)))
+        .fold((0.0, 0.0), |(a, r), (x, y)| {
+            (f64::max(a, x), f64::max(r, y))
+        })
 }
 
 /// The first sample that diverged, described.

@@ -4,6 +4,7 @@
 //! The Python interpreter comes from `HARNESS_PYTHON` (set by `cargo xtask test`) or the
 //! repository's `.venv`.
 
+mod output;
 mod report;
 
 use std::collections::BTreeMap;
@@ -13,12 +14,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use harness::case::Variant;
+use harness::options::Options;
 use harness::pitfall::Pitfall;
 use harness::results::{exit, CaseStatus, Outcome, Results, SnapshotState};
-use harness::options::Options;
 use harness::snapshot::{Mode, Policy};
-use harness_engine::tensors;
 use harness::verify::Request;
+use harness_engine::tensors;
 use harness_engine::verify::verify;
 
 fn repo() -> PathBuf {
@@ -291,7 +292,10 @@ fn shipped_cases_meet_their_expectations() {
         .iter()
         .any(|e| e.contains("Device device(\"cpu\")")));
     // Graphs that name no device are not probed, and say so.
-    for v in [Variant::named("traced").unwrap(), Variant::named("scripted").unwrap()] {
+    for v in [
+        Variant::named("traced").unwrap(),
+        Variant::named("scripted").unwrap(),
+    ] {
         let check = variant("item_scale", v).device_check.unwrap();
         assert!(
             !check.flagged && check.detail.starts_with("not run on meta"),
@@ -348,7 +352,11 @@ fn shipped_cases_meet_their_expectations() {
         }
     }
     assert!(!round_trips.is_empty());
-    let shrunk = |case: &str| variant(case, Variant::named("traced").unwrap()).counterexample.unwrap();
+    let shrunk = |case: &str| {
+        variant(case, Variant::named("traced").unwrap())
+            .counterexample
+            .unwrap()
+    };
     assert_eq!(shrunk("decision_gate").dims["B"], 1);
     assert_eq!(shrunk("arange_len").dims["B"], 1);
     assert_eq!(shrunk("arange_len").inputs, "x: 1x3 float32");
@@ -463,8 +471,14 @@ fn counterexamples_replay() {
         "the trace input and the replayed one"
     );
     assert_eq!(case.samples[1].inputs, cx.inputs);
-    assert_eq!(case.variants[&Variant::named("traced").unwrap()].outcome, Outcome::Fail);
-    assert_eq!(case.variants[&Variant::named("scripted").unwrap()].outcome, Outcome::Pass);
+    assert_eq!(
+        case.variants[&Variant::named("traced").unwrap()].outcome,
+        Outcome::Fail
+    );
+    assert_eq!(
+        case.variants[&Variant::named("scripted").unwrap()].outcome,
+        Outcome::Pass
+    );
     assert_eq!(r.exit_code(), exit::DIVERGED);
     // A replay checks the input, not the snapshots.
     assert!(case.variants.values().all(|v| v.snapshot.is_none()));
@@ -882,7 +896,10 @@ fn list_inputs_reach_eager_and_libtorch() {
         "{:?}",
         c.samples
     );
-    let cx = c.variants[&Variant::named("traced").unwrap()].counterexample.clone().unwrap();
+    let cx = c.variants[&Variant::named("traced").unwrap()]
+        .counterexample
+        .clone()
+        .unwrap();
     assert_eq!(cx.inputs, "images.0: 3x2 float32");
     let out = tempfile::tempdir().unwrap();
     let req = Request {
@@ -904,8 +921,14 @@ fn list_inputs_reach_eager_and_libtorch() {
     };
     let r = verify(&req, |_| {}).unwrap();
     let v = &r.cases[0].variants;
-    assert_eq!(v[&Variant::named("traced").unwrap()].outcome, Outcome::Error);
-    assert_eq!(v[&Variant::named("scripted").unwrap()].outcome, Outcome::Pass);
+    assert_eq!(
+        v[&Variant::named("traced").unwrap()].outcome,
+        Outcome::Error
+    );
+    assert_eq!(
+        v[&Variant::named("scripted").unwrap()].outcome,
+        Outcome::Pass
+    );
 }
 
 #[test]

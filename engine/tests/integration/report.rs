@@ -119,7 +119,10 @@ fn report_of_the_shipped_cases_shows_every_case_finding_and_code_diff() {
         }
         // Both exported: the side-by-side diff, with changed words highlighted when they differ.
         let code = |v| c.variants.get(&v).and_then(|v| v.export.code.clone());
-        if let (Some(t), Some(s)) = (code(Variant::named("traced").unwrap()), code(Variant::named("scripted").unwrap())) {
+        if let (Some(t), Some(s)) = (
+            code(Variant::named("traced").unwrap()),
+            code(Variant::named("scripted").unwrap()),
+        ) {
             assert!(section.contains("<table class=\"diff\">"), "{}", c.name);
             if t != s {
                 assert!(section.contains("<mark>"), "{}: no highlight", c.name);
@@ -264,11 +267,17 @@ fn cli_reports_junit_baseline_and_json() {
     let mut base = results.clone();
     for c in &mut base.cases {
         if c.name == "undocumented_branch" {
-            let t = c.variants.get_mut(&Variant::named("traced").unwrap()).unwrap();
+            let t = c
+                .variants
+                .get_mut(&Variant::named("traced").unwrap())
+                .unwrap();
             t.outcome = Outcome::Pass;
         }
         if c.name == "faithful" {
-            let t = c.variants.get_mut(&Variant::named("scripted").unwrap()).unwrap();
+            let t = c
+                .variants
+                .get_mut(&Variant::named("scripted").unwrap())
+                .unwrap();
             t.export.code = Some("def forward(self) -> None:\n  return None\n".into());
         }
     }

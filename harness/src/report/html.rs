@@ -15,10 +15,10 @@ use minijinja::{context, Environment};
 use serde::Serialize;
 use similar::{ChangeTag, TextDiff};
 
-use crate::report::baseline::{self, Regression};
-use crate::results::{CaseResult, CaseStatus, Outcome, Results, SpecInfo, VariantResult};
 use crate::case::Variant;
 use crate::error::ErrorBody;
+use crate::report::baseline::{self, Regression};
+use crate::results::{CaseResult, CaseStatus, Outcome, Results, SpecInfo, VariantResult};
 
 const TEMPLATE: &str = include_str!("../../templates/report.html");
 
