@@ -225,3 +225,26 @@ fn finish_one(req: &Request, runner: &mut Runner, file: &Path, cx: CaseRun) -> F
     let result = runner.finish_case(cx);
     stored(req, (&runner.torch, &runner.python), file, &case, result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_the_cases_internal_error() {
+        let file = Path::new("cases/odd_output.yaml");
+        let (result, python) = guarded(file, || -> Finished {
+            panic!("called `Result::unwrap()` on an `Err` value: Torch(\"odd\")")
+        })
+        .unwrap_err();
+        assert_eq!(result.name, "odd_output");
+        assert_eq!(result.status, CaseStatus::Error);
+        let error = result.error.unwrap();
+        assert_eq!(error.kind, ErrorKind::Internal);
+        assert!(error
+            .message
+            .starts_with("the harness panicked on this case: called"));
+        assert!(python.is_none());
+        assert_eq!(guarded(file, || 3).ok(), Some(3));
+    }
+}

@@ -30,7 +30,7 @@ pub const MAX_STARTS: usize = 3;
 #[derive(Debug, Clone)]
 pub struct Job {
     /// The case's `load` request, as the case's own child got it.
-    pub load: Json,
+    pub load: crate::protocol::LoadRequest,
     pub case: String,
     pub input: SampleRef,
     pub names: Vec<String>,
@@ -177,7 +177,7 @@ fn run(slot: &mut Option<Worker>, job: &Job) -> Outcome {
     let t = job.budget;
     let runs = w
         .begin_case(t)
-        .and_then(|_| w.call::<Json>("load", job.load.clone(), t))
+        .and_then(|_| w.call::<Json>(&crate::protocol::Request::Load(&job.load), t))
         .and_then(|_| w.device_probe(&job.case, &job.input, &job.names, "meta", &job.artifacts))
         .and_then(|id| w.device_probe_result(id, t))
         .and_then(|r| w.end_case().map(|_| r));
@@ -204,7 +204,15 @@ mod tests {
 
     fn job() -> Job {
         Job {
-            load: Json::Null,
+            load: crate::protocol::LoadRequest {
+                case: "c".into(),
+                source: None,
+                import: Some("nowhere".into()),
+                entry: "M".into(),
+                kwargs: Default::default(),
+                eval: true,
+                seed: 0,
+            },
             case: "c".into(),
             input: SampleRef {
                 file: PathBuf::from("/nonexistent"),

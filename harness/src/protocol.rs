@@ -225,13 +225,175 @@ pub struct SampleRef {
 
 /// What a model load request names.
 #[derive(Debug, Clone, Serialize)]
-pub struct LoadRequest<'a> {
-    pub case: &'a str,
-    pub source: Option<&'a Path>,
+pub struct LoadRequest {
+    pub case: String,
+    pub source: Option<PathBuf>,
     #[serde(rename = "import")]
-    pub import: Option<&'a str>,
-    pub entry: &'a str,
-    pub kwargs: &'a std::collections::BTreeMap<String, Json>,
+    pub import: Option<String>,
+    pub entry: String,
+    pub kwargs: std::collections::BTreeMap<String, Json>,
     pub eval: bool,
     pub seed: u64,
+}
+
+/// A request, tagged by its `op`; [`Envelope`] adds the id. Every op since version 1 except
+/// `export`'s `variants`, which version 2 made data.
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request<'a> {
+    /// The handshake: the worker answers with its own version ([`Hello`]).
+    Hello { protocol: u32 },
+    /// Fork a child of the fork server for one case (`{"pid"}`).
+    Fork {},
+    /// Fork the probe server, which talks through these three FIFOs (`{"pid"}`).
+    ProbeServer {
+        requests: &'a Path,
+        replies: &'a Path,
+        stderr: &'a Path,
+    },
+    /// Import and construct the model ([`Loaded`]).
+    Load(&'a LoadRequest),
+    /// Export each variant ([`ExportReply`]).
+    Export {
+        case: &'a str,
+        input: &'a SampleRef,
+        names: &'a [String],
+        variants: Vec<serde_json::Value>,
+        dims: &'a std::collections::BTreeMap<String, i64>,
+        out_dir: &'a Path,
+    },
+    /// Trace again on another input ([`Retrace`]).
+    Retrace {
+        case: &'a str,
+        input: &'a SampleRef,
+        names: &'a [String],
+    },
+    /// Eager and the given artifacts on another device (a map of [`ProbeRun`]s and `seconds`).
+    DeviceProbe {
+        case: &'a str,
+        input: &'a SampleRef,
+        names: &'a [String],
+        device: &'a str,
+        artifacts: std::collections::BTreeMap<&'a str, &'a Path>,
+    },
+    /// Eager on each sample ([`EagerReply`]).
+    Eager {
+        case: &'a str,
+        samples: Vec<EagerSample<'a>>,
+        names: &'a [String],
+        out_dir: &'a Path,
+    },
+    /// End the case: its child exits.
+    End {},
+    /// Stop the server.
+    Shutdown {},
+}
+
+impl Request<'_> {
+    /// The op's name, for messages.
+    pub fn op(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("op")?.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
+/// One sample of an eager request.
+#[derive(Debug, Serialize)]
+pub struct EagerSample<'a> {
+    pub id: &'a str,
+    pub input: &'a SampleRef,
+}
+
+/// A request on the wire: its id and the request's fields.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    pub id: u64,
+    #[serde(flatten)]
+    pub request: &'a Request<'a>,
+}
+
+/// What every reply line starts with: the request's id, whether it succeeded, and its error.
+#[derive(Debug, Deserialize)]
+pub struct ReplyHead {
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub ok: bool,
+    pub error: Option<ErrorBody>,
+}
+
+/// A line the server sends on its own, not as a reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The case's child ended otherwise than by `end`.
+    ChildExit {
+        pid: Option<u32>,
+        code: Option<i64>,
+        signal: Option<i64>,
+    },
+}
+
+/// The `{"pid"}` reply of `fork` and `probe_server`.
+#[derive(Debug, Deserialize)]
+pub struct Forked {
+    pub pid: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_by_op_with_the_id_beside() {
+        let input = SampleRef {
+            file: "s.safetensors".into(),
+            sample: "s0".into(),
+        };
+        let names = vec!["x".to_string()];
+        let req = Request::Retrace {
+            case: "c",
+            input: &input,
+            names: &names,
+        };
+        let line = serde_json::to_value(Envelope {
+            id: 7,
+            request: &req,
+        })
+        .unwrap();
+        assert_eq!(
+            line,
+            serde_json::json!({"op": "retrace", "id": 7, "case": "c",
+                "input": {"file": "s.safetensors", "sample": "s0"}, "names": ["x"]})
+        );
+        assert_eq!(req.op(), "retrace");
+        assert_eq!(
+            serde_json::to_value(Envelope {
+                id: 1,
+                request: &Request::End {}
+            })
+            .unwrap(),
+            serde_json::json!({"op": "end", "id": 1})
+        );
+    }
+
+    #[test]
+    fn events_and_reply_heads_parse() {
+        let e: Event =
+            serde_json::from_str(r#"{"event": "child_exit", "pid": 3, "signal": 11}"#).unwrap();
+        assert!(matches!(
+            e,
+            Event::ChildExit {
+                signal: Some(11),
+                code: None,
+                ..
+            }
+        ));
+        let h: ReplyHead = serde_json::from_str(
+            r#"{"id": 2, "ok": false, "error": {"kind": "model_import", "message": "m"}}"#,
+        )
+        .unwrap();
+        assert_eq!(h.error.unwrap().kind, ErrorKind::ModelImport);
+    }
 }

@@ -13,7 +13,6 @@ use crate::case::Variant;
 use crate::diagnose::{DeviceCheck, Finding};
 use crate::error::ErrorBody;
 use crate::pitfall::Pitfall;
-use crate::protocol::{ModuleCode, TraceWarning};
 
 /// Bumped when a field changes meaning or goes away (adding fields does not bump it).
 pub const SCHEMA: u32 = 1;
@@ -187,6 +186,50 @@ impl CaseResult {
             torch_ms: 0.0,
             worker_start_ms: 0.0,
             cached: false,
+        }
+    }
+}
+
+/// One submodule's TorchScript code, as results.json keeps it (the worker's own type is
+/// `protocol::ModuleCode`: a protocol change does not change this schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleCode {
+    pub name: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub constants: BTreeMap<String, String>,
+}
+
+impl From<crate::protocol::ModuleCode> for ModuleCode {
+    fn from(m: crate::protocol::ModuleCode) -> Self {
+        ModuleCode {
+            name: m.name,
+            code: m.code,
+            constants: m.constants,
+        }
+    }
+}
+
+/// A warning raised while exporting, at the user's file and line, as results.json keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceWarning {
+    pub category: String,
+    pub message: String,
+    pub file: String,
+    pub line: u32,
+    pub source_line: String,
+    pub count: u32,
+}
+
+impl From<crate::protocol::TraceWarning> for TraceWarning {
+    fn from(w: crate::protocol::TraceWarning) -> Self {
+        TraceWarning {
+            category: w.category,
+            message: w.message,
+            file: w.file,
+            line: w.line,
+            source_line: w.source_line,
+            count: w.count,
         }
     }
 }

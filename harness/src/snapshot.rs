@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use crate::case::Variant;
+use crate::results::ModuleCode;
 use crate::results::{SnapshotInfo, SnapshotState};
-use crate::worker::ModuleCode;
 
 /// What a run may write into the snapshot folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 pub use crate::protocol::*;
 
@@ -230,7 +230,9 @@ impl Worker {
             },
             _dir: script_dir,
         };
-        worker.pending_hello = Some(worker.send("hello", json!({ "protocol": PROTOCOL_VERSION }))?);
+        worker.pending_hello = Some(worker.send(&Request::Hello {
+            protocol: PROTOCOL_VERSION,
+        })?);
         worker.wait_hello()?;
         Ok(worker)
     }
@@ -279,13 +281,12 @@ impl Worker {
         let (err_path, rep_path) = (stderr.clone(), replies.clone());
         let tail = stderr_tail(move || std::fs::File::open(err_path));
         let lines = line_channel(move || std::fs::File::open(rep_path));
-        #[derive(Deserialize)]
-        struct Forked {
-            pid: u32,
-        }
         let forked: Result<Forked, _> = self.call(
-            "probe_server",
-            json!({ "requests": requests, "replies": replies, "stderr": stderr }),
+            &Request::ProbeServer {
+                requests: &requests,
+                replies: &replies,
+                stderr: &stderr,
+            },
             timeout,
         );
         let forked = match forked {
@@ -309,7 +310,9 @@ impl Worker {
             hello: self.hello.clone(),
             _dir: dir,
         };
-        worker.pending_hello = Some(worker.send("hello", json!({ "protocol": PROTOCOL_VERSION }))?);
+        worker.pending_hello = Some(worker.send(&Request::Hello {
+            protocol: PROTOCOL_VERSION,
+        })?);
         Ok(worker)
     }
 
@@ -334,25 +337,22 @@ impl Worker {
     /// Send one request and wait for its reply.
     pub fn call<T: DeserializeOwned>(
         &mut self,
-        op: &str,
-        body: Json,
+        request: &Request<'_>,
         timeout: Duration,
     ) -> Result<T, WorkerError> {
-        let id = self.send(op, body)?;
-        self.receive(id, op, timeout)
+        let id = self.send(request)?;
+        self.receive(id, &request.op(), timeout)
     }
 
     /// Send a request without waiting: the harness can work while the worker does. Its reply
     /// must be taken with [`Worker::receive`] before the next request is sent.
-    pub fn send(&mut self, op: &str, mut body: Json) -> Result<u64, WorkerError> {
-        if op != "hello" {
+    pub fn send(&mut self, request: &Request<'_>) -> Result<u64, WorkerError> {
+        if !matches!(request, Request::Hello { .. }) {
             self.wait_hello()?;
         }
         self.next_id += 1;
         let id = self.next_id;
-        body["op"] = json!(op);
-        body["id"] = json!(id);
-        let line = serde_json::to_string(&body).expect("requests serialize");
+        let line = serde_json::to_string(&Envelope { id, request }).expect("requests serialize");
         if writeln!(self.stdin, "{line}")
             .and_then(|_| self.stdin.flush())
             .is_err()
@@ -404,21 +404,28 @@ impl Worker {
             let Ok(reply) = serde_json::from_str::<Json>(&line) else {
                 continue; // not a reply: something printed around the protocol
             };
-            if reply.get("event") == Some(&json!("child_exit")) {
+            if let Ok(event) = Event::deserialize(&reply) {
                 self.case_pid = None;
                 return Err(WorkerError::CaseDied {
-                    status: child_status(&reply),
+                    status: child_status(&event),
                     stderr_tail: self.stderr_tail(),
                 });
             }
-            if reply.get("id") != Some(&json!(id)) {
-                continue;
-            }
-            if reply.get("ok") != Some(&json!(true)) {
-                let err = reply.get("error").cloned().unwrap_or(Json::Null);
-                return Err(match serde_json::from_value::<ErrorBody>(err) {
-                    Ok(body) => WorkerError::Reply(body),
-                    Err(e) => WorkerError::Protocol(format!("bad error reply to `{op}`: {e}")),
+            let head = match ReplyHead::deserialize(&reply) {
+                Ok(head) if head.id == Some(id) => head,
+                Ok(_) => continue, // a reply to another request
+                Err(e) => {
+                    return Err(WorkerError::Protocol(format!(
+                        "bad error reply to `{op}`: {e}"
+                    )))
+                }
+            };
+            if !head.ok {
+                return Err(match head.error {
+                    Some(body) => WorkerError::Reply(body),
+                    None => {
+                        WorkerError::Protocol(format!("a failed reply to `{op}` without its error"))
+                    }
                 });
             }
             return serde_json::from_value(reply)
@@ -450,9 +457,7 @@ impl Worker {
             .replies
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
-            if serde_json::from_str::<Json>(&line)
-                .is_ok_and(|r| r.get("event") == Some(&json!("child_exit")))
-            {
+            if serde_json::from_str::<Event>(&line).is_ok() {
                 return true;
             }
         }
@@ -466,7 +471,7 @@ impl Worker {
         struct Forked {
             pid: u32,
         }
-        let f: Forked = self.call("fork", json!({}), timeout)?;
+        let f: Forked = self.call(&Request::Fork {}, timeout)?;
         self.case_pid = Some(f.pid);
         Ok(())
     }
@@ -476,7 +481,7 @@ impl Worker {
         if self.case_pid.is_none() {
             return Ok(());
         }
-        let _: Json = self.call("end", json!({}), Duration::from_secs(60))?;
+        let _: Json = self.call(&Request::End {}, Duration::from_secs(60))?;
         self.case_pid = None;
         Ok(())
     }
@@ -508,13 +513,8 @@ impl Worker {
         }
     }
 
-    pub fn load(
-        &mut self,
-        req: &LoadRequest<'_>,
-        timeout: Duration,
-    ) -> Result<Loaded, WorkerError> {
-        let body = serde_json::to_value(req).expect("requests serialize");
-        self.call("load", body, timeout)
+    pub fn load(&mut self, req: &LoadRequest, timeout: Duration) -> Result<Loaded, WorkerError> {
+        self.call(&Request::Load(req), timeout)
     }
 
     /// Export each variant on `input` as its definition says; `dims` are the trace-time dim values
@@ -531,11 +531,15 @@ impl Worker {
         timeout: Duration,
     ) -> Result<ExportReply, WorkerError> {
         let variants: Vec<Json> = variants.iter().map(|v| v.export_spec()).collect();
-        let body = json!({
-            "case": case, "input": input, "names": names, "variants": variants, "out_dir": out_dir,
-            "dims": dims,
-        });
-        self.call("export", body, timeout)
+        let request = Request::Export {
+            case,
+            input,
+            names,
+            variants,
+            dims,
+            out_dir,
+        };
+        self.call(&request, timeout)
     }
 
     /// Trace a fresh copy again on `input` and compare with the trace-time graph.
@@ -546,11 +550,7 @@ impl Worker {
         names: &[String],
         timeout: Duration,
     ) -> Result<Retrace, WorkerError> {
-        self.call(
-            "retrace",
-            json!({ "case": case, "input": input, "names": names }),
-            timeout,
-        )
+        self.call(&Request::Retrace { case, input, names }, timeout)
     }
 
     /// Run eager, and each `(variant, artifact)` given, with the input moved to `device`.
@@ -563,14 +563,17 @@ impl Worker {
         device: &str,
         artifacts: &[(String, PathBuf)],
     ) -> Result<u64, WorkerError> {
-        let artifacts: serde_json::Map<String, Json> = artifacts
+        let artifacts = artifacts
             .iter()
-            .map(|(v, p)| (v.clone(), json!(p)))
+            .map(|(v, p)| (v.as_str(), p.as_path()))
             .collect();
-        let body = json!({
-            "case": case, "input": input, "names": names, "device": device, "artifacts": artifacts,
-        });
-        self.send("device_probe", body)
+        self.send(&Request::DeviceProbe {
+            case,
+            input,
+            names,
+            device,
+            artifacts,
+        })
     }
 
     /// The reply to [`Worker::device_probe`]: eager's run and each variant's, by name, and the
@@ -609,12 +612,17 @@ impl Worker {
         out_dir: &Path,
         timeout: Duration,
     ) -> Result<Vec<EagerResult>, WorkerError> {
-        let samples: Vec<Json> = samples
+        let samples = samples
             .iter()
-            .map(|(id, input)| json!({ "id": id, "input": input }))
+            .map(|(id, input)| EagerSample { id, input })
             .collect();
-        let body = json!({ "case": case, "samples": samples, "names": names, "out_dir": out_dir });
-        let reply: EagerReply = self.call("eager", body, timeout)?;
+        let request = Request::Eager {
+            case,
+            samples,
+            names,
+            out_dir,
+        };
+        let reply: EagerReply = self.call(&request, timeout)?;
         Ok(reply.results)
     }
 }
@@ -622,7 +630,15 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill_case();
-        let _ = writeln!(self.stdin, "{}", json!({"op": "shutdown", "id": 0}));
+        let shutdown = Envelope {
+            id: 0,
+            request: &Request::Shutdown {},
+        };
+        let _ = writeln!(
+            self.stdin,
+            "{}",
+            serde_json::to_string(&shutdown).unwrap_or_default()
+        );
         let _ = self.stdin.flush();
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
@@ -647,12 +663,13 @@ fn signal_kill(pid: u32) {
 }
 
 /// The status in a `child_exit` event, said as [`describe_status`] says it.
-fn child_status(event: &Json) -> String {
-    if let Some(code) = event.get("code").and_then(Json::as_i64) {
+fn child_status(event: &Event) -> String {
+    let Event::ChildExit { code, signal, .. } = event;
+    if let Some(code) = code {
         return format!("exited with code {code}");
     }
-    match event.get("signal").and_then(Json::as_i64) {
-        Some(sig) => format!("was killed by signal {sig}{}", signal_name(sig as i32)),
+    match signal {
+        Some(sig) => format!("was killed by signal {sig}{}", signal_name(*sig as i32)),
         None => "ended".into(),
     }
 }

@@ -15,7 +15,7 @@ use harness::options::{Options, DEFAULT_CASE_TIMEOUT};
 use harness::plan::SampleSpec;
 use harness::probe;
 use harness::results::{CaseResult, Counterexample, ModelInfo};
-use harness::worker::{ErrorBody, ExportReply, Retrace, SampleRef};
+use harness::worker::{ErrorBody, ExportReply, LoadRequest, Retrace, SampleRef};
 
 use crate::compare::{Comparison, Tolerances};
 use crate::value::Value;
@@ -159,7 +159,7 @@ pub struct CaseRun {
     /// The saved artifacts (`<out>/artifacts/<case>/`).
     pub artifact_dir: PathBuf,
     /// The load request as sent, for the probe server (which loads the model again).
-    pub load: serde_json::Value,
+    pub load: Option<LoadRequest>,
     pub samples: Option<Samples>,
     pub exported: Option<ExportReply>,
     pub variants: BTreeMap<Variant, VariantRun>,
@@ -186,7 +186,7 @@ impl CaseRun {
             result: blank_result(case, seed),
             sample_dir: work.join(&case.name),
             artifact_dir: opts.out_dir.join("artifacts").join(&case.name),
-            load: serde_json::Value::Null,
+            load: None,
             samples: None,
             exported: None,
             variants: BTreeMap::new(),

@@ -61,7 +61,7 @@ impl Runner {
             return Ok(());
         }
         let job = probe::Job {
-            load: cx.load.clone(),
+            load: cx.load.clone().expect("loaded before the probe"),
             case: cx.case.name.clone(),
             input: file,
             names,

@@ -54,21 +54,20 @@ impl Runner {
     pub(super) fn load(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
         let case = &cx.case;
         let (source, import) = match &case.origin {
-            ModelOrigin::Source(p) => (Some(p.as_path()), None),
-            ModelOrigin::Import(m) => (None, Some(m.as_str())),
+            ModelOrigin::Source(p) => (Some(p.clone()), None),
+            ModelOrigin::Import(m) => (None, Some(m.clone())),
         };
         let req = LoadRequest {
-            case: &case.name,
+            case: case.name.clone(),
             source,
             import,
-            entry: &case.spec.model.entry,
-            kwargs: &case.spec.model.kwargs,
+            entry: case.spec.model.entry.clone(),
+            kwargs: case.spec.model.kwargs.clone(),
             eval: case.spec.model.eval,
             seed: cx.seed,
         };
-        cx.load = serde_json::to_value(&req)
-            .map_err(|e| ErrorBody::new(ErrorKind::Protocol, format!("load request: {e}")))?;
         let loaded = self.call(&mut cx.clock, |w, timeout| w.load(&req, timeout))?;
+        cx.load = Some(req);
         if let Some(m) = cx.result.model.as_mut() {
             m.class = Some(loaded.class);
         }

@@ -74,9 +74,9 @@ fn variant_verdict(
         artifact: export.path.as_ref().map(|p| p.display().to_string()),
         code: export.code.clone(),
         constants: export.constants.clone(),
-        modules: export.modules.clone(),
+        modules: export.modules.iter().cloned().map(Into::into).collect(),
         error: export_error.cloned(),
-        warnings: export.warnings.clone(),
+        warnings: export.warnings.iter().cloned().map(Into::into).collect(),
     };
     let facts = VariantFacts {
         export: info,

@@ -3,8 +3,6 @@
 //! lines, the summary and a results.json view with times and paths redacted. A change to any of
 //! them shows as a reviewable `.snap.new` (`cargo insta review`), never as a silent edit.
 
-use std::path::Path;
-
 use harness::case::Case;
 use harness::console::Console;
 use harness::results::CaseStatus;
@@ -30,7 +28,7 @@ fn bad_case_files_get_one_line_each() {
         insta::glob!("../fixtures/bad", "*.yaml", |path| {
             // Relative to the package, as a user would name it.
             let rel = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap();
-            let line = match Case::load(Path::new(rel)) {
+            let line = match Case::load(rel) {
                 Ok(_) => "parses; fails later, in the worker".to_string(),
                 Err(e) => e.to_string(),
             };
@@ -44,7 +42,11 @@ fn bad_case_files_get_one_line_each() {
 fn console_lines_of_the_shipped_cases() {
     let (results, _) = shipped();
     let console = Console::plain();
-    let mut lines: Vec<String> = results.cases.iter().flat_map(|c| console.case_lines(c)).collect();
+    let mut lines: Vec<String> = results
+        .cases
+        .iter()
+        .flat_map(|c| console.case_lines(c))
+        .collect();
     lines.push(Console::summary(results));
     settings().bind(|| insta::assert_snapshot!(lines.join("\n")));
 }
