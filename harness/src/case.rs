@@ -484,34 +484,51 @@ fn containment_root(file: &Path) -> PathBuf {
 }
 
 fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
-    let err = |field: &str, msg: String| Err(CaseError::at_field(file, field, msg));
-    let model = &spec.model;
-    let origin = match (&model.source, &model.import) {
+    let checked = model_origin(file, &spec.model).and_then(|origin| {
+        validate_inputs(spec)?;
+        validate_dims(spec)?;
+        validate_variants(spec)?;
+        validate_check(spec)?;
+        Ok(origin)
+    });
+    checked.map_err(|(field, msg)| CaseError::at_field(file, &field, msg))
+}
+
+/// A validation failure: the field and what is wrong with it.
+type Bad = (String, String);
+
+fn bad(field: &str, msg: String) -> Bad {
+    (field.to_string(), msg)
+}
+
+/// Where the model comes from: a Python file inside the repository, or a module name.
+fn model_origin(file: &Path, model: &ModelSpec) -> Result<ModelOrigin, Bad> {
+    Ok(match (&model.source, &model.import) {
         (Some(_), Some(_)) => {
-            return err(
+            return Err(bad(
                 "model",
                 "give exactly one of `source` and `import`, not both".into(),
-            )
+            ))
         }
         (None, None) => {
-            return err(
+            return Err(bad(
                 "model",
                 "missing `source` (a Python file) or `import` (a module)".into(),
-            )
+            ))
         }
         (Some(src), None) => {
             let base = file.parent().unwrap_or(Path::new("."));
             let path = base.join(src);
             if !path.is_file() {
-                return err(
+                return Err(bad(
                     "model.source",
                     format!("{src} does not exist (looked for {})", path.display()),
-                );
+                ));
             }
             let path = path.canonicalize().unwrap_or(path);
             let root = containment_root(file);
             if !path.starts_with(&root) {
-                return err(
+                return Err(bad(
                     "model.source",
                     format!(
                         "{src} resolves to {}, outside {} (model files must stay inside the \
@@ -519,7 +536,7 @@ fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
                         path.display(),
                         root.display()
                     ),
-                );
+                ));
             }
             ModelOrigin::Source(path)
         }
@@ -532,22 +549,27 @@ fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
                         && p.chars().all(|c| c.is_alphanumeric() || c == '_')
                 });
             if !ok {
-                return err(
+                return Err(bad(
                     "model.import",
                     format!("`{module}` is not a Python module name"),
-                );
+                ));
             }
             ModelOrigin::Import(module.clone())
         }
-    };
+    })
+}
+
+/// The entry and the inputs: names, lists, dtypes, shapes and value generators.
+fn validate_inputs(spec: &CaseFile) -> Result<(), Bad> {
+    let model = &spec.model;
     if model.entry.trim().is_empty() {
-        return err(
+        return Err(bad(
             "model.entry",
             "expected the name of a class or factory callable".into(),
-        );
+        ));
     }
     if spec.inputs.is_empty() {
-        return err("inputs", "expected at least one input".into());
+        return Err(bad("inputs", "expected at least one input".into()));
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, input) in spec.inputs.iter().enumerate() {
@@ -558,156 +580,177 @@ fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
             .is_some_and(|c| c.is_alphabetic() || c == '_')
             && input.name.chars().all(|c| c.is_alphanumeric() || c == '_');
         if !identifier {
-            return err(
+            return Err(bad(
                 &format!("inputs[{i}].name"),
                 format!("`{}` is not a Python identifier", input.name),
-            );
+            ));
         }
         match &input.list {
             Some(DimRef::Fixed(n)) if *n < 0 => {
-                return err(
+                return Err(bad(
                     &format!("inputs[{i}].list"),
                     format!("length {n} is negative"),
-                );
+                ));
             }
             Some(DimRef::Named(d)) if !spec.dims.contains_key(d) => {
-                return err(
+                return Err(bad(
                     &format!("inputs[{i}].list"),
                     format!("dim `{d}` is not declared under `dims`"),
-                );
+                ));
             }
             _ => {}
         }
         if !seen.insert(input.name.as_str()) {
-            return err(
+            return Err(bad(
                 &format!("inputs[{i}].name"),
                 format!("duplicate input `{}`", input.name),
-            );
+            ));
         }
         if input.dtype.is_some() && input.dtypes.is_some() {
-            return err(
+            return Err(bad(
                 &format!("inputs[{i}]"),
                 "give `dtype` or `dtypes`, not both".into(),
-            );
+            ));
         }
         if input.dtypes.as_ref().is_some_and(|d| d.is_empty()) {
-            return err(
+            return Err(bad(
                 &format!("inputs[{i}].dtypes"),
                 "expected at least one dtype".into(),
-            );
+            ));
         }
         for (j, d) in input.shape.iter().enumerate() {
             match d {
                 DimRef::Fixed(n) if *n < 0 => {
-                    return err(
+                    return Err(bad(
                         &format!("inputs[{i}].shape[{j}]"),
                         format!("size {n} is negative"),
-                    )
+                    ))
                 }
                 DimRef::Named(name) if !spec.dims.contains_key(name) => {
-                    return err(
+                    return Err(bad(
                         &format!("inputs[{i}].shape[{j}]"),
                         format!("dim `{name}` is not declared under `dims`"),
-                    )
+                    ))
                 }
                 _ => {}
             }
         }
         match input.values() {
             ValueGen::Uniform([lo, hi]) if !(lo < hi && lo.is_finite() && hi.is_finite()) => {
-                return err(
+                return Err(bad(
                     &format!("inputs[{i}].values.uniform"),
                     format!("expected finite [lo, hi] with lo < hi, got [{lo}, {hi}]"),
-                )
+                ))
             }
             ValueGen::Normal([_, std]) if !(std >= 0.0 && std.is_finite()) => {
-                return err(
+                return Err(bad(
                     &format!("inputs[{i}].values.normal"),
                     format!("expected a finite std >= 0, got {std}"),
-                )
+                ))
             }
             ValueGen::Int([lo, hi]) if lo > hi => {
-                return err(
+                return Err(bad(
                     &format!("inputs[{i}].values.int"),
                     format!("expected [lo, hi] with lo <= hi, got [{lo}, {hi}]"),
-                )
+                ))
             }
             ValueGen::Bool(p) if !(0.0..=1.0).contains(&p) => {
-                return err(
+                return Err(bad(
                     &format!("inputs[{i}].values.bool"),
                     format!("expected a probability in [0, 1], got {p}"),
-                )
+                ))
             }
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// Each dim's range holds its trace value.
+fn validate_dims(spec: &CaseFile) -> Result<(), Bad> {
     for (name, d) in &spec.dims {
         if d.min < 0 || d.min > d.max {
-            return err(
+            return Err(bad(
                 &format!("dims.{name}"),
                 format!("expected 0 <= min <= max, got min {} max {}", d.min, d.max),
-            );
+            ));
         }
         if d.trace < d.min || d.trace > d.max {
-            return err(
+            return Err(bad(
                 &format!("dims.{name}.trace"),
                 format!(
                     "trace {} is outside [min {}, max {}]",
                     d.trace, d.min, d.max
                 ),
-            );
+            ));
         }
     }
+    Ok(())
+}
+
+/// The variants, and expectations only for them.
+fn validate_variants(spec: &CaseFile) -> Result<(), Bad> {
     if spec.variants.is_empty() {
-        return err(
+        return Err(bad(
             "variants",
             format!("expected at least one of {}", Variant::names()),
-        );
+        ));
     }
     for v in spec.expect.keys() {
         if !spec.variants.contains(v) {
-            return err(
+            return Err(bad(
                 &format!("expect.{v}"),
                 format!("`{v}` is not among the case's variants"),
-            );
+            ));
         }
     }
+    Ok(())
+}
+
+/// The `check` section: budgets, limits and tolerances.
+fn validate_check(spec: &CaseFile) -> Result<(), Bad> {
     if spec.check.samples > 10_000 {
-        return err("check.samples", "expected at most 10000 samples".into());
+        return Err(bad(
+            "check.samples",
+            "expected at most 10000 samples".into(),
+        ));
     }
     for (i, o) in spec.check.outputs.iter().enumerate() {
         for v in [o.rtol, o.atol].into_iter().flatten() {
             if !(v >= 0.0 && v.is_finite()) {
-                return err(
+                return Err(bad(
                     &format!("check.outputs[{i}]"),
                     format!("expected a finite tolerance >= 0, got {v}"),
-                );
+                ));
             }
         }
     }
     if let Some(t) = spec.check.timeout_s {
         if !(t > 0.0 && t.is_finite()) {
-            return err(
+            return Err(bad(
                 "check.timeout_s",
                 format!("expected a number of seconds > 0, got {t}"),
-            );
+            ));
         }
     }
     if spec.check.max_elements == Some(0) {
-        return err(
+        return Err(bad(
             "check.max_elements",
             "expected a budget of at least 1 element".into(),
-        );
+        ));
     }
     for (field, v) in [
         ("check.rtol", spec.check.rtol),
         ("check.atol", spec.check.atol),
     ] {
         if !(v >= 0.0 && v.is_finite()) {
-            return err(field, format!("expected a finite tolerance >= 0, got {v}"));
+            return Err(bad(
+                field,
+                format!("expected a finite tolerance >= 0, got {v}"),
+            ));
         }
     }
-    Ok(origin)
+    Ok(())
 }
 
 /// Every case file under the given files and folders (`.yaml`/`.yml`, sorted, deduplicated).
