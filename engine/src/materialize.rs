@@ -123,19 +123,9 @@ pub fn describe_tensors(inputs: &[(String, Tensor)]) -> String {
 mod tests {
     use super::*;
     use harness::plan::{plan, Group};
-    use std::path::Path;
 
     fn case(extra: &str) -> (tempfile::TempDir, Case) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("m.py"), "").unwrap();
-        let text = format!(
-            "model: {{source: m.py, entry: M}}\ninputs:\n  - {{name: x, shape: [B, 4]}}\n  - {{name: \
-             i, shape: [B, T], dtype: int64, values: {{int: [0, 3]}}}}\ndims:\n  B: {{trace: 3, min: 1, \
-             max: 8}}\n  T: {{trace: 5, min: 5, max: 7}}\n{extra}"
-        );
-        let file = dir.path().join("c.yaml");
-        let case = Case::parse(Path::new(&file), &text).unwrap();
-        (dir, case)
+        harness::plan::example_case(extra)
     }
 
     #[test]

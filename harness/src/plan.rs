@@ -287,22 +287,28 @@ pub fn describe_parts(parts: impl Iterator<Item = (String, Vec<i64>, &'static st
         .join(", ")
 }
 
+/// For tests here and in the engine: a case with a float input `x: [B, 4]` and an int input
+/// `i: [B, T]` in a fresh folder (kept while the `TempDir` lives), with `extra` YAML appended.
+#[doc(hidden)]
+pub fn example_case(extra: &str) -> (tempfile::TempDir, Case) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(dir.path().join("m.py"), "").expect("writable");
+    let text = format!(
+        "model: {{source: m.py, entry: M}}\ninputs:\n  - {{name: x, shape: [B, 4]}}\n  - {{name: \
+         i, shape: [B, T], dtype: int64, values: {{int: [0, 3]}}}}\ndims:\n  B: {{trace: 3, min: 1, \
+         max: 8}}\n  T: {{trace: 5, min: 5, max: 7}}\n{extra}"
+    );
+    let file = dir.path().join("c.yaml");
+    let case = Case::parse(&file, &text).expect("the example parses");
+    (dir, case)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn case(extra: &str) -> (tempfile::TempDir, Case) {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("m.py"), "").unwrap();
-        let text = format!(
-            "model: {{source: m.py, entry: M}}\ninputs:\n  - {{name: x, shape: [B, 4]}}\n  - {{name: \
-             i, shape: [B, T], dtype: int64, values: {{int: [0, 3]}}}}\ndims:\n  B: {{trace: 3, min: 1, \
-             max: 8}}\n  T: {{trace: 5, min: 5, max: 7}}\n{extra}"
-        );
-        let file = dir.path().join("c.yaml");
-        let case = Case::parse(Path::new(&file), &text).unwrap();
-        (dir, case)
+        example_case(extra)
     }
 
     #[test]
