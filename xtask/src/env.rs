@@ -19,12 +19,34 @@ const REQUIREMENTS: &str = "harness/python/requirements.txt";
 const DEV_REQUIREMENTS: &str = "harness/python/requirements-dev.txt";
 const STAMP: &str = ".harness-requirements";
 
-/// The repository root (the workspace xtask is in).
+/// The repository root: found at run time from the current folder, as cargo finds its
+/// workspace (`cargo xtask` runs where the user is), so a checkout that was moved or copied uses
+/// its own `.venv`, build and snapshots, never the folder xtask was first compiled in.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace")
-        .to_path_buf()
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    find_root(&cwd).unwrap_or_else(|| {
+        let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask is in the workspace")
+            .to_path_buf();
+        eprintln!(
+            "xtask: {} is not inside a harness checkout; using {}, where xtask was built",
+            cwd.display(),
+            built.display()
+        );
+        built
+    })
+}
+
+/// The nearest folder at or above `from` with a workspace `Cargo.toml` and `xtask/`.
+fn find_root(from: &Path) -> Option<PathBuf> {
+    from.ancestors()
+        .find(|dir| {
+            dir.join("xtask/Cargo.toml").is_file()
+                && std::fs::read_to_string(dir.join("Cargo.toml"))
+                    .is_ok_and(|t| t.contains("[workspace]"))
+        })
+        .map(Path::to_path_buf)
 }
 
 impl Env {
@@ -179,6 +201,21 @@ pub fn run(cmd: &mut Command) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_is_found_from_where_xtask_runs() {
+        let dir = std::env::temp_dir().join(format!("xtask-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let moved = dir.join("moved-checkout");
+        std::fs::create_dir_all(moved.join("xtask/src")).unwrap();
+        std::fs::create_dir_all(moved.join("cases/zoo")).unwrap();
+        std::fs::write(moved.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        std::fs::write(moved.join("xtask/Cargo.toml"), "[package]\n").unwrap();
+        assert_eq!(find_root(&moved.join("cases/zoo")), Some(moved.clone()));
+        assert_eq!(find_root(&moved), Some(moved.clone()));
+        assert_eq!(find_root(&dir), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_stamp_changes_with_either_requirements_file() {
