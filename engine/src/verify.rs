@@ -208,13 +208,7 @@ fn start_one(req: &Request, runner: &mut Runner, file: &Path) -> Started {
         return Started::Done(hit);
     }
     match runner.start_case(&case) {
-        Step::Done(result) => Started::Done(stored(
-            req,
-            (&runner.torch, &runner.python),
-            file,
-            &case,
-            result,
-        )),
+        Step::Done(result) => Started::Done(stored(req, runner.facts(), file, &case, result)),
         Step::Parked(p) => Started::Parked(p),
     }
 }
@@ -223,7 +217,7 @@ fn start_one(req: &Request, runner: &mut Runner, file: &Path) -> Started {
 fn finish_one(req: &Request, runner: &mut Runner, file: &Path, cx: CaseRun) -> Finished {
     let case = cx.case.clone();
     let result = runner.finish_case(cx);
-    stored(req, (&runner.torch, &runner.python), file, &case, result)
+    stored(req, runner.facts(), file, &case, result)
 }
 
 #[cfg(test)]

@@ -3,9 +3,13 @@
 //! An entry is keyed by what decides a case's result before it runs: the case file's bytes, the
 //! harness build (a hash of its sources and worker, made by build.rs), the torch version, the
 //! Python interpreter, and the command-line options that change results (seed, time limit,
-//! element budget). It records the model source files the worker imported, with their content
-//! hashes; a lookup is a hit only when every one still hashes the same, so editing one model
-//! re-runs just the cases that import it. Entries hold the case's result and copies of its
+//! element budget). It records every file the verdict depends on, with its content hash: each
+//! user file the model's import and constructor pulled in (transitively: helpers, PYTHONPATH,
+//! editable installs) and each file the case names (weights and other paths in `kwargs`, whole
+//! folders included); and, for each folder the worker's installed libraries live in, a hash of
+//! what is installed there (names, versions and file lists). A lookup is a hit only when all of
+//! them are unchanged, so editing a helper, replacing weights or upgrading a library re-runs
+//! exactly the cases that depend on it. Entries hold the case's result and copies of its
 //! artifacts and counterexamples, which a hit puts back into the output folder. Only cases that
 //! ran to a verdict are stored: errors, crashes and timeouts always run again.
 
@@ -17,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::results::CaseResult;
 
 /// Bumped when the entry layout changes.
-const ENTRY_VERSION: u32 = 1;
+const ENTRY_VERSION: u32 = 2;
 
 /// The harness build: changes whenever its Rust sources or its worker change.
 pub const BUILD_ID: &str = env!("HARNESS_BUILD_ID");
@@ -41,6 +45,8 @@ struct Entry {
     version: u32,
     /// `(path, sha256)` of every file the result depends on, the case file first.
     files: Vec<(String, String)>,
+    /// `(site folder, hash of what is installed there)` for the worker's Python.
+    environment: Vec<(String, String)>,
     python_version: String,
     result: CaseResult,
 }
@@ -94,6 +100,11 @@ impl Cache {
                 return None;
             }
         }
+        for (dir, hash) in &entry.environment {
+            if installed_hash(Path::new(dir)).as_deref() != Some(hash.as_str()) {
+                return None;
+            }
+        }
         let mut result = entry.result;
         restore_files(&dir, &mut result, out_dir).ok()?;
         result.cached = true;
@@ -109,7 +120,8 @@ impl Cache {
         case_file: &Path,
         parts: &KeyParts<'_>,
         result: &CaseResult,
-        python_version: &str,
+        deps: &[PathBuf],
+        worker: &crate::verify::WorkerFacts<'_>,
     ) -> std::io::Result<()> {
         if result.status != crate::results::CaseStatus::Ran {
             return Ok(());
@@ -118,10 +130,17 @@ impl Cache {
             return Ok(());
         };
         let mut files = Vec::new();
-        for path in std::iter::once(case_file.display().to_string()).chain(result.sources.clone()) {
-            match sha256_file(Path::new(&path)) {
-                Some(hash) => files.push((path, hash)),
+        for path in std::iter::once(case_file).chain(deps.iter().map(PathBuf::as_path)) {
+            match sha256_file(path) {
+                Some(hash) => files.push((path.display().to_string(), hash)),
                 None => return Ok(()), // a file it depends on cannot be read: do not cache
+            }
+        }
+        let mut environment = Vec::new();
+        for dir in worker.site {
+            match installed_hash(dir) {
+                Some(hash) => environment.push((dir.display().to_string(), hash)),
+                None => return Ok(()),
             }
         }
         // Write the entry in a temporary folder, then rename: a reader never sees half of one.
@@ -148,7 +167,8 @@ impl Cache {
         let entry = Entry {
             version: ENTRY_VERSION,
             files,
-            python_version: python_version.to_string(),
+            environment,
+            python_version: worker.python.to_string(),
             result: stored,
         };
         std::fs::write(tmp.path().join("entry.json"), serde_json::to_vec(&entry)?)?;
@@ -156,6 +176,37 @@ impl Cache {
         std::fs::rename(tmp.keep(), &dir)?;
         Ok(())
     }
+}
+
+/// What is installed in a site folder: the names of its distributions (`numpy-2.4.6.dist-info`),
+/// their file lists (`RECORD`, which holds each file's hash) and `.pth`/`.egg-link` files (editable
+/// installs), hashed. Installing, upgrading or reinstalling a library changes it.
+fn installed_hash(dir: &Path) -> Option<String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for p in names {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let content = if name.ends_with(".dist-info") {
+            p.join("RECORD")
+        } else if name.ends_with(".egg-info") {
+            p.join("SOURCES.txt")
+        } else if name.ends_with(".pth") || name.ends_with(".egg-link") {
+            p.clone()
+        } else {
+            continue;
+        };
+        h.update(name.as_bytes());
+        h.update(std::fs::read(&content).unwrap_or_default());
+    }
+    Some(hex(&h.finalize()))
 }
 
 /// Copy an entry's artifacts and counterexamples into the output folder and point the result
@@ -200,14 +251,32 @@ mod tests {
         r
     }
 
+    /// The files one cached case depends on.
+    struct Fixture {
+        case: PathBuf,
+        model: PathBuf,
+        weights: PathBuf,
+        site: PathBuf,
+    }
+
     /// Store, then look up after `edit`; compare hit/miss with `expect_hit`.
     #[track_caller]
-    fn check(edit: impl FnOnce(&Path, &Path), expect_hit: bool) {
+    fn check(edit: impl FnOnce(&Fixture), expect_hit: bool) {
         let dir = tempfile::tempdir().unwrap();
-        let case = dir.path().join("c.yaml");
-        let model = dir.path().join("m.py");
-        std::fs::write(&case, "model: {source: m.py, entry: M}\n").unwrap();
-        std::fs::write(&model, "class M: pass\n").unwrap();
+        let f = Fixture {
+            case: dir.path().join("c.yaml"),
+            model: dir.path().join("m.py"),
+            weights: dir.path().join("w.pt"),
+            site: dir.path().join("site-packages"),
+        };
+        write(&f.case, "model: {source: m.py, entry: M}\n");
+        write(&f.model, "class M: pass\n");
+        write(&f.weights, "weights 1");
+        std::fs::create_dir_all(f.site.join("numpy-2.4.6.dist-info")).unwrap();
+        write(
+            &f.site.join("numpy-2.4.6.dist-info/RECORD"),
+            "numpy/a.py,sha256=1\n",
+        );
         let cache = Cache {
             dir: dir.path().join("cache"),
         };
@@ -218,12 +287,20 @@ mod tests {
             timeout_s: None,
             max_elements: None,
         };
+        let site = [f.site.clone()];
+        let worker = crate::verify::WorkerFacts {
+            torch: "2.13.0",
+            python: "3.11",
+            site: &site,
+        };
+        let deps = [f.model.clone(), f.weights.clone()];
+        let stored = result(dir.path(), &f.model);
         cache
-            .store(&case, &parts, &result(dir.path(), &model), "3.11")
+            .store(&f.case, &parts, &stored, &deps, &worker)
             .unwrap();
-        edit(&case, &model);
+        edit(&f);
         let out = dir.path().join("out");
-        let hit = cache.lookup(&case, &parts, &out);
+        let hit = cache.lookup(&f.case, &parts, &out);
         assert_eq!(hit.is_some(), expect_hit);
         if let Some(hit) = hit {
             assert!(hit.result.cached);
@@ -237,15 +314,38 @@ mod tests {
         }
     }
 
+    fn write(p: &Path, text: &str) {
+        std::fs::write(p, text).unwrap();
+    }
+
     #[test]
     fn hits_until_something_it_depends_on_changes() {
-        check(|_, _| {}, true);
-        check(|_, m| std::fs::write(m, "class M: x = 1\n").unwrap(), false);
+        check(|_| {}, true);
+        check(|f| write(&f.model, "class M: x = 1\n"), false);
         check(
-            |c, _| std::fs::write(c, "model: {source: m.py, entry: N}\n").unwrap(),
+            |f| write(&f.case, "model: {source: m.py, entry: N}\n"),
             false,
         );
-        check(|_, m| std::fs::remove_file(m).unwrap(), false);
+        check(|f| std::fs::remove_file(&f.model).unwrap(), false);
+        // A file the case names (weights in kwargs).
+        check(|f| write(&f.weights, "weights 2"), false);
+        // What is installed: a new library, an editable install, a reinstall with other files.
+        check(
+            |f| std::fs::create_dir_all(f.site.join("pkg-1.0.dist-info")).unwrap(),
+            false,
+        );
+        check(|f| write(&f.site.join("user.pth"), "/src/pkg\n"), false);
+        check(
+            |f| {
+                write(
+                    &f.site.join("numpy-2.4.6.dist-info/RECORD"),
+                    "numpy/a.py,sha256=2\n",
+                )
+            },
+            false,
+        );
+        // Not an installation: a stray file in site-packages.
+        check(|f| write(&f.site.join("notes.txt"), "x"), true);
     }
 
     #[test]

@@ -416,6 +416,44 @@ impl Case {
             .collect()
     }
 
+    /// The files the case names in the model's `kwargs` (weights, vocabularies, fixed inputs):
+    /// every string that is the path of an existing file or folder, relative to the case file's
+    /// folder or to the working folder (where the model opens it), folders as the files under
+    /// them. The cache keys on their contents; a folder too large to hash each time is an error
+    /// (the case is then not cached).
+    pub fn named_files(&self) -> Result<Vec<PathBuf>, String> {
+        const MAX_FILES: usize = 10_000;
+        let mut strings = Vec::new();
+        for v in self.spec.model.kwargs.values() {
+            collect_strings(v, &mut strings);
+        }
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let mut files = Vec::new();
+        for s in strings {
+            for p in [base.join(&s), PathBuf::from(&s)] {
+                if p.is_file() {
+                    files.push(p);
+                } else if p.is_dir() {
+                    let under = walkdir::WalkDir::new(&p).into_iter().flatten();
+                    files.extend(
+                        under
+                            .filter(|e| e.file_type().is_file())
+                            .map(|e| e.into_path())
+                            .take(MAX_FILES + 1),
+                    );
+                }
+            }
+            if files.len() > MAX_FILES {
+                return Err(format!(
+                    "model.kwargs names `{s}`, a folder of more than {MAX_FILES} files"
+                ));
+            }
+        }
+        files.sort();
+        files.dedup();
+        Ok(files)
+    }
+
     /// The pitfalls the case file expects for a variant (empty: it must pass).
     pub fn expected(&self, variant: Variant) -> &[Pitfall] {
         self.spec
@@ -751,6 +789,16 @@ fn validate_check(spec: &CaseFile) -> Result<(), Bad> {
         }
     }
     Ok(())
+}
+
+/// Every string in a kwargs value, however deep.
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if !s.is_empty() => out.push(s.clone()),
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|i| collect_strings(i, out)),
+        _ => {}
+    }
 }
 
 /// Every case file under the given files and folders (`.yaml`/`.yml`, sorted, deduplicated).

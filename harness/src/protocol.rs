@@ -13,8 +13,9 @@ pub use crate::error::{ErrorBody, ErrorKind};
 
 /// The protocol version; the worker's `PROTOCOL` (harness_worker/protocol.py) must equal it,
 /// and `cargo xtask tidy` checks it changes when the messages do. Version 2: `export` takes
-/// variants as data (`{"name", "method", "options"}`) and replies `exports` by name.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// variants as data (`{"name", "method", "options"}`) and replies `exports` by name. Version 3:
+/// `hello` replies the site folders, and `load`'s files are every user file it pulled in.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The worker's JSON form of an output (see `worker.py`, `_encode`).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -59,6 +60,9 @@ pub struct Hello {
     pub torch: String,
     pub python: String,
     pub pid: u32,
+    /// The folders installed libraries live in (version 3).
+    #[serde(default)]
+    pub site: Vec<PathBuf>,
 }
 
 /// What the worker says of a model it loaded.

@@ -79,6 +79,15 @@ pub fn results(
     }
 }
 
+/// What the worker that ran a case said of itself: versions, and the folders its installed
+/// libraries live in.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerFacts<'a> {
+    pub torch: &'a str,
+    pub python: &'a str,
+    pub site: &'a [PathBuf],
+}
+
 /// A finished case, and the Python version a cache hit recorded.
 pub type Finished = (CaseResult, Option<String>);
 
@@ -134,19 +143,25 @@ pub fn from_cache(
 /// A case that ran: cached (unless replayed), its code checked against the snapshots.
 pub fn stored(
     req: &Request,
-    (torch, python): (&str, &str),
+    worker: WorkerFacts<'_>,
     file: &Path,
     case: &Case,
     mut result: CaseResult,
 ) -> Finished {
     let replay = req.options.replay.is_some();
     if let Some(c) = req.cache.as_ref().filter(|_| !replay) {
-        if let Err(e) = c.store(file, &key_parts(req), &result, python) {
+        let mut deps: Vec<PathBuf> = result.sources.iter().map(PathBuf::from).collect();
+        let stored = case.named_files().and_then(|named| {
+            deps.extend(named);
+            c.store(file, &key_parts(req), &result, &deps, &worker)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = stored {
             result.notes.push(format!("not cached: {e}"));
         }
     }
     let policy = req.snapshots.as_ref().filter(|_| !replay);
-    check_code(case, &mut result, policy, torch);
+    check_code(case, &mut result, policy, worker.torch);
     (result, None)
 }
 

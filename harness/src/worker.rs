@@ -227,6 +227,7 @@ impl Worker {
                 torch: String::new(),
                 python: String::new(),
                 pid: 0,
+                site: Vec::new(),
             },
             _dir: script_dir,
         };

@@ -50,6 +50,8 @@ pub struct Runner {
     work: tempfile::TempDir,
     pub torch: String,
     pub python: String,
+    /// Where the worker's installed libraries live (the cache keys on what is there).
+    pub site: Vec<std::path::PathBuf>,
 }
 
 impl Runner {
@@ -66,6 +68,7 @@ impl Runner {
         Ok(Runner {
             torch: String::new(),
             python: String::new(),
+            site: Vec::new(),
             opts,
             worker: None,
             probe,
@@ -117,6 +120,15 @@ impl Runner {
         self.done(cx)
     }
 
+    /// What the worker said of itself, for the cache and the results.
+    pub fn facts(&self) -> harness::verify::WorkerFacts<'_> {
+        harness::verify::WorkerFacts {
+            torch: &self.torch,
+            python: &self.python,
+            site: &self.site,
+        }
+    }
+
     /// Drop the worker (after a panic left it in an unknown state); the next case starts one.
     pub fn forget_worker(&mut self) {
         self.worker = None;
@@ -152,6 +164,7 @@ impl Runner {
             cx.start_ms += t.elapsed().as_secs_f64() * 1e3;
             self.torch = w.hello.torch.clone();
             self.python = w.hello.python.clone();
+            self.site = w.hello.site.clone();
             self.worker = Some(w);
         }
         Ok(self.worker.as_mut().expect("just spawned"))

@@ -1331,3 +1331,101 @@ fn cache_reruns_only_what_changed_and_jobs_agree() {
         ]
     );
 }
+
+/// #13 item 1: a stale cache must never give a false green. `import: pkg.model` (found through
+/// PYTHONPATH) whose module imports `pkg/helper.py`, and weights the case names in `kwargs`: an
+/// edit to the helper that erases a branch, or new weights, re-runs the case and changes the
+/// verdict; untouched, the second run is served from the cache.
+#[test]
+fn cache_covers_imported_helpers_and_named_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("src/pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "").unwrap();
+    let helper = pkg.join("helper.py");
+    std::fs::write(&helper, "def act(x):\n    return x.relu()\n").unwrap();
+    std::fs::write(
+        pkg.join("model.py"),
+        "import torch\nfrom pkg.helper import act\n\n\nclass Net(torch.nn.Module):\n    \
+         def __init__(self, weights):\n        super().__init__()\n        \
+         self.w = torch.nn.Parameter(torch.load(weights))\n\n    \
+         def forward(self, x):\n        return act(x) * self.w\n",
+    )
+    .unwrap();
+    let cases = dir.path().join("cases");
+    std::fs::create_dir_all(&cases).unwrap();
+    let weights = cases.join("w.txt");
+    let save_weights = |v: f32| {
+        let script = format!(
+            "import torch; torch.save(torch.full((3,), {v:?}), {:?})",
+            weights.display().to_string()
+        );
+        let ok = Command::new(python())
+            .args(["-c", &script])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    save_weights(1.0);
+    std::fs::write(
+        cases.join("net.yaml"),
+        "model: {import: pkg.model, entry: Net, kwargs: {weights: w.txt}}\n\
+         inputs: [{name: x, shape: [B, 3]}]\ndims: {B: {trace: 2, min: 1, max: 3}}\n\
+         check: {samples: 4}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = || -> Results {
+        let o = harness_cli(&dir.path().join("snapshots"))
+            .arg(&cases)
+            .args(["--no-snapshots", "--no-baseline", "--out"])
+            .arg(&out)
+            .env("PYTHONPATH", dir.path().join("src"))
+            // The model opens `w.txt` from the working folder.
+            .current_dir(&cases)
+            .output()
+            .unwrap();
+        let results = Results::read(&out.join("results.json")).unwrap();
+        assert!(
+            results.cases[0].status == CaseStatus::Ran,
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        results
+    };
+    let first = run();
+    let sources = &first.cases[0].sources;
+    assert!(
+        sources.iter().any(|s| s.ends_with("helper.py")),
+        "{sources:?}"
+    );
+    assert!(!first.cases[0].cached);
+    assert!(
+        run().cases[0].cached,
+        "nothing changed: served from the cache"
+    );
+
+    // The helper gains a data-dependent branch: tracing erases it.
+    std::fs::write(
+        &helper,
+        "def act(x):\n    if x.sum() > 0:\n        return x.relu()\n    return -x\n",
+    )
+    .unwrap();
+    let edited = run();
+    let c = &edited.cases[0];
+    assert!(
+        !c.cached,
+        "an edit to an imported helper must re-run the case"
+    );
+    let traced = &c.variants[&Variant::named("traced").unwrap()];
+    assert!(
+        traced.pitfalls.contains(&Pitfall::ControlFlowErasure),
+        "{}",
+        traced.message
+    );
+    assert!(run().cases[0].cached);
+
+    // New weights: the case runs again.
+    save_weights(2.0);
+    assert!(!run().cases[0].cached, "new weights must re-run the case");
+}

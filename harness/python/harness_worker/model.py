@@ -4,7 +4,9 @@ import importlib
 import importlib.util
 import os
 import re
+import site
 import sys
+import sysconfig
 from types import ModuleType
 from typing import Any
 
@@ -82,7 +84,30 @@ class ModelLoader:
         except BaseException as exc:  # noqa: BLE001
             raise _import_failed(name, exc) from exc
         file = getattr(module, "__file__", None)
-        return module, [os.path.abspath(file)] if file else []
+        return module, [os.path.abspath(file)] if file and is_user_frame(file, allow_site=False) else []
+
+
+def user_files(module_names: set[str]) -> set[str]:
+    """The files of these modules that are the user's (not torch, the standard library, an
+    installed library or the worker): their own code, helpers, PYTHONPATH and editable
+    installs."""
+    files = set()
+    for name in module_names:
+        f = getattr(sys.modules.get(name), "__file__", None)
+        if f and is_user_frame(f, allow_site=False) and os.path.isfile(f):
+            files.add(os.path.abspath(f))
+    return files
+
+
+def site_dirs() -> list[str]:
+    """The folders installed libraries live in: the harness keys cached verdicts by what is
+    installed there, so an install or upgrade re-runs the cases."""
+    dirs = set(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.add(site.getusersitepackages())
+    for key in ("purelib", "platlib"):
+        dirs.add(sysconfig.get_paths()[key])
+    return sorted(os.path.abspath(d) for d in dirs if os.path.isdir(d))
 
 
 def _entry(module: ModuleType, where: str, entry: str) -> Any:

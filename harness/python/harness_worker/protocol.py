@@ -1,7 +1,7 @@
 """The protocol channel, its line-delimited JSON codec, and the request loop (fork server, case
 children, probe server).
 
-Protocol version 2. The Rust harness starts `python -u -m harness_worker` and sends it
+Protocol version 3. The Rust harness starts `python -u -m harness_worker` and sends it
 line-delimited JSON requests on stdin; each request gets exactly one JSON reply line on the
 *protocol* channel. Before anything else (torch included) is imported, the worker moves the
 protocol channel to private file descriptors and points fd 1 at stderr, so whatever a model
@@ -29,6 +29,11 @@ and each variant's artifact is `<out_dir>/<name>.pt`. The reply:
      code_error, error, warnings, seconds}, ...}, "eager_state_changed": bool, "evidence": {...}}
 The methods are variants.EXPORTERS (trace, script); an unknown method is a `protocol` error. The
 evidence and the re-trace's baseline come from the first `trace` and first `script` variants.
+
+Version 3: `hello` also replies "site" (the folders installed libraries live in), and `load`'s
+"files" lists every user file the import and the constructor pulled in, transitively (helpers,
+PYTHONPATH and editable installs), not only the model's own: the harness keys cached verdicts by
+both.
 """
 
 import io
@@ -39,7 +44,7 @@ from typing import IO, Any
 
 from harness_worker.errors import ErrorKind, HarnessError, error_body
 
-PROTOCOL = 2
+PROTOCOL = 3
 
 
 class Channel:

@@ -13,7 +13,7 @@ from harness_worker.eager import load_inputs, run_eager, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
 from harness_worker.frames import capture_warnings
 from harness_worker.graph import TraceSig, Walk, trace_diff
-from harness_worker.model import ModelLoader, construct
+from harness_worker.model import ModelLoader, construct, site_dirs, user_files
 from harness_worker.probe import device_probe
 from harness_worker.protocol import PROTOCOL
 from harness_worker.variants import EXPORTERS, export_all, parse_variants
@@ -41,9 +41,11 @@ class Worker:
             "torch": torch.__version__.split("+")[0],
             "python": sys.version.split()[0],
             "pid": os.getpid(),
+            "site": site_dirs(),
         }
 
     def op_load(self, req: dict[str, Any]) -> dict[str, Any]:
+        before = set(sys.modules)
         if req.get("source"):
             where = req["source"]
             module, files = self.loader.from_source(where)
@@ -52,6 +54,9 @@ class Worker:
             module, files = self.loader.by_name(where)
         model = construct(module, where, req)
         self.models[req["case"]] = model
+        # Every user file the import and the constructor pulled in, transitively: the harness
+        # caches the verdict by their contents.
+        files = sorted(set(files) | user_files(set(sys.modules) - before))
         return {"class": type(model).__qualname__, "files": files, "state": state_digest(model)}
 
     def op_export(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""op_load, op_export (protocol 2), op_retrace and op_eager end to end, in process."""
+"""op_load, op_export (protocol 3), op_retrace and op_eager end to end, in process."""
 
 import os
 from collections.abc import Callable
@@ -41,6 +41,37 @@ def test_load(loaded: Load) -> None:
     assert reply["class"] == "Model"
     assert len(reply["files"]) == 1 and reply["files"][0].endswith("_model.py")
     assert len(reply["state"]) == 64
+
+
+def test_load_lists_every_user_file_an_import_pulls_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`import: pkg.model`, whose module imports a helper and whose constructor imports another:
+    all three are the case's files (the cache keys on them), torch and the stdlib are not."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("def double(x):\n    return x * 2\n")
+    (pkg / "late.py").write_text("SCALE = 3\n")
+    (pkg / "model.py").write_text(
+        "import json\nimport torch\nfrom pkg.helper import double\n\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        from pkg import late\n"
+        "        self.scale = late.SCALE\n\n"
+        "    def forward(self, x):\n"
+        "        return double(x) * self.scale\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reply = Worker().op_load({"case": "c", "import": "pkg.model", "entry": "M", "kwargs": {}, "seed": 0})
+    assert sorted(os.path.basename(f) for f in reply["files"]) == [
+        "__init__.py",
+        "helper.py",
+        "late.py",
+        "model.py",
+    ]
+    assert all(f.startswith(str(tmp_path)) for f in reply["files"])
 
 
 def test_both_variants(loaded: Load, write_inputs: Callable[..., dict[str, str]], tmp_path: Path) -> None:

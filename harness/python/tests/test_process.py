@@ -93,7 +93,12 @@ def worker(tmp_path: Path) -> Iterator[Client]:
 
 def test_hello_fork_end_shutdown(worker: Client, tmp_path: Path) -> None:
     hello = worker.call("hello")
-    assert hello["ok"] and hello["protocol"] == PROTOCOL == 2 and hello["pid"] == worker.proc.pid
+    assert (
+        hello["ok"]
+        and hello["protocol"] == PROTOCOL == 3
+        and hello["site"]
+        and hello["pid"] == worker.proc.pid
+    )
 
     # A case's child: prints from the model reach stderr, never the channel.
     (tmp_path / "loud.py").write_text(LOUD)
