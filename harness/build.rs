@@ -1,11 +1,18 @@
-//! Build script: stamps the build with a hash of the harness's own sources (this crate's and the
-//! engine's), worker and templates (`HARNESS_BUILD_ID`), which keys the result cache.
+//! Build script: stamps the build with a hash of what decides a result (`HARNESS_BUILD_ID`,
+//! which keys the result cache): this crate's and the engine's sources, the worker package, the
+//! pinned requirements and the report template; and embeds the worker package's files.
 use std::path::Path;
 
 fn main() {
     // FNV-1a over the sorted paths and contents of everything that decides a result.
     let mut files = Vec::new();
-    for dir in ["src", "python", "templates", "../engine/src"] {
+    for dir in [
+        "src",
+        "python/harness_worker",
+        "python/requirements.txt",
+        "templates",
+        "../engine/src",
+    ] {
         println!("cargo:rerun-if-changed={dir}");
         collect(Path::new(dir), &mut files);
     }
@@ -51,6 +58,10 @@ fn embed_worker() {
 }
 
 fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    if dir.is_file() {
+        out.push(dir.to_path_buf());
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

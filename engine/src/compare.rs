@@ -166,7 +166,22 @@ fn walk(path: &str, e: &Value, a: &Value, tols: &Tolerances, out: &mut Compariso
     };
     match (e, a) {
         (Value::Tensor(e), Value::Tensor(a)) => tensors(path, e, a, tol, out),
-        (Value::Desc { .. } | Value::Tensor(_), Value::Desc { .. } | Value::Tensor(_)) => {
+        // The same dtype carried in another form (complex as real and imaginary parts, ...):
+        // compared in that form, element by element with the case's tolerances.
+        (
+            Value::Exotic {
+                tensor: e,
+                dtype: ed,
+            },
+            Value::Exotic {
+                tensor: a,
+                dtype: ad,
+            },
+        ) if ed == ad => tensors(path, e, a, tol, out),
+        (
+            Value::Desc { .. } | Value::Tensor(_) | Value::Exotic { .. },
+            Value::Desc { .. } | Value::Tensor(_) | Value::Exotic { .. },
+        ) => {
             let (
                 Value::Desc {
                     shape: es,

@@ -13,6 +13,13 @@ use tch::{IValue, Tensor};
 #[derive(Debug)]
 pub enum Value {
     Tensor(Tensor),
+    /// A tensor of a dtype compared in another form (`transport` in [`Value::from_tensor`]):
+    /// complex as real and imaginary parts, wide unsigned ints as int64, float8 as float32,
+    /// quantized dequantized. Two of them match only with the same `dtype`.
+    Exotic {
+        tensor: Tensor,
+        dtype: String,
+    },
     /// A tensor known only by its shape, dtype and device (from a `meta` device run, or a
     /// device probe): compared on those alone.
     Desc {
@@ -35,6 +42,7 @@ impl Value {
     pub fn kind(&self) -> String {
         match self {
             Value::Tensor(t) => format!("Tensor{:?}", t.size()),
+            Value::Exotic { tensor, dtype } => format!("Tensor{:?} {dtype}", tensor.size()),
             Value::Desc { shape, .. } => format!("Tensor{shape:?}"),
             Value::Int(_) => "int".into(),
             Value::Float(_) => "float".into(),
@@ -51,7 +59,7 @@ impl Value {
     pub fn from_ivalue(iv: IValue) -> Result<Value, String> {
         Ok(match iv {
             IValue::None => Value::None,
-            IValue::Tensor(t) => Value::Tensor(t),
+            IValue::Tensor(t) => Value::from_tensor(t)?,
             IValue::Double(f) => Value::Float(f),
             IValue::Int(i) => Value::Int(i),
             IValue::Bool(b) => Value::Bool(b),
@@ -66,7 +74,11 @@ impl Value {
                     .map(Value::from_ivalue)
                     .collect::<Result<_, _>>()?,
             ),
-            IValue::TensorList(v) => Value::List(v.into_iter().map(Value::Tensor).collect()),
+            IValue::TensorList(v) => Value::List(
+                v.into_iter()
+                    .map(Value::from_tensor)
+                    .collect::<Result<_, _>>()?,
+            ),
             IValue::IntList(v) => Value::List(v.into_iter().map(Value::Int).collect()),
             IValue::DoubleList(v) => Value::List(v.into_iter().map(Value::Float).collect()),
             IValue::BoolList(v) => Value::List(v.into_iter().map(Value::Bool).collect()),
@@ -80,6 +92,41 @@ impl Value {
             IValue::Device(d) => Value::Str(format!("{d:?}")),
             #[allow(unreachable_patterns)]
             _ => return Err("the module returned a value the harness cannot compare".into()),
+        })
+    }
+
+    /// A tensor from libtorch, in the form it is compared in: as itself, or, for the dtypes the
+    /// harness carries in another form (as the worker does for eager's: see `eager.py`,
+    /// `transportable`), that form with the dtype's name.
+    pub fn from_tensor(t: Tensor) -> Result<Value, String> {
+        use tch::Kind::*;
+        let exotic = |tensor: Tensor, dtype: &str| Value::Exotic {
+            tensor,
+            dtype: dtype.to_string(),
+        };
+        Ok(match t.f_kind() {
+            Ok(ComplexHalf | ComplexFloat | ComplexDouble) => {
+                let name = kind_name(t.kind());
+                exotic(t.resolve_conj().view_as_real(), name)
+            }
+            Ok(k @ (Float8e5m2 | Float8e4m3fn | Float8e5m2fnuz | Float8e4m3fnuz)) => {
+                exotic(t.to_kind(Float), kind_name(k))
+            }
+            Ok(k @ (QInt8 | QUInt8 | QInt32)) => exotic(t.dequantize(), kind_name(k)),
+            Ok(_) => Value::Tensor(t),
+            // c10::ScalarType 27, 28, 29: the unsigned ints tch has no kind for.
+            Err(tch::TchError::UnknownKind(n @ 27..=29)) => {
+                let name = ["uint16", "uint32", "uint64"][(n - 27) as usize];
+                let wide = t
+                    .f_to_kind(Int64)
+                    .map_err(|e| format!("a {name} output cannot be read: {e}"))?;
+                exotic(wide, name)
+            }
+            Err(e) => {
+                return Err(format!(
+                    "an output tensor of a dtype the harness cannot compare ({e})"
+                ))
+            }
         })
     }
 
@@ -101,6 +148,25 @@ impl Value {
     fn map_tensors(&self, f: &dyn Fn(&Tensor) -> Value) -> Value {
         match self {
             Value::Tensor(t) => f(t),
+            Value::Exotic { tensor, dtype } => match f(tensor) {
+                Value::Tensor(t) => Value::Exotic {
+                    tensor: t,
+                    dtype: dtype.clone(),
+                },
+                Value::Desc {
+                    mut shape, device, ..
+                } => {
+                    if dtype.starts_with("complex") {
+                        shape.pop(); // the real and imaginary parts
+                    }
+                    Value::Desc {
+                        shape,
+                        dtype: dtype.clone(),
+                        device,
+                    }
+                }
+                other => other,
+            },
             Value::Desc {
                 shape,
                 dtype,
@@ -131,11 +197,18 @@ impl Value {
         tensors: &mut HashMap<String, Tensor>,
     ) -> Result<Value, String> {
         Ok(match node {
-            WireValue::Tensor { key } => Value::Tensor(
-                tensors
+            WireValue::Tensor { key, dtype } => {
+                let tensor = tensors
                     .remove(key)
-                    .ok_or_else(|| format!("eager output lacks tensor `{key}`"))?,
-            ),
+                    .ok_or_else(|| format!("eager output lacks tensor `{key}`"))?;
+                match dtype {
+                    Some(dtype) => Value::Exotic {
+                        tensor,
+                        dtype: dtype.clone(),
+                    },
+                    None => Value::Tensor(tensor),
+                }
+            }
             WireValue::TensorDesc {
                 shape,
                 dtype,
@@ -208,7 +281,13 @@ pub fn kind_name(kind: tch::Kind) -> &'static str {
         ComplexDouble => "complex128",
         Bool => "bool",
         BFloat16 => "bfloat16",
-        _ => "other",
+        QInt8 => "qint8",
+        QUInt8 => "quint8",
+        QInt32 => "qint32",
+        Float8e5m2 => "float8_e5m2",
+        Float8e4m3fn => "float8_e4m3fn",
+        Float8e5m2fnuz => "float8_e5m2fnuz",
+        Float8e4m3fnuz => "float8_e4m3fnuz",
     }
 }
 

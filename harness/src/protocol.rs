@@ -14,7 +14,8 @@ pub use crate::error::{ErrorBody, ErrorKind};
 /// The protocol version; the worker's `PROTOCOL` (harness_worker/protocol.py) must equal it,
 /// and `cargo xtask tidy` checks it changes when the messages do. Version 2: `export` takes
 /// variants as data (`{"name", "method", "options"}`) and replies `exports` by name. Version 3:
-/// `hello` replies the site folders, and `load`'s files are every user file it pulled in.
+/// `hello` replies the site folders, `load`'s files are every user file it pulled in, and a
+/// tensor leaf of another form than its dtype says which dtype it stands for.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The worker's JSON form of an output (see `worker.py`, `_encode`).
@@ -23,6 +24,10 @@ pub const PROTOCOL_VERSION: u32 = 3;
 pub enum WireValue {
     Tensor {
         key: String,
+        /// The dtype the tensor stands for, when the file holds another form of it (complex as
+        /// real and imaginary parts, wide unsigned ints as int64, float8 as float32; version 3).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dtype: Option<String>,
     },
     TensorDesc {
         shape: Vec<i64>,

@@ -556,7 +556,16 @@ fn eager_value(
         ));
     };
     if read.as_ref().is_none_or(|(p, _)| p != path) {
-        let t = tensors::read(path).map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{e:#}")))?;
+        // Every dtype travels in a form safetensors carries (see the worker's `transportable`);
+        // a file that still cannot be read is the output's problem, not a file to look for.
+        let t = tensors::read(path).map_err(|e| {
+            let why = format!("{e:#}");
+            let why = why.rsplit(": ").next().unwrap_or(&why).to_string();
+            ErrorBody::new(
+                ErrorKind::UnsupportedOutput,
+                format!("eager's output on {what} cannot be read back ({why})"),
+            )
+        })?;
         *read = Some((path.clone(), t));
     }
     let tensors = &mut read.as_mut().expect("just read").1;

@@ -1429,3 +1429,22 @@ fn cache_covers_imported_helpers_and_named_files() {
     save_weights(2.0);
     assert!(!run().cases[0].cached, "new weights must re-run the case");
 }
+
+/// #13 item 4: every dtype torch returns travels and compares: complex64/128 by real and
+/// imaginary parts, wide unsigned ints, float8; a difference in the imaginary part alone is
+/// caught.
+#[test]
+fn complex_and_wide_dtypes_travel_and_compare() {
+    let (results, _out) = run(&[fixtures().join("dtypes")], None, None);
+    check(
+        &results,
+        &[
+            (
+                "conjugate_script",
+                "traced=pass scripted=xfail[output_mismatch]",
+            ),
+            ("spectrum", "traced=pass scripted=pass"),
+            ("wide_uints", "traced=pass scripted=pass"),
+        ],
+    );
+}

@@ -76,8 +76,29 @@ def _encode_tensor(value: torch.Tensor, key: str, tensors: dict[str, torch.Tenso
         }
     if value.device.type != "cpu":
         value = value.cpu()
-    tensors[key] = value.detach().clone().contiguous()
-    return {"t": "tensor", "key": key}
+    value, dtype = transportable(value.detach())
+    tensors[key] = value.clone().contiguous()
+    node: dict[str, Any] = {"t": "tensor", "key": key}
+    if dtype is not None:
+        node["dtype"] = dtype
+    return node
+
+
+def transportable(t: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+    """A tensor safetensors and the harness's libtorch can carry, and the dtype it stands for when
+    that is another one: complex as `view_as_real` (real and imaginary parts, a last dim of 2),
+    unsigned ints wider than 8 bits as int64, float8s as float32, quantized as dequantized. The
+    harness turns the variant's outputs of these dtypes into the same form before comparing."""
+    dtype = str(t.dtype).replace("torch.", "")
+    if t.is_complex():
+        return torch.view_as_real(t.resolve_conj()), dtype
+    if t.dtype in (torch.uint16, torch.uint32, torch.uint64):
+        return t.to(torch.int64), dtype
+    if dtype.startswith("float8"):
+        return t.to(torch.float32), dtype
+    if t.is_quantized:
+        return t.dequantize(), dtype
+    return t, None
 
 
 def encode(value: Any, key: str, tensors: dict[str, torch.Tensor] | None) -> dict[str, Any]:

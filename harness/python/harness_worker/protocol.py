@@ -33,7 +33,9 @@ evidence and the re-trace's baseline come from the first `trace` and first `scri
 Version 3: `hello` also replies "site" (the folders installed libraries live in), and `load`'s
 "files" lists every user file the import and the constructor pulled in, transitively (helpers,
 PYTHONPATH and editable installs), not only the model's own: the harness keys cached verdicts by
-both.
+both. A tensor leaf that travels in another form than its dtype (complex as `view_as_real`, wide
+unsigned ints as int64, float8 as float32, quantized dequantized) says its dtype:
+{"t": "tensor", "key", "dtype": "complex64"}.
 """
 
 import io
