@@ -89,3 +89,12 @@ class OptionalBias(torch.nn.Module):
         if bias is not None:
             x = x + bias
         return x * 2
+
+
+class SplitHeads(torch.nn.Module):
+    """Attention-style head split with torch.split: eager returns a tuple, TorchScript's
+    aten::split a List[Tensor]. The tensors are the same; a C++ caller doing
+    `output.toTuple()` throws on the scripted artifact."""
+
+    def forward(self, x):
+        return torch.split(x, 2, dim=-1)

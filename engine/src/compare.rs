@@ -242,7 +242,7 @@ fn walk(path: &str, e: &Value, a: &Value, tols: &Tolerances, out: &mut Compariso
             sorted_a.sort();
             if sorted_e != sorted_a {
                 mismatch(
-                    MismatchKind::Structure,
+                    MismatchKind::Container,
                     format!(
                         "expected keys [{}], got [{}]",
                         ekeys.join(", "),
@@ -260,6 +260,9 @@ fn walk(path: &str, e: &Value, a: &Value, tols: &Tolerances, out: &mut Compariso
                     .1;
                 walk(&format!("{path}[{key}]"), ev, av, tols, out);
             }
+        }
+        (Value::Tuple(es), Value::List(as_)) | (Value::List(es), Value::Tuple(as_)) => {
+            container(path, e, a, es, as_, tols, out)
         }
         (Value::Int(x), Value::Int(y)) if x == y => {}
         (Value::Bool(x), Value::Bool(y)) if x == y => {}
@@ -285,6 +288,43 @@ fn walk(path: &str, e: &Value, a: &Value, tols: &Tolerances, out: &mut Compariso
             format!("expected {}, got {}", e.kind(), a.kind()),
         ),
     }
+}
+
+/// A tuple where eager returns a list, or the other way: a container mismatch (a C++ caller's
+/// `toTuple()` or `toList()` throws), saying whether the elements match; their own mismatches
+/// follow it.
+fn container(
+    path: &str,
+    e: &Value,
+    a: &Value,
+    es: &[Value],
+    as_: &[Value],
+    tols: &Tolerances,
+    out: &mut Comparison,
+) {
+    let mut inner = Comparison::default();
+    if es.len() == as_.len() {
+        for (i, (x, y)) in es.iter().zip(as_).enumerate() {
+            walk(&format!("{path}[{i}]"), x, y, tols, &mut inner);
+        }
+    }
+    let elements = if es.len() != as_.len() {
+        "and another number of items".to_string()
+    } else if inner.is_match() {
+        "the elements match".to_string()
+    } else {
+        let m = &inner.mismatches[0];
+        format!("the elements differ too, first at {}: {}", m.path, m.detail)
+    };
+    out.mismatches.push(Mismatch {
+        path: path.to_string(),
+        kind: MismatchKind::Container,
+        detail: format!("expected a {}, got a {} ({elements})", e.kind(), a.kind()),
+    });
+    out.max_abs = out.max_abs.max(inner.max_abs);
+    out.max_rel = out.max_rel.max(inner.max_rel);
+    out.min_atol = out.min_atol.max(inner.min_atol);
+    out.mismatches.extend(inner.mismatches);
 }
 
 fn tensors(path: &str, e: &Tensor, a: &Tensor, tol: Tolerance, out: &mut Comparison) {
@@ -449,7 +489,22 @@ mod tests {
         check(
             Value::Tuple(vec![]),
             Value::List(vec![]),
-            &["output: expected tuple of 0, got list of 0"],
+            &["output: expected a tuple of 0, got a list of 0 (the elements match)"],
+        );
+        check(
+            Value::List(vec![t(&[1.0]), t(&[2.0])]),
+            Value::Tuple(vec![t(&[1.0]), t(&[2.5])]),
+            &[
+                "output: expected a list of 2, got a tuple of 2 (the elements differ too, first \
+                 at output[1]: 1 of 1 elements differ: max abs error 5.00e-1, max rel error \
+                 2.50e-1)",
+                "output[1]: 1 of 1 elements differ: max abs error 5.00e-1, max rel error 2.50e-1",
+            ],
+        );
+        check(
+            Value::Tuple(vec![t(&[1.0])]),
+            Value::List(vec![]),
+            &["output: expected a tuple of 1, got a list of 0 (and another number of items)"],
         );
         check(
             Value::Dict(vec![(Value::Str("a".into()), Value::None)]),

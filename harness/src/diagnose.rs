@@ -24,6 +24,8 @@ use crate::worker::{ErrorBody, Retrace, StaticEvidence, TraceWarning};
 #[serde(rename_all = "snake_case")]
 pub enum MismatchKind {
     Structure,
+    /// A tuple for a list (or back), or other dict keys.
+    Container,
     Shape,
     Dtype,
     Device,
@@ -311,15 +313,27 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
         f.evidence.push(d.detail.clone());
         findings.push(f);
     }
+    let container = Some(SampleFailure::Mismatch(MismatchKind::Container));
+    let containers = obs.samples.iter().filter(|(_, f)| *f == container).count();
+    if containers > 0 {
+        findings.push(Finding::new(
+            Pitfall::ContainerMismatch,
+            format!(
+                "the variant returns another container than eager (a tuple for a list, or other \
+                 dict keys) on {containers} samples: {stats}"
+            ),
+        ));
+    }
     let explained = findings.iter().any(|f| {
         !matches!(
             f.pitfall,
-            Pitfall::RuntimeError | Pitfall::DeviceSpecialization
+            Pitfall::RuntimeError | Pitfall::DeviceSpecialization | Pitfall::ContainerMismatch
         )
     });
-    let only_raised =
-        raised > 0 && raised == obs.samples.iter().filter(|(_, f)| f.is_some()).count();
-    if any_failed && !explained && !only_raised {
+    let failing = obs.samples.iter().filter(|(_, f)| f.is_some()).count();
+    let only_raised = raised > 0 && raised == failing;
+    let others_failed = failing > containers;
+    if any_failed && others_failed && !explained && !only_raised {
         let why = if on_trace > 0 {
             " (including the trace input itself, so this is no specialization)"
         } else {

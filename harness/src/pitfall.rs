@@ -19,10 +19,11 @@ pub enum Pitfall {
     TraceError,
     RuntimeError,
     OutputMismatch,
+    ContainerMismatch,
 }
 
 impl Pitfall {
-    pub const ALL: [Pitfall; 10] = [
+    pub const ALL: [Pitfall; 11] = [
         Pitfall::ControlFlowErasure,
         Pitfall::ShapeSpecialization,
         Pitfall::ValueSpecialization,
@@ -33,6 +34,7 @@ impl Pitfall {
         Pitfall::TraceError,
         Pitfall::RuntimeError,
         Pitfall::OutputMismatch,
+        Pitfall::ContainerMismatch,
     ];
 
     pub fn id(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Pitfall {
             Pitfall::TraceError => "trace_error",
             Pitfall::RuntimeError => "runtime_error",
             Pitfall::OutputMismatch => "output_mismatch",
+            Pitfall::ContainerMismatch => "container_mismatch",
         }
     }
 
@@ -93,6 +96,11 @@ impl Pitfall {
             Pitfall::OutputMismatch => {
                 "compare the traced and scripted .code with the eager source around the \
                  diverging output"
+            }
+            Pitfall::ContainerMismatch => {
+                "return the container eager returns: annotate forward's return type (Tuple[...] \
+                 or List[...]) and convert before returning (tuple(xs)); a C++ caller unpacks \
+                 with toTuple() or toList() and the other one throws"
             }
         }
     }
