@@ -1494,3 +1494,19 @@ fn container_mismatches_have_their_own_id() {
         message(1)
     );
 }
+
+/// #13 item 3: the meta probe holds an artifact as a device would (parameters and buffers on
+/// meta, the graph's constants where they were saved): a constant index tensor that the traced
+/// graph copies to the CPU is no false alarm, and the probe still judges the variant.
+#[test]
+fn a_constant_index_is_no_device_pin() {
+    let case = fixtures().join("probe/constant_index.yaml");
+    let (results, _out) = run(std::slice::from_ref(&case), None, None);
+    check(&results, &[("constant_index", "traced=pass scripted=pass")]);
+    let traced = &results.cases[0].variants[&Variant::named("traced").unwrap()];
+    let check = traced.device_check.clone().unwrap();
+    assert!(
+        !check.flagged && check.detail.contains("like eager"),
+        "{check:?}"
+    );
+}

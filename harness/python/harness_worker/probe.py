@@ -30,6 +30,23 @@ def device_probe(model: torch.nn.Module, req: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     reply["eager"] = _attempt(lambda: copy.deepcopy(model).to(device), inputs)
     for variant, path in (req.get("artifacts") or {}).items():
-        reply[variant] = _attempt(lambda path=path: torch.jit.load(path, map_location=device), inputs)
+        reply[variant] = _attempt(lambda path=path: load_on(path, device), inputs)
     reply["seconds"] = time.perf_counter() - start
     return reply
+
+
+def load_on(path: str, device: str) -> torch.jit.ScriptModule:
+    """An artifact as a deployment would hold it on `device`: its parameters and buffers there.
+    On meta, its graph's tensor constants stay on the CPU where they were saved: `map_location=
+    "meta"` would move them too, and a graph that copies a constant back (`torch.to(c0, cpu)`, as
+    advanced indexing with a constant index does) then fails only because meta tensors have no
+    data, which on a real device it would not."""
+    if device != "meta":
+        return torch.jit.load(path, map_location=device)
+    module = torch.jit.load(path, map_location="cpu")
+    for sub in module.modules():
+        for name, p in list(sub.named_parameters(recurse=False)):
+            sub._c.setattr(name, p.to(device))
+        for name, b in list(sub.named_buffers(recurse=False)):
+            sub._c.setattr(name, b.to(device))
+    return module
