@@ -119,6 +119,15 @@ impl Console {
                 case.name,
                 clip(&v.message, 400),
             ));
+            // A check that could not run says so, whatever the outcome.
+            for w in &v.not_judged {
+                lines.push(format!(
+                    "{} {}/{variant}: {}",
+                    self.paint("WARN  ", None),
+                    case.name,
+                    clip(w, 400)
+                ));
+            }
             if v.outcome != Outcome::Pass {
                 self.finding_lines(v, &mut lines);
             }
@@ -251,6 +260,16 @@ impl Console {
         .iter()
         .filter_map(|k| counts.get(k).map(|n| format!("{n} {}", k.to_lowercase())))
         .collect();
+        let unjudged: usize = results
+            .cases
+            .iter()
+            .flat_map(|c| c.variants.values())
+            .filter(|v| !v.not_judged.is_empty())
+            .count();
+        let parts: Vec<String> = parts
+            .into_iter()
+            .chain((unjudged > 0).then(|| format!("{unjudged} with checks not judged")))
+            .collect();
         format!(
             "{} cases, {} variants: {} in {:.1} s (torch {}, seed {})",
             results.cases.len(),

@@ -260,6 +260,7 @@ impl VariantResult {
             device_check: None,
             counterexample: None,
             snapshot: None,
+            not_judged: vec![],
             export: ExportInfo {
                 ok: true,
                 seconds: 0.0,
@@ -359,6 +360,10 @@ pub struct VariantResult {
     /// The variant's `.code` against its stored snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    /// Checks that could not run for this variant, and what they leave open (a device pin in its
+    /// graph that no probe could judge): shown as warnings, never a silent pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_judged: Vec<String>,
 }
 
 /// A variant's normalized `.code` against its stored snapshot.

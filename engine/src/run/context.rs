@@ -110,6 +110,8 @@ pub struct VariantRun {
     pub run_ms: f64,
     pub retraces: Retraces,
     pub counterexample: Option<Counterexample>,
+    /// Checks that could not run, said as warnings.
+    pub not_judged: Vec<String>,
 }
 
 /// The device probe, once the variants have run.

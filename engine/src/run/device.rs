@@ -107,6 +107,7 @@ impl Runner {
                 cx.result.notes.push(format!(
                     "device probe on meta failed: {why}; device portability is not judged"
                 ));
+                unjudged_pins(cx, &format!("the probe on meta failed ({why})"));
                 BTreeMap::new()
             }
         };
@@ -135,6 +136,29 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// A variant whose graph names a device that no probe could judge gets a visible warning, with
+/// the pins: a device baked in by tracing must never pass in silence.
+fn unjudged_pins(cx: &mut CaseRun, why: &str) {
+    let Some(exported) = cx.exported.as_ref() else {
+        return;
+    };
+    for (variant, export) in &exported.exports {
+        if export.device_pins.is_empty() {
+            continue;
+        }
+        let warning = format!(
+            "device portability not judged: {why}, and the {variant} graph names a device: {}; \
+             on a GPU this artifact may keep work on the CPU or fail (check it where CUDA is)",
+            export.device_pins.join("; ")
+        );
+        cx.variants
+            .entry(*variant)
+            .or_default()
+            .not_judged
+            .push(warning);
     }
 }
 
@@ -173,6 +197,7 @@ fn judge(
             "device probe on {device} skipped: eager itself does not run there ({why}), so no \
              variant can be judged for device portability"
         ));
+        unjudged_pins(cx, &format!("eager cannot run on {device} ({why})"));
         return BTreeMap::new();
     };
     let mut checks = BTreeMap::new();

@@ -87,6 +87,7 @@ fn variant_verdict(
         device_check: device_checks.get(&variant).cloned(),
         counterexample: run.counterexample.clone(),
         run_ms: run.run_ms,
+        not_judged: run.not_judged.clone(),
     };
     verdict(&cx.case, variant, cx.replay.is_some(), facts)
 }
@@ -206,6 +207,7 @@ struct VariantFacts<'a> {
     device_check: Option<DeviceCheck>,
     counterexample: Option<Counterexample>,
     run_ms: f64,
+    not_judged: Vec<String>,
 }
 
 /// Apply the case file's expectations to what was observed.
@@ -255,6 +257,7 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
         max_rel,
         run_ms: facts.run_ms,
         snapshot: None,
+        not_judged: facts.not_judged,
     }
 }
 

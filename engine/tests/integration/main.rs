@@ -967,6 +967,27 @@ fn device_probe_is_judged_only_where_eager_runs_on_meta() {
         c.notes
     );
     assert!(c.variants.values().all(|v| v.device_check.is_none()));
+    // #13 item 2: the traced graph's device pin is not judged: a visible warning, not silence.
+    let traced = &c.variants[&Variant::named("traced").unwrap()];
+    assert!(
+        traced.not_judged.iter().any(|w| w
+            .starts_with("device portability not judged: eager cannot run on meta")
+            && w.contains("graph names a device")),
+        "{:?}",
+        traced.not_judged
+    );
+    let lines = harness::console::Console::plain().case_lines(c);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("WARN   pinned_item/traced: device portability")),
+        "{lines:?}"
+    );
+    assert!(
+        harness::console::Console::summary(&results).contains("1 with checks not judged"),
+        "{}",
+        harness::console::Console::summary(&results)
+    );
 }
 
 #[test]
