@@ -313,6 +313,9 @@ impl Request<'_> {
 pub struct EagerSample<'a> {
     pub id: &'a str,
     pub input: &'a SampleRef,
+    /// Run with uninitialized memory filled (the determinism repeat; version 3).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fill_uninitialized: bool,
 }
 
 /// A request on the wire: its id and the request's fields.

@@ -603,19 +603,23 @@ impl Worker {
         Ok((runs, seconds))
     }
 
-    /// Run eager on each `(request id, input)`; the outputs are saved in one file under
-    /// `out_dir`.
+    /// Run eager on each `(request id, input, fill uninitialized memory)`; the outputs are saved
+    /// in one file under `out_dir`.
     pub fn eager(
         &mut self,
         case: &str,
-        samples: &[(String, SampleRef)],
+        samples: &[(String, SampleRef, bool)],
         names: &[String],
         out_dir: &Path,
         timeout: Duration,
     ) -> Result<Vec<EagerResult>, WorkerError> {
         let samples = samples
             .iter()
-            .map(|(id, input)| EagerSample { id, input })
+            .map(|(id, input, fill)| EagerSample {
+                id,
+                input,
+                fill_uninitialized: *fill,
+            })
             .collect();
         let request = Request::Eager {
             case,

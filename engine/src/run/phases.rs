@@ -29,6 +29,8 @@ pub struct EagerCall {
     pub id: String,
     pub file: SampleRef,
     pub what: String,
+    /// With uninitialized memory filled (the determinism repeat).
+    pub fill: bool,
 }
 
 impl Runner {
@@ -190,7 +192,7 @@ impl Runner {
                 .into_iter()
                 .next()?;
             Some(format!(
-                "two eager runs on {} ({}) differ at {}: {}",
+                "two eager runs on {} ({}), the second with uninitialized memory filled, differ at {}: {}",
                 samples.specs[i].id,
                 describe_tensors(&samples.inputs[i]),
                 m.path,
@@ -218,9 +220,9 @@ impl Runner {
         calls: &[EagerCall],
     ) -> Result<Vec<(Value, f64)>, ErrorBody> {
         let names = case.wire_names();
-        let requests: Vec<(String, SampleRef)> = calls
+        let requests: Vec<(String, SampleRef, bool)> = calls
             .iter()
-            .map(|c| (c.id.clone(), c.file.clone()))
+            .map(|c| (c.id.clone(), c.file.clone(), c.fill))
             .collect();
         let replies = self.call(clock, |w, timeout| {
             w.eager(&case.name, &requests, &names, dir, timeout)
@@ -403,6 +405,7 @@ impl Runner {
                 sample: id.to_string(),
             },
             what: format!("sample {id} ({})", describe_tensors(inputs)),
+            fill: false,
         };
         let mut out = self.eager(&mut cx.clock, &cx.case, &cx.sample_dir, &[call])?;
         Ok(out.remove(0).0)
@@ -517,6 +520,7 @@ fn eager_call(samples: &Samples, i: usize, again: Option<&str>) -> EagerCall {
     let spec = &samples.specs[i];
     EagerCall {
         id: again.map_or(spec.id.clone(), |a| format!("{}#{a}", spec.id)),
+        fill: again.is_some(),
         file: samples.files[i].clone(),
         what: format!(
             "sample {} ({}; {})",

@@ -1531,3 +1531,19 @@ fn a_constant_index_is_no_device_pin() {
         "{check:?}"
     );
 }
+
+/// #13 item 9: reading uninitialized memory (torch.empty_like) is nondeterministic eager,
+/// judged the same way every run: the determinism repeat runs with that memory filled.
+#[test]
+fn uninitialized_memory_is_nondeterministic_every_time() {
+    for seed in [0, 1, 2] {
+        let (results, _out) = run(&[fixtures().join("nondeterminism")], None, Some(seed));
+        check(
+            &results,
+            &[(
+                "half_written",
+                "traced=xfail[nondeterministic_eager] scripted=xfail[nondeterministic_eager]",
+            )],
+        );
+    }
+}

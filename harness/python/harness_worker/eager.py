@@ -1,8 +1,11 @@
 """Eager runs: inputs from tensor files, outputs as a JSON tree plus a tensor file."""
 
+import contextlib
 import hashlib
 import os
 import time
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -162,6 +165,32 @@ def run_eager(model: torch.nn.Module, req: dict[str, Any], path: str) -> dict[st
             inputs = load_inputs(sample["input"], req["names"], files)
         except Exception as exc:  # noqa: BLE001
             raise HarnessError(ErrorKind.PROTOCOL, f"cannot read sample {sid}: {exc}") from exc
-        results.append(_run_sample(model, sid, inputs, path, outputs))
+        with _filled_uninitialized(bool(sample.get("fill_uninitialized"))):
+            results.append(_run_sample(model, sid, inputs, path, outputs))
     save_file(outputs, path)
     return {"results": results}
+
+
+@contextlib.contextmanager
+def _filled_uninitialized(on: bool) -> Iterator[None]:
+    """Run with uninitialized memory filled (NaN, or the largest integer), as torch's
+    deterministic mode does: a determinism repeat run this way differs from the plain run exactly
+    when the model reads memory it never wrote (`torch.empty_like`), which two plain runs can hide
+    by getting the same garbage twice."""
+    if not on:
+        yield
+        return
+    was = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ops without a deterministic kernel only warn
+            yield
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill

@@ -35,7 +35,9 @@ Version 3: `hello` also replies "site" (the folders installed libraries live in)
 PYTHONPATH and editable installs), not only the model's own: the harness keys cached verdicts by
 both. A tensor leaf that travels in another form than its dtype (complex as `view_as_real`, wide
 unsigned ints as int64, float8 as float32, quantized dequantized) says its dtype:
-{"t": "tensor", "key", "dtype": "complex64"}.
+{"t": "tensor", "key", "dtype": "complex64"}. An `eager` sample may say "fill_uninitialized": true
+(the determinism repeat): it runs with uninitialized memory filled, as torch's deterministic mode
+does, so a model that reads memory it never wrote differs from its plain run.
 """
 
 import io
