@@ -140,6 +140,14 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
         }
         f.evidence
             .extend(err.message.lines().skip(1).take(8).map(str::to_string));
+        if err.message.contains("crashed its process") {
+            f.evidence.push(
+                "the export died inside torch, with no Python exception to report: the other \
+                 variants were exported and judged in a fresh process; a known trigger is an op \
+                 that raises inside a try/except in forward while tracing"
+                    .into(),
+            );
+        }
         findings.push(f);
         return findings;
     }

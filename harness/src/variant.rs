@@ -110,6 +110,16 @@ impl Variant {
         self.def().diff_base.and_then(Variant::named)
     }
 
+    /// The error kind of a failed export (the worker's, for its methods).
+    pub fn export_error_kind(self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self.def().export_pitfall {
+            Pitfall::TraceError => ErrorKind::TraceError,
+            Pitfall::ScriptCompileError => ErrorKind::ScriptCompileError,
+            _ => ErrorKind::ExportError,
+        }
+    }
+
     /// `traced`, `scripted`: the names a case file may use, for messages.
     pub fn names() -> String {
         Variant::all()

@@ -2,7 +2,7 @@
 //! eager, the variants in libtorch, then re-traces and shrinking for the variants that diverged.
 //! Each is a function over the case's [`CaseRun`]; the [`Runner`] only lends its worker.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use harness::error::ErrorKind;
 use harness::options::DEFAULT_MAX_ELEMENTS;
 use harness::plan::{self, Group, SampleSpec};
 use harness::results::{Counterexample, SampleInfo};
-use harness::worker::{ErrorBody, LoadRequest, SampleRef};
+use harness::worker::{ErrorBody, Export, ExportReply, LoadRequest, SampleRef};
 
 use super::context::{CaseRun, Clock, Retraces, SampleRun, Samples, VariantRun};
 use super::io::{load_module, read_replay, run_sample, shell_word, write_sample, write_samples};
@@ -134,19 +134,12 @@ impl Runner {
 
     /// 3. Every variant the case declares, exported on the trace input (sample 0).
     pub(super) fn export(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        let (case, samples) = (&cx.case, cx.samples.as_ref().expect("made"));
-        let names = case.wire_names();
-        let exported = self.call(&mut cx.clock, |w, timeout| {
-            w.export(
-                &case.name,
-                &samples.files[0],
-                &names,
-                &case.spec.variants,
-                &samples.specs[0].dims,
-                &cx.artifact_dir,
-                timeout,
-            )
-        })?;
+        let variants = cx.case.spec.variants.clone();
+        let exported = match self.export_these(cx, &variants) {
+            Err(e) if e.kind == ErrorKind::Crashed => self.isolate_crashes(cx, &variants, e)?,
+            other => other?,
+        };
+        let case = &cx.case;
         cx.clock.torch_ms += exported
             .exports
             .values()
@@ -171,6 +164,80 @@ impl Runner {
         }
         cx.exported = Some(exported);
         Ok(())
+    }
+
+    /// Export these variants in the case's child.
+    fn export_these(
+        &mut self,
+        cx: &mut CaseRun,
+        variants: &[Variant],
+    ) -> Result<ExportReply, ErrorBody> {
+        let (case, samples) = (&cx.case, cx.samples.as_ref().expect("made"));
+        let names = case.wire_names();
+        self.call(&mut cx.clock, |w, timeout| {
+            w.export(
+                &case.name,
+                &samples.files[0],
+                &names,
+                variants,
+                &samples.specs[0].dims,
+                &cx.artifact_dir,
+                timeout,
+            )
+        })
+    }
+
+    /// The case's child died while exporting (tracing can crash in torch itself, as a LAPACK
+    /// error inside a traced `try` does): export each variant alone in a fresh child to find the
+    /// ones that crash, which get a failed export saying so, then the others together in the
+    /// child the case goes on in. A crash costs only its variant's verdict.
+    fn isolate_crashes(
+        &mut self,
+        cx: &mut CaseRun,
+        variants: &[Variant],
+        crash: ErrorBody,
+    ) -> Result<ExportReply, ErrorBody> {
+        let mut crashed = BTreeMap::new();
+        for &v in variants {
+            self.fresh_child(cx)?;
+            match self.export_these(cx, &[v]) {
+                Err(e) if e.kind == ErrorKind::Crashed => {
+                    crashed.insert(v, crashed_export(v, &e));
+                }
+                other => drop(other?),
+            }
+        }
+        if crashed.is_empty() {
+            return Err(crash); // no variant crashes alone: the case does
+        }
+        self.fresh_child(cx)?;
+        let rest: Vec<Variant> = variants
+            .iter()
+            .filter(|v| !crashed.contains_key(v))
+            .copied()
+            .collect();
+        let mut reply = if rest.is_empty() {
+            ExportReply {
+                exports: BTreeMap::new(),
+                eager_state_changed: false,
+                evidence: Default::default(),
+            }
+        } else {
+            self.export_these(cx, &rest)?
+        };
+        reply.exports.extend(crashed);
+        Ok(reply)
+    }
+
+    /// A new child of the fork server for the case, with its model loaded.
+    fn fresh_child(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        if let Some(w) = self.worker.as_mut() {
+            if w.end_case().is_err() {
+                self.worker = None;
+            }
+        }
+        self.call(&mut cx.clock, |w, timeout| w.begin_case(timeout))?;
+        self.load(cx)
     }
 
     /// 4. Eager on every sample, and a second time on the first two (determinism).
@@ -493,6 +560,28 @@ pub fn run_variants(cx: &mut CaseRun) {
             Err(e) => run.load_error = Some(ErrorBody::new(ErrorKind::Load, format!("{e}"))),
         }
         cx.variants.insert(variant, run);
+    }
+}
+
+/// The failed export of a variant whose export crashed its process.
+fn crashed_export(v: Variant, crash: &ErrorBody) -> Export {
+    Export {
+        ok: false,
+        path: None,
+        code: None,
+        constants: BTreeMap::new(),
+        modules: Vec::new(),
+        error: Some(ErrorBody::new(
+            v.export_error_kind(),
+            format!(
+                "exporting {v} (the worker's `{}`) crashed its process: {}",
+                v.def().method,
+                crash.message
+            ),
+        )),
+        warnings: Vec::new(),
+        seconds: 0.0,
+        device_pins: Vec::new(),
     }
 }
 

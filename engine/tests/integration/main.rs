@@ -1547,3 +1547,23 @@ fn uninitialized_memory_is_nondeterministic_every_time() {
         );
     }
 }
+
+/// #13 item 5: an export that crashes the worker (torch.jit.trace dies of SIGSEGV inside
+/// torch) costs only its variant's verdict: the case runs, the other variant is judged.
+#[test]
+fn a_crashing_export_costs_only_its_variant() {
+    let (results, _out) = run(&[fixtures().join("crashes")], None, None);
+    check(
+        &results,
+        &[(
+            "cholesky_or_input",
+            "traced=xfail[trace_error] scripted=xfail[script_compile_error]",
+        )],
+    );
+    let traced = &results.cases[0].variants[&Variant::named("traced").unwrap()];
+    assert!(
+        traced.message.contains("crashed its process") && traced.message.contains("SIGSEGV"),
+        "{}",
+        traced.message
+    );
+}
