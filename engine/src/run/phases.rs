@@ -98,14 +98,20 @@ impl Runner {
         let mut inputs = Vec::with_capacity(specs.len());
         if let Some(file) = &cx.replay {
             specs.truncate(1);
+            inputs.push(materialize(case, &specs[0]));
+            let replayed = read_replay(file, &case.wire_names())?;
+            // Judged as the group the run found it in (saved with it), so the diagnosis is the
+            // run's; an input from elsewhere by its shapes.
+            let saved = tensors::metadata(file)
+                .ok()
+                .and_then(|m| Group::try_from(m.get("group")?.clone()).ok());
             let replay = SampleSpec {
                 id: "replay".into(),
-                group: Group::Replay,
+                group: saved.unwrap_or_else(|| replay_group(&inputs[0], &replayed)),
                 ..specs[0].clone()
             };
             specs.push(replay);
-            inputs.push(materialize(case, &specs[0]));
-            inputs.push(read_replay(file, &case.wire_names())?);
+            inputs.push(replayed);
         } else {
             inputs.extend(specs.iter().map(|s| materialize(case, s)));
         }
@@ -317,15 +323,13 @@ impl Runner {
     /// 7. Per variant, while the case's child is there: re-trace a variant that recorded one run,
     ///    and shrink the first failing sample.
     pub(super) fn explain_failures(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        if cx.is_replay() {
-            return Ok(());
-        }
         for variant in cx.case.spec.variants.clone() {
             if variant.def().records_one_run {
                 let retraces = self.retraces(cx, variant)?;
                 cx.variants.entry(variant).or_default().retraces = retraces;
             }
-            if cx.nondeterministic.is_none() {
+            // A replayed input is already minimal.
+            if cx.nondeterministic.is_none() && !cx.is_replay() {
                 let cx_ = self.shrink(cx, variant)?;
                 cx.variants.entry(variant).or_default().counterexample = cx_;
             }
@@ -507,7 +511,10 @@ impl Runner {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
         let file = dir.join(format!("{}.{variant}.safetensors", cx.case.name));
-        tensors::write(&file, &inputs)
+        // The group of the sample it was shrunk from: its replay is judged as that group was.
+        let group = String::from(cx.samples().specs[i].group.clone());
+        let meta = BTreeMap::from([("group".to_string(), group)]);
+        tensors::write_with_metadata(&file, &inputs, &meta)
             .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{e:#}")))?;
         let replay = format!(
             "cargo xtask verify {} --seed {} --replay {}",
@@ -560,6 +567,21 @@ pub fn run_variants(cx: &mut CaseRun) {
             Err(e) => run.load_error = Some(ErrorBody::new(ErrorKind::Load, format!("{e}"))),
         }
         cx.variants.insert(variant, run);
+    }
+}
+
+/// The group a replayed input belongs to against the trace input: the trace shapes and dtypes
+/// (new values), or new shapes.
+fn replay_group(trace: &[(String, Tensor)], replayed: &[(String, Tensor)]) -> Group {
+    let same = trace.len() == replayed.len()
+        && trace
+            .iter()
+            .zip(replayed)
+            .all(|((n, a), (m, b))| n == m && a.size() == b.size() && a.kind() == b.kind());
+    if same {
+        Group::Values
+    } else {
+        Group::Joint
     }
 }
 

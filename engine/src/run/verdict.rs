@@ -212,12 +212,7 @@ struct VariantFacts<'a> {
 
 /// Apply the case file's expectations to what was observed.
 fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>) -> VariantResult {
-    // A replay checks one saved input: whether it still diverges, not the diagnosis.
-    let expected = if replay {
-        Vec::new()
-    } else {
-        case.expected(variant).to_vec()
-    };
+    let expected = case.expected(variant).to_vec();
     let mut observed: Vec<Pitfall> = Vec::new();
     for f in &facts.findings {
         if !observed.contains(&f.pitfall) {
@@ -239,7 +234,11 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
         samples_failed,
         samples_run,
     );
-    let (outcome, message) = judge(&expected, &observed, what, samples_run);
+    let (outcome, message) = if replay {
+        judge_replay(&expected, &observed, what)
+    } else {
+        judge(&expected, &observed, what, samples_run)
+    };
     VariantResult {
         outcome,
         pitfalls: observed,
@@ -258,6 +257,35 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
         run_ms: facts.run_ms,
         snapshot: None,
         not_judged: facts.not_judged,
+    }
+}
+
+/// A replay checks one saved input: it reproduces the run's verdict when it shows an expected
+/// pitfall (one counterexample need not show every expected one; like the run, it may show more),
+/// and says when the input no longer diverges.
+fn judge_replay(expected: &[Pitfall], observed: &[Pitfall], what: String) -> (Outcome, String) {
+    let ids = |p: &[Pitfall]| p.iter().map(|p| p.id()).collect::<Vec<_>>().join(", ");
+    if observed.is_empty() {
+        return if expected.is_empty() {
+            (Outcome::Pass, "the replayed input matches eager".into())
+        } else {
+            (
+                Outcome::Xpass,
+                format!(
+                    "expected {} but the replayed input matches eager: the counterexample no \
+                     longer reproduces",
+                    ids(expected)
+                ),
+            )
+        };
+    }
+    if observed.iter().any(|p| expected.contains(p)) {
+        (Outcome::Xfail, format!("{what} (as expected)"))
+    } else {
+        (
+            Outcome::Fail,
+            format!("{} not expected: {what}", ids(observed)),
+        )
     }
 }
 

@@ -485,15 +485,15 @@ fn counterexamples_replay() {
         "the trace input and the replayed one"
     );
     assert_eq!(case.samples[1].inputs, cx.inputs);
-    assert_eq!(
-        case.variants[&Variant::named("traced").unwrap()].outcome,
-        Outcome::Fail
-    );
+    // The replay reproduces the run's verdict: the same pitfall, as the case expects it.
+    let traced = &case.variants[&Variant::named("traced").unwrap()];
+    assert_eq!(traced.outcome, Outcome::Xfail, "{}", traced.message);
+    assert_eq!(traced.pitfalls, vec![Pitfall::ControlFlowErasure]);
     assert_eq!(
         case.variants[&Variant::named("scripted").unwrap()].outcome,
         Outcome::Pass
     );
-    assert_eq!(r.exit_code(), exit::DIVERGED);
+    assert_eq!(r.exit_code(), exit::OK);
     // A replay checks the input, not the snapshots.
     assert!(case.variants.values().all(|v| v.snapshot.is_none()));
     assert!(!out.path().join("snapshots").exists());
@@ -1566,4 +1566,53 @@ fn a_crashing_export_costs_only_its_variant() {
         "{}",
         traced.message
     );
+}
+
+/// #13 item 7: replaying a shipped case's counterexample reproduces the run's verdict, for
+/// every shipped divergent case that saved one.
+#[test]
+fn every_shipped_counterexample_replays_to_the_runs_verdict() {
+    let (results, _) = shipped();
+    let mut replayed = 0;
+    for case in &results.cases {
+        for (variant, v) in &case.variants {
+            let Some(cx) = &v.counterexample else {
+                continue;
+            };
+            let out = tempfile::tempdir().unwrap();
+            let req = Request {
+                paths: vec![PathBuf::from(&case.file)],
+                filter: None,
+                options: Options {
+                    python: python(),
+                    out_dir: out.path().to_path_buf(),
+                    seed: case.seed,
+                    timeout: None,
+                    max_elements: None,
+                    replay: Some(PathBuf::from(&cx.file)),
+                    torch_threads: None,
+                },
+                snapshots: None,
+                cache: None,
+                jobs: 1,
+                shard: None,
+            };
+            let r = verify(&req, |_| {}).unwrap();
+            let again = &r.cases[0].variants[variant];
+            assert_eq!(
+                again.outcome, v.outcome,
+                "{}/{variant}: the run said {}, the replay {}",
+                case.name, v.message, again.message
+            );
+            assert!(
+                again.pitfalls.iter().all(|p| v.pitfalls.contains(p)),
+                "{}/{variant}: {:?} vs {:?}",
+                case.name,
+                again.pitfalls,
+                v.pitfalls
+            );
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 5, "only {replayed} counterexamples replayed");
 }
