@@ -104,6 +104,19 @@ impl Value {
             tensor,
             dtype: dtype.to_string(),
         };
+        if t.is_sparse() {
+            let dense = t
+                .f_to_dense(None, false)
+                .map_err(|e| format!("a sparse output cannot be made dense: {e}"))?;
+            return Ok(match Value::from_tensor(dense)? {
+                Value::Tensor(d) => {
+                    let name = format!("sparse_coo:{}", kind_name(d.kind()));
+                    exotic(d, &name)
+                }
+                Value::Exotic { tensor, dtype } => exotic(tensor, &format!("sparse_coo:{dtype}")),
+                other => other,
+            });
+        }
         Ok(match t.f_kind() {
             Ok(ComplexHalf | ComplexFloat | ComplexDouble) => {
                 let name = kind_name(t.kind());

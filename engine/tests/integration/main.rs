@@ -1478,6 +1478,7 @@ fn complex_and_wide_dtypes_travel_and_compare() {
                 "conjugate_script",
                 "traced=pass scripted=xfail[output_mismatch]",
             ),
+            ("sparse", "traced=pass scripted=pass"),
             ("spectrum", "traced=pass scripted=pass"),
             ("wide_uints", "traced=pass scripted=pass"),
         ],

@@ -90,9 +90,13 @@ def _encode_tensor(value: torch.Tensor, key: str, tensors: dict[str, torch.Tenso
 def transportable(t: torch.Tensor) -> tuple[torch.Tensor, str | None]:
     """A tensor safetensors and the harness's libtorch can carry, and the dtype it stands for when
     that is another one: complex as `view_as_real` (real and imaginary parts, a last dim of 2),
-    unsigned ints wider than 8 bits as int64, float8s as float32, quantized as dequantized. The
+    unsigned ints wider than 8 bits as int64, float8s as float32, quantized as dequantized, sparse
+    as dense (`sparse_coo:float32`). The
     harness turns the variant's outputs of these dtypes into the same form before comparing."""
     dtype = str(t.dtype).replace("torch.", "")
+    if t.layout != torch.strided:  # sparse: compared as its dense values, named by its layout
+        dense, inner = transportable(t.to_dense())
+        return dense, f"{str(t.layout).replace('torch.', '')}:{inner or dtype}"
     if t.is_complex():
         return torch.view_as_real(t.resolve_conj()), dtype
     if t.dtype in (torch.uint16, torch.uint32, torch.uint64):

@@ -33,3 +33,12 @@ def test_leaves_travel(value: torch.Tensor, dtype: str | None, carried: torch.dt
         assert torch.equal(torch.view_as_complex(back), value)
     else:
         assert torch.equal(back, value.to(carried))
+
+
+def test_sparse_leaves_travel_dense(tmp_path) -> None:
+    value = torch.tensor([[0.0, 2.0], [3.0, 0.0]]).to_sparse()
+    tensors: dict[str, torch.Tensor] = {}
+    leaf = encode(value, "s0/o", tensors)
+    assert leaf["dtype"] == "sparse_coo:float32"
+    save_file(tensors, str(tmp_path / "o.safetensors"))
+    assert torch.equal(tensors[leaf["key"]], value.to_dense())
