@@ -164,7 +164,10 @@ impl Console {
                 f.pitfall,
                 clip(&f.summary, 300)
             ));
-            for e in f.evidence.iter().take(3) {
+            // The first three pieces of evidence, and every other place to look (`also:`).
+            let (also, evidence): (Vec<&String>, Vec<&String>) =
+                f.evidence.iter().partition(|e| e.starts_with("also: "));
+            for e in evidence.into_iter().take(3).chain(also) {
                 lines.push(format!("{INDENT}  - {}", clip(e, 300)));
             }
             lines.push(format!("{INDENT}  fix: {}", f.hint));

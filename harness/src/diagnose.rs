@@ -475,6 +475,12 @@ fn retrace_evidence(sample: &str, r: &Retrace) -> String {
 
 /// Attach tracer warnings and graph constants to the findings they explain.
 fn attach_static_evidence(findings: &mut [Finding], obs: &Observation<'_>) {
+    attach_explaining_evidence(findings, obs);
+    also_in_the_graph(findings, obs);
+}
+
+/// Each finding gets the warnings and graph constants that explain its pitfall.
+fn attach_explaining_evidence(findings: &mut [Finding], obs: &Observation<'_>) {
     for f in findings.iter_mut() {
         if obs.variant.def().records_one_run {
             for w in obs.warnings {
@@ -531,6 +537,45 @@ fn attach_static_evidence(findings: &mut [Finding], obs: &Observation<'_>) {
             }
         }
     }
+}
+
+/// What the static evidence shows beyond the findings: tracer warnings and traced-only constants
+/// at places no finding cites. One run shows one divergence at a time (fix the erased branch,
+/// and the frozen `float(n)` fails next), so the first finding lists the others the evidence
+/// points at, as places to look; dynamic evidence alone decides the pitfalls.
+fn also_in_the_graph(findings: &mut [Finding], obs: &Observation<'_>) {
+    if !obs.variant.def().records_one_run || findings.is_empty() {
+        return;
+    }
+    let cited = |at: &str| {
+        findings
+            .iter()
+            .any(|f| f.evidence.iter().any(|e| e.contains(at)))
+    };
+    let mut also = Vec::new();
+    for w in obs.warnings {
+        let at = format!("{}:{}", short_path(&w.file), w.line);
+        if !cited(&at) {
+            also.push(format!(
+                "also: {} at {at}: `{}`: {}",
+                w.category,
+                w.source_line,
+                first_line(&w.message)
+            ));
+        }
+    }
+    for c in &obs.evidence.traced_only_constants {
+        let at = c.r#where.as_deref().map(short_path).unwrap_or_default();
+        if !at.is_empty() && !cited(&at) {
+            also.push(format!(
+                "also: the traced graph holds the constant {} {} from {at}, which the scripted \
+                 graph computes",
+                c.ty, c.value
+            ));
+        }
+    }
+    also.dedup();
+    findings[0].evidence.extend(also.into_iter().take(8));
 }
 
 fn first_line(s: &str) -> String {

@@ -1522,9 +1522,18 @@ fn container_mismatches_have_their_own_id() {
 /// graph copies to the CPU is no false alarm, and the probe still judges the variant.
 #[test]
 fn a_constant_index_is_no_device_pin() {
-    let case = fixtures().join("probe/constant_index.yaml");
-    let (results, _out) = run(std::slice::from_ref(&case), None, None);
-    check(&results, &[("constant_index", "traced=pass scripted=pass")]);
+    let cases = ["probe/constant_index.yaml", "probe/recurrent.yaml"].map(|c| fixtures().join(c));
+    let (results, _out) = run(&cases, None, None);
+    check(
+        &results,
+        &[
+            ("constant_index", "traced=pass scripted=pass"),
+            (
+                "recurrent",
+                "traced=xfail[device_specialization] scripted=pass",
+            ),
+        ],
+    );
     let traced = &results.cases[0].variants[&Variant::named("traced").unwrap()];
     let check = traced.device_check.clone().unwrap();
     assert!(
@@ -1616,4 +1625,31 @@ fn every_shipped_counterexample_replays_to_the_runs_verdict() {
         }
     }
     assert!(replayed >= 5, "only {replayed} counterexamples replayed");
+}
+
+/// #13 item 10: one problem does not hide the next: an erased branch is the finding, and the
+/// frozen `float(width)` the evidence also shows is listed with it.
+#[test]
+fn every_independent_problem_is_pointed_at() {
+    let (results, _out) = run(&[fixtures().join("several")], None, None);
+    let traced = &results.cases[0].variants[&Variant::named("traced").unwrap()];
+    assert!(
+        traced.pitfalls.contains(&Pitfall::ControlFlowErasure),
+        "{}",
+        traced.message
+    );
+    let evidence: Vec<&String> = traced.findings.iter().flat_map(|f| &f.evidence).collect();
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.starts_with("also: ") && e.contains("float(x.shape[1])")),
+        "{evidence:?}"
+    );
+    let lines = harness::console::Console::plain().case_lines(&results.cases[0]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("- also: ") && l.contains("float")),
+        "{lines:?}"
+    );
 }

@@ -36,17 +36,31 @@ def device_probe(model: torch.nn.Module, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_on(path: str, device: str) -> torch.jit.ScriptModule:
-    """An artifact as a deployment would hold it on `device`: its parameters and buffers there.
-    On meta, its graph's tensor constants stay on the CPU where they were saved: `map_location=
-    "meta"` would move them too, and a graph that copies a constant back (`torch.to(c0, cpu)`, as
+    """An artifact as a deployment would hold it on `device`: its state there (parameters,
+    buffers, and tensor attributes its methods read, such as an RNN's `_flat_weights`). On meta,
+    its graph's tensor constants stay on the CPU where they were saved: `map_location="meta"`
+    would move them too, and a graph that copies a constant back (`torch.to(c0, cpu)`, as
     advanced indexing with a constant index does) then fails only because meta tensors have no
     data, which on a real device it would not."""
     if device != "meta":
         return torch.jit.load(path, map_location=device)
     module = torch.jit.load(path, map_location="cpu")
     for sub in module.modules():
-        for name, p in list(sub.named_parameters(recurse=False)):
-            sub._c.setattr(name, p.to(device))
-        for name, b in list(sub.named_buffers(recurse=False)):
-            sub._c.setattr(name, b.to(device))
+        for name in _state_names(sub):
+            value = sub._c.getattr(name)
+            if isinstance(value, torch.Tensor):
+                sub._c.setattr(name, value.to(device))
+            elif isinstance(value, list) and value and all(isinstance(t, torch.Tensor) for t in value):
+                sub._c.setattr(name, [t.to(device) for t in value])
     return module
+
+
+def _state_names(sub: torch.jit.ScriptModule) -> set[str]:
+    """A module's parameters and buffers, and the attributes its own methods read."""
+    names = {n for n, _ in sub.named_parameters(recurse=False)}
+    names |= {n for n, _ in sub.named_buffers(recurse=False)}
+    for method in sub._c._method_names():
+        for node in sub._c._get_method(method).graph.nodes():
+            if node.kind() == "prim::GetAttr":
+                names.add(node.s("name"))
+    return {n for n in names if sub._c.hasattr(n)}
