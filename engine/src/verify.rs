@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use harness::case::Case;
 use harness::error::{ErrorBody, ErrorKind};
 use harness::probe::ProbeService;
 use harness::results::{CaseResult, CaseStatus, Results};
-use harness::verify::{cached, results, select, stem, stored, Finished, Request};
+use harness::verify::{cached, load_case, name_of, results, select, stored, Finished, Request};
 
 use crate::run::{CaseRun, Runner, Step};
 
@@ -111,7 +110,9 @@ fn job<F: FnMut(&CaseResult) + Send>(shared: &Shared<'_, F>, mut runner: Runner)
         let Some(file) = shared.files.get(i) else {
             break;
         };
-        match guarded(file, || start_one(shared.req, &mut runner, file)) {
+        match guarded(&name_of(shared.req, file), file, || {
+            start_one(shared.req, &mut runner, file)
+        }) {
             Ok(Started::Done(finished)) => deliver(shared, &runner, i, finished),
             Ok(Started::Parked(cx)) => parked.push((i, cx)),
             Err(finished) => {
@@ -132,16 +133,18 @@ fn finish<F: FnMut(&CaseResult) + Send>(
     cx: Box<CaseRun>,
 ) {
     let file = shared.files[i].clone();
-    let finished =
-        guarded(&file, || finish_one(shared.req, runner, &file, *cx)).unwrap_or_else(|f| {
-            runner.forget_worker();
-            f
-        });
+    let finished = guarded(&name_of(shared.req, &file), &file, || {
+        finish_one(shared.req, runner, &file, *cx)
+    })
+    .unwrap_or_else(|f| {
+        runner.forget_worker();
+        f
+    });
     deliver(shared, runner, i, finished);
 }
 
 /// Run one step of a case, turning a panic into that case's `internal` error.
-fn guarded<T>(file: &Path, f: impl FnOnce() -> T) -> Result<T, Finished> {
+fn guarded<T>(name: &str, file: &Path, f: impl FnOnce() -> T) -> Result<T, Finished> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
         let what = panic
             .downcast_ref::<String>()
@@ -153,7 +156,7 @@ fn guarded<T>(file: &Path, f: impl FnOnce() -> T) -> Result<T, Finished> {
             format!("the harness panicked on this case: {what}"),
         );
         (
-            CaseResult::error(&stem(file), &file.display().to_string(), error),
+            CaseResult::error(name, &file.display().to_string(), error),
             None,
         )
     })
@@ -194,12 +197,12 @@ enum Started {
 /// Start a case file: a cache hit or a case error is done at once; a case that runs may be
 /// set aside to wait for its device probe.
 fn start_one(req: &Request, runner: &mut Runner, file: &Path) -> Started {
-    let case = match Case::load(file) {
+    let case = match load_case(req, file) {
         Ok(case) => case,
         Err(e) => {
             let error = ErrorBody::new(ErrorKind::CaseFile, e.to_string());
             return Started::Done((
-                CaseResult::error(&stem(file), &file.display().to_string(), error),
+                CaseResult::error(&name_of(req, file), &file.display().to_string(), error),
                 None,
             ));
         }
@@ -227,7 +230,7 @@ mod tests {
     #[test]
     fn a_panic_is_the_cases_internal_error() {
         let file = Path::new("cases/odd_output.yaml");
-        let (result, python) = guarded(file, || -> Finished {
+        let (result, python) = guarded("odd_output", file, || -> Finished {
             panic!("called `Result::unwrap()` on an `Err` value: Torch(\"odd\")")
         })
         .unwrap_err();
@@ -239,6 +242,6 @@ mod tests {
             .message
             .starts_with("the harness panicked on this case: called"));
         assert!(python.is_none());
-        assert_eq!(guarded(file, || 3).ok(), Some(3));
+        assert_eq!(guarded("odd_output", file, || 3).ok(), Some(3));
     }
 }

@@ -226,6 +226,9 @@ fn restore_files(dir: &Path, result: &mut CaseResult, out_dir: &Path) -> std::io
             let cdir = out_dir.join("counterexamples");
             std::fs::create_dir_all(&cdir)?;
             let to = cdir.join(format!("{name}.{variant}.safetensors"));
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
             std::fs::copy(dir.join(&cx.file), &to)?;
             cx.file = to.display().to_string();
             cx.replay = cx.replay.replace(&format!("{{cx:{variant}}}"), &cx.file);

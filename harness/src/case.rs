@@ -801,6 +801,24 @@ fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
+/// A case's identity: its path relative to the folder given on the command line that holds it,
+/// without the extension (`zoo/resnet18`), so two case files with the same stem in different
+/// folders never share artifacts, counterexamples or snapshots; the file stem for a file given
+/// by itself.
+pub fn case_name(roots: &[PathBuf], file: &Path) -> String {
+    let stem = |p: &Path| p.with_extension("").display().to_string();
+    roots
+        .iter()
+        .filter(|r| r.is_dir())
+        .find_map(|r| file.strip_prefix(r).ok())
+        .map(|rel| stem(rel).replace(std::path::MAIN_SEPARATOR, "/"))
+        .unwrap_or_else(|| {
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+}
+
 /// Every case file under the given files and folders (`.yaml`/`.yml`, sorted, deduplicated).
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CaseError> {
     let mut files = Vec::new();

@@ -119,7 +119,7 @@ pub fn from_cache(
     let mut cases = Vec::new();
     let mut python = None;
     for file in select(req)? {
-        let Ok(case) = Case::load(&file) else {
+        let Ok(case) = load_case(req, &file) else {
             return Ok(None);
         };
         let Some((result, hit_python)) = cached(req, &file, &case) else {
@@ -182,7 +182,7 @@ pub fn select(req: &Request) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files
         .into_iter()
         .filter(|f| match &req.filter {
-            Some(re) => re.is_match(&stem(f)),
+            Some(re) => re.is_match(&case::case_name(&req.paths, f)),
             None => true,
         })
         .enumerate()
@@ -282,10 +282,16 @@ fn code_diff(bodies: &[(Variant, Option<String>)]) -> Option<String> {
     })
 }
 
-pub fn stem(f: &std::path::Path) -> String {
-    f.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+/// A case file loaded under its identity (see [`case::case_name`]).
+pub fn load_case(req: &Request, file: &Path) -> Result<Case, case::CaseError> {
+    let mut case = Case::load(file)?;
+    case.name = case::case_name(&req.paths, file);
+    Ok(case)
+}
+
+/// A case file's identity, for a result whose case could not be loaded.
+pub fn name_of(req: &Request, file: &Path) -> String {
+    case::case_name(&req.paths, file)
 }
 
 #[cfg(test)]

@@ -511,6 +511,11 @@ impl Runner {
         std::fs::create_dir_all(&dir)
             .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{}: {e}", dir.display())))?;
         let file = dir.join(format!("{}.{variant}.safetensors", cx.case.name));
+        // A case named by its folder (`zoo/resnet18`) keeps its counterexamples in that folder.
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{}: {e}", parent.display())))?;
+        }
         // The group of the sample it was shrunk from: its replay is judged as that group was.
         let group = String::from(cx.samples().specs[i].group.clone());
         let meta = BTreeMap::from([("group".to_string(), group)]);

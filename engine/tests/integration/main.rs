@@ -935,9 +935,10 @@ fn list_inputs_reach_eager_and_libtorch() {
     };
     let r = verify(&req, |_| {}).unwrap();
     let v = &r.cases[0].variants;
+    // The replay reproduces the run's verdict (an expected runtime error).
     assert_eq!(
         v[&Variant::named("traced").unwrap()].outcome,
-        Outcome::Error
+        Outcome::Xfail
     );
     assert_eq!(
         v[&Variant::named("scripted").unwrap()].outcome,
@@ -1652,4 +1653,71 @@ fn every_independent_problem_is_pointed_at() {
             .any(|l| l.contains("- also: ") && l.contains("float")),
         "{lines:?}"
     );
+}
+
+/// #13 item 8: a case is named by its path under the folder given (`a/head_tail`), so two case
+/// files with one stem in two folders share no artifact, counterexample or snapshot.
+#[test]
+fn same_stem_cases_do_not_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases");
+    for (sub, body) in [
+        ("a", "return x * 2"),
+        ("b", "return x * 2 if x.sum() > 0 else -x"),
+    ] {
+        let folder = cases.join(sub);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(
+            folder.join("m.py"),
+            format!("import torch\n\n\nclass M(torch.nn.Module):\n    def forward(self, x):\n        {body}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            folder.join("head_tail.yaml"),
+            "model: {source: m.py, entry: M}\ninputs: [{name: x, shape: [B, 3]}]\n\
+             dims: {B: {trace: 2, min: 1, max: 3}}\ncheck: {samples: 6}\n",
+        )
+        .unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let snapshots = Policy {
+        dir: dir.path().join("snapshots"),
+        mode: Mode::Accept,
+    };
+    let results = run_into(
+        std::slice::from_ref(&cases),
+        None,
+        None,
+        out.path(),
+        Some(snapshots),
+    );
+    let names: Vec<&str> = results.cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a/head_tail", "b/head_tail"]);
+    for name in names {
+        assert!(out
+            .path()
+            .join("artifacts")
+            .join(name)
+            .join("traced.pt")
+            .is_file());
+        assert!(dir
+            .path()
+            .join(format!("snapshots/{name}__traced.snap"))
+            .is_file());
+    }
+    let b = &results.cases[1].variants[&Variant::named("traced").unwrap()];
+    let cx = b.counterexample.as_ref().unwrap();
+    assert!(
+        cx.file
+            .ends_with("counterexamples/b/head_tail.traced.safetensors"),
+        "{}",
+        cx.file
+    );
+    assert!(results.cases[0]
+        .variants
+        .values()
+        .all(|v| v.counterexample.is_none()));
+    // A file given by itself keeps its stem.
+    let (alone, _out) = run(&[cases.join("a/head_tail.yaml")], None, None);
+    assert_eq!(alone.cases[0].name, "head_tail");
 }
