@@ -111,6 +111,20 @@ fn run_into(
     verify(&req, |_| {}).expect("the worker starts")
 }
 
+/// Replay a saved input for a case file, with no snapshots and no cache.
+fn replay(case: &Path, input: &Path, seed: Option<u64>, out: &Path) -> Results {
+    let options = Options {
+        python: python(),
+        out_dir: out.to_path_buf(),
+        seed,
+        timeout: None,
+        max_elements: None,
+        replay: Some(input.to_path_buf()),
+        torch_threads: None,
+    };
+    verify(&Request::new(vec![case.to_path_buf()], options), |_| {}).unwrap()
+}
+
 /// The shipped cases, run once for every test that looks at them; results.json is written to
 /// (and read back from) `<out>/results.json`, as the CLI does.
 fn shipped() -> &'static (Results, PathBuf) {
@@ -916,24 +930,7 @@ fn list_inputs_reach_eager_and_libtorch() {
         .unwrap();
     assert_eq!(cx.inputs, "images.0: 3x2 float32");
     let out = tempfile::tempdir().unwrap();
-    let req = Request {
-        paths: vec![case],
-        filter: None,
-        options: Options {
-            python: python(),
-            out_dir: out.path().to_path_buf(),
-            seed: Some(0),
-            timeout: None,
-            max_elements: None,
-            replay: Some(PathBuf::from(&cx.file)),
-            torch_threads: None,
-        },
-        snapshots: None,
-        cache: None,
-        jobs: 1,
-        shard: None,
-    };
-    let r = verify(&req, |_| {}).unwrap();
+    let r = replay(&case, Path::new(&cx.file), Some(0), out.path());
     let v = &r.cases[0].variants;
     // The replay reproduces the run's verdict (an expected runtime error).
     assert_eq!(
@@ -1591,24 +1588,8 @@ fn every_shipped_counterexample_replays_to_the_runs_verdict() {
                 continue;
             };
             let out = tempfile::tempdir().unwrap();
-            let req = Request {
-                paths: vec![PathBuf::from(&case.file)],
-                filter: None,
-                options: Options {
-                    python: python(),
-                    out_dir: out.path().to_path_buf(),
-                    seed: case.seed,
-                    timeout: None,
-                    max_elements: None,
-                    replay: Some(PathBuf::from(&cx.file)),
-                    torch_threads: None,
-                },
-                snapshots: None,
-                cache: None,
-                jobs: 1,
-                shard: None,
-            };
-            let r = verify(&req, |_| {}).unwrap();
+            let file = PathBuf::from(&case.file);
+            let r = replay(&file, Path::new(&cx.file), case.seed, out.path());
             let again = &r.cases[0].variants[variant];
             assert_eq!(
                 again.outcome, v.outcome,
