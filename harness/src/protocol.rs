@@ -18,7 +18,7 @@ pub use crate::error::{ErrorBody, ErrorKind};
 /// tensor leaf of another form than its dtype says which dtype it stands for.
 pub const PROTOCOL_VERSION: u32 = 3;
 
-/// The worker's JSON form of an output (see `worker.py`, `_encode`).
+/// The worker's JSON form of an output (see `harness_worker/eager.py`, `encode`).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum WireValue {
