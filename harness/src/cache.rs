@@ -180,33 +180,58 @@ impl Cache {
 
 /// What is installed in a site folder: the names of its distributions (`numpy-2.4.6.dist-info`),
 /// their file lists (`RECORD`, which holds each file's hash) and `.pth`/`.egg-link` files (editable
-/// installs), hashed. Installing, upgrading or reinstalling a library changes it.
+/// installs), hashed. Installing, upgrading or reinstalling a library changes it. The contents
+/// are read again only when one of those files' modification times changed: torch's `RECORD`
+/// alone is 1.5 MB, and every cached case's lookup asks.
 fn installed_hash(dir: &Path) -> Option<String> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+    type Seen = Vec<(PathBuf, String, String)>; // (dir, names and mtimes, content hash)
+    static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Vec::new());
+    let files = installed_files(dir)?;
+    let stamp: String = files
+        .iter()
+        .map(|(name, file)| {
+            let mtime = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+            format!("{name} {mtime:?}\n")
+        })
+        .collect();
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, hash)) = seen.iter().find(|(d, s, _)| d == dir && *s == stamp) {
+        return Some(hash.clone());
+    }
+    let mut h = Sha256::new();
+    for (name, file) in &files {
+        h.update(name.as_bytes());
+        h.update(std::fs::read(file).unwrap_or_default());
+    }
+    let hash = hex(&h.finalize());
+    seen.retain(|(d, _, _)| d != dir);
+    seen.push((dir.to_path_buf(), stamp, hash.clone()));
+    Some(hash)
+}
+
+/// `(entry name, the file that says what it installed)` for each installation in a site folder,
+/// sorted.
+fn installed_files(dir: &Path) -> Option<Vec<(String, PathBuf)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .map(|e| e.path())
         .collect();
-    names.sort();
-    let mut h = Sha256::new();
-    for p in names {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let content = if name.ends_with(".dist-info") {
+    paths.sort();
+    let files = paths.into_iter().filter_map(|p| {
+        let name = p.file_name()?.to_string_lossy().into_owned();
+        let file = if name.ends_with(".dist-info") {
             p.join("RECORD")
         } else if name.ends_with(".egg-info") {
             p.join("SOURCES.txt")
         } else if name.ends_with(".pth") || name.ends_with(".egg-link") {
-            p.clone()
+            p
         } else {
-            continue;
+            return None;
         };
-        h.update(name.as_bytes());
-        h.update(std::fs::read(&content).unwrap_or_default());
-    }
-    Some(hex(&h.finalize()))
+        Some((name, file))
+    });
+    Some(files.collect())
 }
 
 /// Copy an entry's artifacts and counterexamples into the output folder and point the result

@@ -30,7 +30,8 @@ pub enum Group {
     Dtype { input: String, dtype: DType },
     /// Every dim drawn at random within its range.
     Joint,
-    /// An input read from a file (`--replay`), not planned.
+    /// An input read from a file (`--replay`) that says no group: results.json of earlier
+    /// versions holds it; a replay now takes the group its counterexample was shrunk from.
     Replay,
 }
 

@@ -117,11 +117,8 @@ fn test(args: &[String]) -> Result<u8, String> {
     let env = env::Env::prepare()?;
     let mut cargo_args = vec!["test", "--workspace"];
     cargo_args.extend(args.iter().map(String::as_str));
-    // The integration tests run the core crate's `harness` binary, which `cargo test` builds
-    // only for the crate that owns it: build every binary first.
-    let cargo = env
-        .cargo(&["build", "--workspace", "--bins", "--quiet"])
-        .and_then(|()| env.cargo(&cargo_args));
+    // The integration tests build the core crate's `harness` binary themselves.
+    let cargo = env.cargo(&cargo_args);
     let pytest = pytest(&env);
     let mut failed = false;
     match &cargo {
