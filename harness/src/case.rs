@@ -159,6 +159,13 @@ pub struct ModelSpec {
     pub kwargs: BTreeMap<String, serde_json::Value>,
     #[serde(default = "yes")]
     pub eval: bool,
+    /// A state_dict file (`.pt`, `.pth` or `.safetensors`) loaded into the model after it is
+    /// built, relative to the case file.
+    #[serde(default)]
+    pub weights: Option<String>,
+    /// Whether every key must match (default true): missing and unexpected keys are an error.
+    #[serde(default = "yes")]
+    pub weights_strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,6 +301,10 @@ pub struct CaseFile {
     pub check: CheckSpec,
     #[serde(default)]
     pub expect: BTreeMap<Variant, Vec<Pitfall>>,
+    /// A TorchScript file the team ships (relative to the case file): checked as the `shipped`
+    /// variant, in libtorch, against eager on the same samples.
+    #[serde(default)]
+    pub artifact: Option<String>,
 }
 
 fn yes() -> bool {
@@ -355,6 +366,12 @@ impl CaseError {
 impl Case {
     /// Read, parse and validate a case file.
     pub fn load(file: &Path) -> Result<Case, CaseError> {
+        Case::load_under(file, &[])
+    }
+
+    /// Read, parse and validate a case file whose model files may also live under `roots` (the
+    /// project's import roots).
+    pub fn load_under(file: &Path, roots: &[PathBuf]) -> Result<Case, CaseError> {
         let bytes = std::fs::read(file).map_err(|e| CaseError {
             file: file.display().to_string(),
             place: String::new(),
@@ -368,11 +385,15 @@ impl Case {
                 e.utf8_error().valid_up_to()
             ),
         })?;
-        Case::parse(file, &text)
+        Case::parse_under(file, &text, roots)
     }
 
     /// Parse and validate case text that came from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Case, CaseError> {
+        Case::parse_under(file, text, &[])
+    }
+
+    fn parse_under(file: &Path, text: &str, roots: &[PathBuf]) -> Result<Case, CaseError> {
         if text.trim().is_empty() {
             return Err(CaseError {
                 file: file.display().to_string(),
@@ -381,12 +402,16 @@ impl Case {
                     .into(),
             });
         }
-        let spec: CaseFile = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+        let mut spec: CaseFile = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+        let shipped = Variant::all().find(|v| v.is_shipped());
+        if let Some(v) = shipped.filter(|v| spec.artifact.is_some() && !spec.variants.contains(v)) {
+            spec.variants.push(v);
+        }
         let name = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "case".into());
-        let origin = validate(file, &spec)?;
+        let origin = validate(file, &spec, roots)?;
         Ok(Case {
             name,
             file: file.to_path_buf(),
@@ -416,7 +441,8 @@ impl Case {
             .collect()
     }
 
-    /// The files the case names in the model's `kwargs` (weights, vocabularies, fixed inputs):
+    /// The files the case names: `model.weights`, `artifact`, and in the model's `kwargs`
+    /// (weights, vocabularies, fixed inputs)
     /// every string that is the path of an existing file or folder, relative to the case file's
     /// folder or to the working folder (where the model opens it), folders as the files under
     /// them. The cache keys on their contents; a folder too large to hash each time is an error
@@ -449,9 +475,35 @@ impl Case {
                 ));
             }
         }
+        files.extend(self.weights());
+        files.extend(self.artifact());
         files.sort();
         files.dedup();
         Ok(files)
+    }
+
+    /// The `model.weights` file, resolved against the case file's folder.
+    pub fn weights(&self) -> Option<PathBuf> {
+        let w = self.spec.model.weights.as_deref()?;
+        Some(relative_to_case(&self.file, w))
+    }
+
+    /// The shipped `artifact:` file, resolved against the case file's folder.
+    pub fn artifact(&self) -> Option<PathBuf> {
+        let a = self.spec.artifact.as_deref()?;
+        Some(relative_to_case(&self.file, a))
+    }
+
+    /// The model's `kwargs` with every string that names an existing file or folder relative to
+    /// the case file's folder made absolute, so the model opens what the case file means
+    /// wherever the harness runs.
+    pub fn resolved_kwargs(&self) -> BTreeMap<String, serde_json::Value> {
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        let mut kwargs = self.spec.model.kwargs.clone();
+        for v in kwargs.values_mut() {
+            resolve_strings(v, base);
+        }
+        kwargs
     }
 
     /// The pitfalls the case file expects for a variant (empty: it must pass).
@@ -521,8 +573,10 @@ fn containment_root(file: &Path) -> PathBuf {
         .unwrap_or(dir)
 }
 
-fn validate(file: &Path, spec: &CaseFile) -> Result<ModelOrigin, CaseError> {
-    let checked = model_origin(file, &spec.model).and_then(|origin| {
+fn validate(file: &Path, spec: &CaseFile, roots: &[PathBuf]) -> Result<ModelOrigin, CaseError> {
+    let checked = model_origin(file, &spec.model, roots).and_then(|origin| {
+        validate_file(file, "model.weights", spec.model.weights.as_deref())?;
+        validate_file(file, "artifact", spec.artifact.as_deref())?;
         validate_inputs(spec)?;
         validate_dims(spec)?;
         validate_variants(spec)?;
@@ -539,8 +593,30 @@ fn bad(field: &str, msg: String) -> Bad {
     (field.to_string(), msg)
 }
 
-/// Where the model comes from: a Python file inside the repository, or a module name.
-fn model_origin(file: &Path, model: &ModelSpec) -> Result<ModelOrigin, Bad> {
+/// A file the case names (`model.weights`, `artifact`) exists, relative to the case file.
+fn validate_file(file: &Path, field: &str, name: Option<&str>) -> Result<(), Bad> {
+    match name {
+        Some(n) if !relative_to_case(file, n).is_file() => Err(bad(
+            field,
+            format!(
+                "{n} is not a file (looked for {})",
+                relative_to_case(file, n).display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A path named in a case file, relative to the case file's folder (absolute ones stay).
+pub fn relative_to_case(file: &Path, name: &str) -> PathBuf {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let path = base.join(name);
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// Where the model comes from: a Python file inside the repository (or under one of the
+/// project's import `roots`), or a module name.
+fn model_origin(file: &Path, model: &ModelSpec, roots: &[PathBuf]) -> Result<ModelOrigin, Bad> {
     Ok(match (&model.source, &model.import) {
         (Some(_), Some(_)) => {
             return Err(bad(
@@ -565,12 +641,16 @@ fn model_origin(file: &Path, model: &ModelSpec) -> Result<ModelOrigin, Bad> {
             }
             let path = path.canonicalize().unwrap_or(path);
             let root = containment_root(file);
-            if !path.starts_with(&root) {
+            let under_a_root = roots
+                .iter()
+                .filter_map(|r| r.canonicalize().ok())
+                .any(|r| path.starts_with(r));
+            if !path.starts_with(&root) && !under_a_root {
                 return Err(bad(
                     "model.source",
                     format!(
                         "{src} resolves to {}, outside {} (model files must stay inside the \
-                         repository)",
+                         repository, or under one of harness.toml's `roots`)",
                         path.display(),
                         root.display()
                     ),
@@ -734,6 +814,14 @@ fn validate_variants(spec: &CaseFile) -> Result<(), Bad> {
             format!("expected at least one of {}", Variant::names()),
         ));
     }
+    if let Some(v) = spec.variants.iter().find(|v| v.is_shipped()) {
+        if spec.artifact.is_none() {
+            return Err(bad(
+                "variants",
+                format!("`{v}` runs the file `artifact:` names, and the case names none"),
+            ));
+        }
+    }
     for v in spec.expect.keys() {
         if !spec.variants.contains(v) {
             return Err(bad(
@@ -792,6 +880,18 @@ fn validate_check(spec: &CaseFile) -> Result<(), Bad> {
 }
 
 /// Every string in a kwargs value, however deep.
+fn resolve_strings(v: &mut serde_json::Value, base: &Path) {
+    match v {
+        serde_json::Value::String(s) if !s.is_empty() && base.join(&*s).exists() => {
+            let p = base.join(&*s);
+            *s = std::path::absolute(&p).unwrap_or(p).display().to_string();
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| resolve_strings(i, base)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|i| resolve_strings(i, base)),
+        _ => {}
+    }
+}
+
 fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::String(s) if !s.is_empty() => out.push(s.clone()),
@@ -931,7 +1031,7 @@ expect:
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\nvariant: [traced]\n",
             "case.yaml:3:1: unknown field `variant`, expected one of `description`, `model`, \
-             `inputs`, `dims`, `variants`, `check`, `expect`; did you mean `variants`?",
+             `inputs`, `dims`, `variants`, `check`, `expect`, `artifact`; did you mean `variants`?",
         );
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}\n",
@@ -950,6 +1050,75 @@ expect:
         check(
             "model: {source: nope.py, entry: E}\ninputs: [{name: x, shape: [2]}]\n",
             "case.yaml: model.source: nope.py does not exist (looked for DIR/nope.py)",
+        );
+    }
+
+    #[test]
+    fn files_the_case_names_resolve_against_its_folder() {
+        let base = "model: {source: MODEL, entry: E, WEIGHTS}\ninputs: [{name: x, shape: [2]}]\n";
+        let case = |w: &str, extra: &str| format!("{}{extra}", base.replace("WEIGHTS", w));
+        check(
+            &case("weights: w.pt", ""),
+            "case.yaml: model.weights: w.pt is not a file (looked for DIR/w.pt)",
+        );
+        check(
+            &case("kwargs: {}", "artifact: shipped/model.pt\n"),
+            "case.yaml: artifact: shipped/model.pt is not a file (looked for DIR/shipped/model.pt)",
+        );
+        check(
+            &case("kwargs: {}", "variants: [traced, shipped]\n"),
+            "case.yaml: variants: `shipped` runs the file `artifact:` names, and the case names none",
+        );
+        check(
+            &case("weights_strict: maybe", ""),
+            "case.yaml:1:49: model.weights_strict: invalid type: string \"maybe\", expected a boolean",
+        );
+        // Present files: the shipped variant joins the case's variants, and every named file is
+        // resolved from the case file's folder and keys the cache.
+        let (dir, file, text) = with_model(&case(
+            "weights: w.pt, kwargs: {vocab: v.txt, other: not-a-file}",
+            "artifact: a.pt\nexpect: {shipped: [shape_specialization]}\n",
+        ));
+        for f in ["w.pt", "a.pt", "v.txt"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        let c = Case::parse(&file, &text).unwrap();
+        let names: Vec<&str> = c.spec.variants.iter().map(|v| v.as_str()).collect();
+        assert_eq!(names, ["traced", "scripted", "shipped"]);
+        assert_eq!(c.weights(), Some(dir.path().join("w.pt")));
+        assert_eq!(c.artifact(), Some(dir.path().join("a.pt")));
+        let kwargs = c.resolved_kwargs();
+        assert_eq!(
+            kwargs["vocab"],
+            dir.path().join("v.txt").display().to_string()
+        );
+        assert_eq!(kwargs["other"], "not-a-file");
+        let named = c.named_files().unwrap();
+        for f in ["w.pt", "a.pt", "v.txt"] {
+            assert!(named.contains(&dir.path().join(f)), "{f}: {named:?}");
+        }
+    }
+
+    #[test]
+    fn model_files_may_live_under_the_project_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cases, src) = (dir.path().join("repo/cases"), dir.path().join("src"));
+        std::fs::create_dir_all(&cases).unwrap();
+        std::fs::create_dir_all(src.join("pkg")).unwrap();
+        std::fs::create_dir_all(dir.path().join("repo/.git")).unwrap();
+        std::fs::write(src.join("pkg/m.py"), "").unwrap();
+        let file = cases.join("c.yaml");
+        std::fs::write(
+            &file,
+            "model: {source: ../../src/pkg/m.py, entry: M}\ninputs: [{name: x, shape: [2]}]\n",
+        )
+        .unwrap();
+        let e = Case::load(&file).unwrap_err().to_string();
+        assert!(e.contains("outside"), "{e}");
+        let c = Case::load_under(&file, std::slice::from_ref(&src)).unwrap();
+        assert_eq!(
+            c.origin,
+            ModelOrigin::Source(src.join("pkg/m.py").canonicalize().unwrap())
         );
     }
 
@@ -1008,7 +1177,7 @@ expect:
             "{e}"
         );
         assert!(
-            e.ends_with("(model files must stay inside the repository)"),
+            e.ends_with("(model files must stay inside the repository, or under one of harness.toml's `roots`)"),
             "{e}"
         );
     }

@@ -24,10 +24,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::cache::Cache;
 use crate::console::Console;
 use crate::options::Options;
+use crate::project::Project;
 use crate::report::{self, baseline};
 use crate::results::{exit, CaseResult, Results};
 use crate::snapshot::{self, Mode, Policy};
 use crate::verify::{self, select, Request};
+use crate::worker;
 
 /// How `harness-run` runs cases (`verify::verify`); `harness` has none, so it never links
 /// libtorch.
@@ -35,10 +37,6 @@ pub type Verifier = fn(&Request, &mut (dyn FnMut(&CaseResult) + Send)) -> anyhow
 
 /// The binary that runs cases, next to `harness`.
 pub const RUN_BINARY: &str = "harness-run";
-
-/// The baseline used when `--baseline` is not given, if it exists (relative to the working
-/// folder, like the other defaults).
-const DEFAULT_BASELINE: &str = "reports/baseline.json";
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +55,25 @@ enum Command {
     Verify(Box<VerifyArgs>),
     /// Render the report (index.html, junit.xml) of saved results.json files, without running.
     Report(ReportArgs),
+    /// Install what the worker needs and the project's requirements files into the project's
+    /// Python environment (creating its `venv` first), then check its torch.
+    Setup(SetupArgs),
+}
+
+#[derive(clap::Args)]
+struct ProjectArgs {
+    /// The project file (default: the nearest harness.toml at or above the working folder).
+    #[arg(long)]
+    project: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SetupArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
+    /// The interpreter to install into (default: as for verify).
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,7 +86,8 @@ enum Format {
 
 #[derive(clap::Args)]
 struct BaselineArgs {
-    /// A previous results.json to compare with (default: reports/baseline.json when it exists).
+    /// A previous results.json to compare with (default: the project's baseline,
+    /// reports/baseline.json, when it exists).
     /// New failures against it fail the gate.
     #[arg(long, conflicts_with = "no_baseline")]
     baseline: Option<PathBuf>,
@@ -94,12 +112,13 @@ struct ReportArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     baseline: BaselineArgs,
+    #[command(flatten)]
+    project: ProjectArgs,
 }
 
 #[derive(clap::Args)]
 struct VerifyArgs {
-    /// Case files or folders of case files.
-    #[arg(default_value = "cases")]
+    /// Case files or folders of case files (default: the project's `cases`, else cases/).
     paths: Vec<PathBuf>,
     /// Only cases whose name matches this regular expression.
     #[arg(long)]
@@ -114,7 +133,8 @@ struct VerifyArgs {
     /// with --replay, so a replay never overwrites the last full run).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Python interpreter with torch 2.13.0 (default: $HARNESS_PYTHON, then .venv/bin/python).
+    /// Python interpreter with torch 2.13.0 (default: $HARNESS_PYTHON, then the project's
+    /// `python` or `venv`, then .venv/bin/python, then python3).
     #[arg(long)]
     python: Option<PathBuf>,
     /// Check only the trace input and this saved input (a counterexample file), to replay it.
@@ -128,9 +148,10 @@ struct VerifyArgs {
     /// 16777216).
     #[arg(long)]
     max_elements: Option<u64>,
-    /// Folder of the reviewed `.code` snapshots (`<case>__<variant>.snap`).
-    #[arg(long, default_value = "harness/snapshots")]
-    snapshots: PathBuf,
+    /// Folder of the reviewed `.code` snapshots (`<case>__<variant>.snap`; default: the
+    /// project's `snapshots`, else `snapshots/` in the first cases folder).
+    #[arg(long)]
+    snapshots: Option<PathBuf>,
     /// Write new and changed `.code` snapshots (never allowed when CI is set).
     #[arg(long)]
     accept: bool,
@@ -154,6 +175,8 @@ struct VerifyArgs {
     format: Format,
     #[command(flatten)]
     baseline: BaselineArgs,
+    #[command(flatten)]
+    project: ProjectArgs,
 }
 
 /// The command line, with the verifier of `harness-run` (`None` in `harness`).
@@ -168,6 +191,7 @@ pub fn main(full: Option<Verifier>) -> ExitCode {
     let result = match cli.command {
         Command::Verify(args) => run_verify(*args, full),
         Command::Report(args) => run_report(args),
+        Command::Setup(args) => run_setup(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -191,31 +215,22 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--filter: {e}"))?;
-    let python = args
-        .python
-        .or_else(|| std::env::var_os("HARNESS_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| {
-            let venv = PathBuf::from(".venv/bin/python");
-            if venv.exists() {
-                venv
-            } else {
-                PathBuf::from("python3")
-            }
-        });
+    let project = Project::discover(args.project.project.as_deref())?;
+    let python = project.interpreter(args.python);
     let replay = args.replay.is_some();
     let out = args.out.unwrap_or_else(|| {
-        PathBuf::from(if replay {
-            "reports/replay"
+        if replay {
+            project.out.with_file_name("replay")
         } else {
-            "reports/latest"
-        })
+            project.out.clone()
+        }
     });
     // Read the baseline before running, so a missing or broken one fails fast. A replay checks
     // one input, so it is never compared with a full run.
     let base = if replay {
         None
     } else {
-        load_baseline(&args.baseline)?
+        load_baseline(&args.baseline, &project)?
     };
     let ci = snapshot::is_ci();
     if args.accept && ci {
@@ -232,7 +247,11 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
         Mode::Check
     };
     let req = Request {
-        paths: args.paths,
+        paths: if args.paths.is_empty() {
+            project.cases.clone()
+        } else {
+            args.paths
+        },
         filter,
         options: Options {
             python,
@@ -242,9 +261,10 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
             max_elements: args.max_elements,
             replay: args.replay,
             torch_threads: None,
+            python_path: project.roots.clone(),
         },
         snapshots: (!args.no_snapshots).then_some(Policy {
-            dir: args.snapshots,
+            dir: args.snapshots.unwrap_or_else(|| project.snapshots.clone()),
             mode,
         }),
         cache: (!args.no_cache).then(|| Cache {
@@ -322,7 +342,7 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
         Err(e) => eprintln!("warning: the report could not be written: {e:#}"),
     }
     if args.baseline.save_baseline && !replay {
-        let path = baseline_path(&args.baseline);
+        let path = baseline_path(&args.baseline, &project);
         results.write(&path)?;
         if human {
             println!("baseline: {} (accepted)", path.display());
@@ -350,6 +370,7 @@ fn exec_run_binary() -> anyhow::Result<u8> {
 }
 
 fn run_report(args: ReportArgs) -> anyhow::Result<u8> {
+    let project = Project::discover(args.project.project.as_deref())?;
     let mut parts = Vec::new();
     for p in &args.results {
         parts.push(Results::read(p).map_err(|e| anyhow::anyhow!("{}: {e:#}", p.display()))?);
@@ -358,7 +379,7 @@ fn run_report(args: ReportArgs) -> anyhow::Result<u8> {
     let results = report::merge(parts)?;
     let out = args.out.unwrap_or_else(|| {
         if several {
-            PathBuf::from("reports/merged")
+            project.out.with_file_name("merged")
         } else {
             args.results[0]
                 .parent()
@@ -370,8 +391,8 @@ fn run_report(args: ReportArgs) -> anyhow::Result<u8> {
     if several {
         results.write(&out.join("results.json"))?;
     }
-    let regression =
-        load_baseline(&args.baseline)?.map(|(path, b)| baseline::compare(&path, &b, &results));
+    let regression = load_baseline(&args.baseline, &project)?
+        .map(|(path, b)| baseline::compare(&path, &b, &results));
     let w = report::write(&results, regression.as_ref(), &out)?;
     println!("{}", Console::summary(&results));
     if let Some(r) = &regression {
@@ -383,29 +404,88 @@ fn run_report(args: ReportArgs) -> anyhow::Result<u8> {
         w.junit.display()
     );
     if args.baseline.save_baseline {
-        let path = baseline_path(&args.baseline);
+        let path = baseline_path(&args.baseline, &project);
         results.write(&path)?;
         println!("baseline: {} (accepted)", path.display());
     }
     Ok(baseline::gate(&results, regression.as_ref()))
 }
 
-fn baseline_path(args: &BaselineArgs) -> PathBuf {
+/// What the worker itself needs besides the project's requirements: the torch whose libtorch
+/// runs the artifacts, and the packages its wire format uses.
+fn worker_packages() -> Vec<String> {
+    vec![
+        format!("torch=={}", crate::TORCH_VERSION),
+        "safetensors".into(),
+        "numpy".into(),
+    ]
+}
+
+/// `harness setup`: the project's venv (made when missing), the worker's packages and the
+/// project's requirements files installed into it, then its torch checked.
+fn run_setup(args: SetupArgs) -> anyhow::Result<u8> {
+    let project = Project::discover(args.project.project.as_deref())?;
+    let python = project.interpreter(args.python);
+    if let Some(venv) = project.venv.as_ref().filter(|v| python.starts_with(v)) {
+        if !python.exists() {
+            let base = std::env::var_os("HARNESS_BOOTSTRAP_PYTHON")
+                .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+            println!("setup: creating {} with {}", venv.display(), base.display());
+            worker::create_venv(&base, venv)?;
+        }
+    }
+    let files: Vec<String> = project
+        .requirements
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect();
+    println!(
+        "setup: installing {} {} into {}'s environment",
+        worker_packages().join(" "),
+        files
+            .iter()
+            .map(|f| format!("-r {f}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        python.display()
+    );
+    worker::pip_install(&python, &worker_packages(), &project.requirements)?;
+    match worker::torch_version(&python)? {
+        Some(v) if worker::same_torch(&v, crate::TORCH_VERSION) => {
+            println!(
+                "setup: {} has torch {v}: ready; run `harness verify`",
+                python.display()
+            );
+            Ok(exit::OK)
+        }
+        found => anyhow::bail!(
+            "{} imports torch {}, not {}: the harness cannot run its artifacts",
+            python.display(),
+            found.as_deref().unwrap_or("(none)"),
+            crate::TORCH_VERSION
+        ),
+    }
+}
+
+fn baseline_path(args: &BaselineArgs, project: &Project) -> PathBuf {
     args.baseline
         .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_BASELINE))
+        .unwrap_or_else(|| project.baseline.clone())
 }
 
 /// The baseline to compare with: `--baseline PATH` (which must exist), else the default one if
 /// it exists, else none.
-fn load_baseline(args: &BaselineArgs) -> anyhow::Result<Option<(String, Results)>> {
+fn load_baseline(
+    args: &BaselineArgs,
+    project: &Project,
+) -> anyhow::Result<Option<(String, Results)>> {
     if args.no_baseline {
         return Ok(None);
     }
     let path = match &args.baseline {
         Some(p) if p.exists() || !args.save_baseline => p.clone(),
         Some(_) => return Ok(None), // --save-baseline will create it
-        None if Path::new(DEFAULT_BASELINE).is_file() => PathBuf::from(DEFAULT_BASELINE),
+        None if project.baseline.is_file() => project.baseline.clone(),
         None => return Ok(None),
     };
     let b =

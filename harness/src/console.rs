@@ -200,11 +200,11 @@ impl Console {
         };
         let (review, look) = if snap.state.needs_review() {
             (
-                "; review: cargo xtask verify --accept, or cargo insta review",
+                format!("; review: {} verify --accept", crate::command()),
                 Outcome::Fail,
             )
         } else {
-            ("", Outcome::Pass)
+            (String::new(), Outcome::Pass)
         };
         lines.push(format!(
             "{} {case}/{variant}: .code snapshot {what} ({}){review}",
@@ -240,9 +240,12 @@ impl Console {
             })
             .collect();
         let review = if counts.keys().any(|s| s.needs_review()) {
-            ": review the diffs, then `cargo xtask verify --accept` or `cargo insta review`"
+            format!(
+                ": review the diffs, then accept them all with `{} verify --accept`",
+                crate::command()
+            )
         } else {
-            ""
+            String::new()
         };
         Some(format!("snapshots: {}{review}", parts.join(", ")))
     }
@@ -309,7 +312,7 @@ mod tests {
             "variants": {"traced": {
                 "outcome": outcome, "pitfalls": [], "expected": [], "message": "m",
                 "samples_run": 1, "samples_failed": 0, "max_abs": 0.0, "max_rel": 0.0,
-                "run_ms": 0.0, "export": {"ok": true, "seconds": 0.0},
+                "run_ms": 0.0, "export": {"ok": true, "seconds": 0.0, "code": "def forward"},
                 "snapshot": snapshot,
             }},
         }))
@@ -338,7 +341,7 @@ mod tests {
             &case("pass", changed, Some("")),
             &[
                 "PASS   c/traced: m  (0 ms)",
-                "SNAP   c/traced: .code snapshot changed (s/c__traced.snap); review: cargo xtask verify --accept, or cargo insta review",
+                "SNAP   c/traced: .code snapshot changed (s/c__traced.snap); review: harness verify --accept",
                 "           --- stored",
                 "           +++ new",
                 "           @@ -1 +1 @@",

@@ -138,8 +138,15 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
                     .push(format!("at {}:{line}: `{src}`", short_path(file)));
             }
         }
-        f.evidence
-            .extend(err.message.lines().skip(1).take(8).map(str::to_string));
+        f.evidence.extend(
+            err.message
+                .lines()
+                .skip(1)
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .take(8)
+                .map(str::to_string),
+        );
         if err.message.contains("crashed its process") {
             f.evidence.push(
                 "the export died inside torch, with no Python exception to report: the other \
@@ -198,8 +205,15 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
                 ))
             )
     });
-    let on_trace = failed(&|g| *g == Group::Trace);
-    let on_values = failed(&|g| *g == Group::Values);
+    // A variant made elsewhere (a shipped file) was not made on the harness's trace input: that
+    // input is one more sample at the trace shapes, unless every sample diverges (the file
+    // computes something else: other weights or code, no specialization).
+    let made_here = obs.variant.def().made_on_trace_input;
+    let groups: std::collections::BTreeSet<&Group> = obs.samples.iter().map(|(g, _)| g).collect();
+    let everywhere = groups.len() > 1 && obs.samples.iter().all(|(_, f)| f.is_some());
+    let trace_is_values = !made_here && !everywhere;
+    let on_trace = failed(&|g| *g == Group::Trace && !trace_is_values);
+    let on_values = failed(&|g| *g == Group::Values || (trace_is_values && *g == Group::Trace));
     let on_shapes = failed(&|g| matches!(g, Group::Dim(_) | Group::Joint));
     let on_dtypes = failed(&|g| matches!(g, Group::Dtype { .. }));
     let raised = obs
@@ -342,10 +356,13 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
     let only_raised = raised > 0 && raised == failing;
     let others_failed = failing > containers;
     if any_failed && others_failed && !explained && !only_raised {
-        let why = if on_trace > 0 {
-            " (including the trace input itself, so this is no specialization)"
-        } else {
-            ""
+        let why = match (on_trace > 0, made_here) {
+            (true, true) => " (including the trace input itself, so this is no specialization)",
+            (true, false) => {
+                " (every sample: the file computes something else than this eager model, such \
+                 as other weights or an older version of its code; export it again)"
+            }
+            _ => "",
         };
         findings.push(Finding::new(
             Pitfall::OutputMismatch,

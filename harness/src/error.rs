@@ -53,6 +53,10 @@ pub enum ErrorKind {
     TraceError,
     ScriptCompileError,
     ExportError,
+    /// A shipped artifact (`artifact:`) does not load.
+    ArtifactLoad,
+    /// A `model.weights` file cannot be read or does not fit the model.
+    ModelWeights,
     /// A device probe step.
     Device,
     /// A bug in the harness (a panic, an unexpected exception in the worker). Unknown kinds from

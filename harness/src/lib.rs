@@ -24,6 +24,7 @@ pub mod options;
 pub mod pitfall;
 pub mod plan;
 pub mod probe;
+pub mod project;
 pub mod protocol;
 pub mod report;
 pub mod results;
@@ -37,3 +38,12 @@ pub const TCH_VERSION: &str = "0.26.0";
 
 /// The torch version tch 0.26 links (torch-sys refuses to build against any other).
 pub const TORCH_VERSION: &str = "2.13.0";
+
+/// How the user runs the harness, for the commands messages suggest (`harness verify --accept`,
+/// a replay): `HARNESS_COMMAND` when set (`cargo xtask` sets `cargo xtask`), else `harness`.
+pub fn command() -> String {
+    std::env::var("HARNESS_COMMAND")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| "harness".into())
+}

@@ -28,4 +28,7 @@ pub struct Options {
     /// Intra-op threads for the worker's torch (`None`: torch's default); set when several
     /// cases run at once, so they share the cores instead of oversubscribing them.
     pub torch_threads: Option<usize>,
+    /// Folders on the worker's `sys.path` (the project's import roots); model files may also
+    /// live under them.
+    pub python_path: Vec<PathBuf>,
 }

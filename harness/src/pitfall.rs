@@ -20,10 +20,11 @@ pub enum Pitfall {
     RuntimeError,
     OutputMismatch,
     ContainerMismatch,
+    ArtifactIncompatible,
 }
 
 impl Pitfall {
-    pub const ALL: [Pitfall; 11] = [
+    pub const ALL: [Pitfall; 12] = [
         Pitfall::ControlFlowErasure,
         Pitfall::ShapeSpecialization,
         Pitfall::ValueSpecialization,
@@ -35,6 +36,7 @@ impl Pitfall {
         Pitfall::RuntimeError,
         Pitfall::OutputMismatch,
         Pitfall::ContainerMismatch,
+        Pitfall::ArtifactIncompatible,
     ];
 
     pub fn id(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Pitfall {
             Pitfall::RuntimeError => "runtime_error",
             Pitfall::OutputMismatch => "output_mismatch",
             Pitfall::ContainerMismatch => "container_mismatch",
+            Pitfall::ArtifactIncompatible => "artifact_incompatible",
         }
     }
 
@@ -101,6 +104,11 @@ impl Pitfall {
                 "return the container eager returns: annotate forward's return type (Tuple[...] \
                  or List[...]) and convert before returning (tuple(xs)); a C++ caller unpacks \
                  with toTuple() or toList() and the other one throws"
+            }
+            Pitfall::ArtifactIncompatible => {
+                "the shipped artifact does not load in this libtorch: export it again with the \
+                 torch your deployment links (ops and the file format are tied to the version), \
+                 or keep the libtorch it was made for"
             }
         }
     }

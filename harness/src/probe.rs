@@ -212,6 +212,8 @@ mod tests {
                 kwargs: Default::default(),
                 eval: true,
                 seed: 0,
+                weights: None,
+                weights_strict: true,
             },
             case: "c".into(),
             input: SampleRef {

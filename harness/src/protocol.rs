@@ -16,7 +16,7 @@ pub use crate::error::{ErrorBody, ErrorKind};
 /// variants as data (`{"name", "method", "options"}`) and replies `exports` by name. Version 3:
 /// `hello` replies the site folders, `load`'s files are every user file it pulled in, and a
 /// tensor leaf of another form than its dtype says which dtype it stands for.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The worker's JSON form of an output (see `harness_worker/eager.py`, `encode`).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -243,6 +243,10 @@ pub struct LoadRequest {
     pub kwargs: std::collections::BTreeMap<String, Json>,
     pub eval: bool,
     pub seed: u64,
+    /// A state_dict file to load after construction.
+    pub weights: Option<PathBuf>,
+    /// Missing or unexpected keys in `weights` are an error.
+    pub weights_strict: bool,
 }
 
 /// A request, tagged by its `op`; [`Envelope`] adds the id. Every op since version 1 except
@@ -271,11 +275,12 @@ pub enum Request<'a> {
         dims: &'a std::collections::BTreeMap<String, i64>,
         out_dir: &'a Path,
     },
-    /// Trace again on another input ([`Retrace`]).
+    /// Trace again on another input, and compare with this variant's graph ([`Retrace`]).
     Retrace {
         case: &'a str,
         input: &'a SampleRef,
         names: &'a [String],
+        variant: &'a str,
     },
     /// Eager and the given artifacts on another device (a map of [`ProbeRun`]s and `seconds`).
     DeviceProbe {
@@ -368,6 +373,7 @@ mod tests {
             case: "c",
             input: &input,
             names: &names,
+            variant: "traced",
         };
         let line = serde_json::to_value(Envelope {
             id: 7,
@@ -377,7 +383,7 @@ mod tests {
         assert_eq!(
             line,
             serde_json::json!({"op": "retrace", "id": 7, "case": "c",
-                "input": {"file": "s.safetensors", "sample": "s0"}, "names": ["x"]})
+                "input": {"file": "s.safetensors", "sample": "s0"}, "names": ["x"], "variant": "traced"})
         );
         assert_eq!(req.op(), "retrace");
         assert_eq!(

@@ -150,11 +150,17 @@ pub struct DimInfo {
 
 impl CaseResult {
     /// The variants `code_diff` compares: the first of the case's variants with a diff base,
-    /// and that base.
+    /// and that base, both with code (as `verify` makes the diff).
     pub fn code_diff_pair(&self) -> Option<(Variant, Variant)> {
+        let has_code = |v: &Variant| {
+            self.variants
+                .get(v)
+                .is_some_and(|r| r.export.code.is_some())
+        };
         self.variants
             .keys()
-            .find_map(|v| Some((v.diff_base().filter(|b| self.variants.contains_key(b))?, *v)))
+            .filter(|v| has_code(v))
+            .find_map(|v| Some((v.diff_base().filter(has_code)?, *v)))
     }
 
     /// A case the harness could not run.

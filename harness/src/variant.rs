@@ -40,6 +40,9 @@ pub struct Definition {
     /// and shapes can be baked in, and diagnosis traces again on a failing input to tell them
     /// apart.
     pub records_one_run: bool,
+    /// The harness made it on its trace input `s0`: a divergence there is no specialization.
+    /// A shipped file was made on an input nobody knows.
+    pub made_on_trace_input: bool,
     /// The pitfall a failed export is, and how to say it.
     pub export_pitfall: Pitfall,
     pub export_failed: &'static str,
@@ -58,6 +61,7 @@ pub static DEFINITIONS: &[Definition] = &[
         runtime: Runtime::Libtorch,
         default: true,
         records_one_run: true,
+        made_on_trace_input: true,
         export_pitfall: Pitfall::TraceError,
         export_failed: "torch.jit.trace failed (or its result could not be saved)",
         diff_base: None,
@@ -70,12 +74,32 @@ pub static DEFINITIONS: &[Definition] = &[
         runtime: Runtime::Libtorch,
         default: true,
         records_one_run: false,
+        made_on_trace_input: true,
         export_pitfall: Pitfall::ScriptCompileError,
         export_failed: "torch.jit.script failed (or its result could not be saved)",
         diff_base: Some("traced"),
         snapshot_expression: "torch.jit.script(model).code_with_constants",
     },
+    Definition {
+        name: "shipped",
+        method: "artifact",
+        options: "{}",
+        runtime: Runtime::Libtorch,
+        // Checked when the case names an `artifact:` file (and only then).
+        default: false,
+        // A shipped artifact is most often a trace: diagnosis traces the eager model again on a
+        // failing input to tell a recorded branch from a frozen value or shape.
+        records_one_run: true,
+        made_on_trace_input: false,
+        export_pitfall: Pitfall::ArtifactIncompatible,
+        export_failed: "the shipped artifact does not load in this torch's libtorch",
+        diff_base: Some("traced"),
+        snapshot_expression: "torch.jit.load(artifact).code_with_constants",
+    },
 ];
+
+/// The worker's method that loads a shipped artifact instead of exporting.
+const ARTIFACT_METHOD: &str = "artifact";
 
 /// A variant: an index into [`DEFINITIONS`], ordered as they are, named in JSON and YAML.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -116,6 +140,7 @@ impl Variant {
         match self.def().export_pitfall {
             Pitfall::TraceError => ErrorKind::TraceError,
             Pitfall::ScriptCompileError => ErrorKind::ScriptCompileError,
+            Pitfall::ArtifactIncompatible => ErrorKind::ArtifactLoad,
             _ => ErrorKind::ExportError,
         }
     }
@@ -128,12 +153,21 @@ impl Variant {
             .join(", ")
     }
 
-    /// The export request's entry for this variant (`{"name", "method", "options"}`).
-    pub fn export_spec(self) -> serde_json::Value {
+    /// The export request's entry for this variant (`{"name", "method", "options"}`); a
+    /// shipped artifact's method gets the file's `path` among its options.
+    pub fn export_spec(self, artifact: Option<&std::path::Path>) -> serde_json::Value {
         let d = self.def();
-        let options: serde_json::Value =
+        let mut options: serde_json::Value =
             serde_json::from_str(d.options).expect("a definition's options are a JSON object");
+        if let (ARTIFACT_METHOD, Some(path)) = (d.method, artifact) {
+            options["path"] = serde_json::json!(path);
+        }
         serde_json::json!({"name": d.name, "method": d.method, "options": options})
+    }
+
+    /// Whether this variant runs a file the case names (`artifact:`) rather than an export.
+    pub fn is_shipped(self) -> bool {
+        self.def().method == ARTIFACT_METHOD
     }
 }
 
@@ -177,7 +211,7 @@ mod tests {
         for v in Variant::all() {
             let d = v.def();
             assert!(names.insert(d.name), "{} is defined twice", d.name);
-            assert!(v.export_spec()["options"].is_object(), "{}", d.name);
+            assert!(v.export_spec(None)["options"].is_object(), "{}", d.name);
             if let Some(base) = d.diff_base {
                 assert!(
                     Variant::named(base).is_some(),

@@ -284,7 +284,7 @@ fn code_diff(bodies: &[(Variant, Option<String>)]) -> Option<String> {
 
 /// A case file loaded under its identity (see [`case::case_name`]).
 pub fn load_case(req: &Request, file: &Path) -> Result<Case, case::CaseError> {
-    let mut case = Case::load(file)?;
+    let mut case = Case::load_under(file, &req.options.python_path)?;
     case.name = case::case_name(&req.paths, file);
     Ok(case)
 }
@@ -327,6 +327,7 @@ mod tests {
             max_elements: None,
             replay: None,
             torch_threads: None,
+            python_path: Vec::new(),
         };
         let all = select(&Request::new(vec![dir.path().into()], options.clone())).unwrap();
         let mut union = Vec::new();

@@ -55,6 +55,18 @@ pub enum WorkerError {
     Interrupted,
     #[error("protocol error with the Python worker: {0}")]
     Protocol(String),
+    /// The interpreter's torch is not the one the artifacts run in.
+    #[error(
+        "{python} has torch {found}, but this harness runs the artifacts in libtorch {wanted} \
+         (the artifact format and the op set are tied to it): install torch=={wanted} into that \
+         environment (`harness setup` does), or point --python, HARNESS_PYTHON or harness.toml's \
+         `python`/`venv` at one that has it"
+    )]
+    TorchVersion {
+        python: PathBuf,
+        found: String,
+        wanted: &'static str,
+    },
     /// The worker answered, with an error of a kind it names (model_import, ...).
     #[error("{}", .0.message)]
     Reply(ErrorBody),
@@ -167,18 +179,34 @@ fn write_package(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// `PYTHONPATH` with the package's folder first, the user's entries after it.
-fn python_path(dir: &Path) -> std::ffi::OsString {
+/// `PYTHONPATH` with the package's folder first, then the project's import roots, then the
+/// user's own entries.
+fn python_path(dir: &Path, roots: &[PathBuf]) -> std::ffi::OsString {
     let mut paths = vec![dir.to_path_buf()];
+    paths.extend(
+        roots
+            .iter()
+            .map(|r| std::path::absolute(r).unwrap_or_else(|_| r.clone())),
+    );
     if let Some(user) = std::env::var_os("PYTHONPATH") {
         paths.extend(std::env::split_paths(&user));
     }
     std::env::join_paths(paths).unwrap_or_else(|_| dir.as_os_str().to_owned())
 }
 
+/// Whether a Python torch version (`2.13.0+cpu`) is the release `wanted` (`2.13.0`): the local
+/// build tag (CPU, CUDA flavour) does not change the artifact format or the op set.
+pub fn same_torch(found: &str, wanted: &str) -> bool {
+    found.split('+').next() == Some(wanted)
+}
+
 impl Worker {
     /// Start a worker with this Python interpreter and check the protocol version.
-    pub fn spawn(python: &Path, threads: Option<usize>) -> Result<Worker, WorkerError> {
+    pub fn spawn(
+        python: &Path,
+        threads: Option<usize>,
+        roots: &[PathBuf],
+    ) -> Result<Worker, WorkerError> {
         let script_dir = tempfile::Builder::new()
             .prefix("harness-worker-")
             .tempdir()
@@ -197,7 +225,7 @@ impl Worker {
         }
         let mut child = cmd
             .args(["-u", "-m", WORKER_PACKAGE])
-            .env("PYTHONPATH", python_path(script_dir.path()))
+            .env("PYTHONPATH", python_path(script_dir.path(), roots))
             .env("PYTHONWARNINGS", "ignore::DeprecationWarning")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
@@ -235,6 +263,13 @@ impl Worker {
             protocol: PROTOCOL_VERSION,
         })?);
         worker.wait_hello()?;
+        if !same_torch(&worker.hello.torch, crate::TORCH_VERSION) {
+            return Err(WorkerError::TorchVersion {
+                python: python.into(),
+                found: worker.hello.torch.clone(),
+                wanted: crate::TORCH_VERSION,
+            });
+        }
         Ok(worker)
     }
 
@@ -529,9 +564,10 @@ impl Worker {
         variants: &[crate::variant::Variant],
         dims: &std::collections::BTreeMap<String, i64>,
         out_dir: &Path,
+        artifact: Option<&Path>,
         timeout: Duration,
     ) -> Result<ExportReply, WorkerError> {
-        let variants: Vec<Json> = variants.iter().map(|v| v.export_spec()).collect();
+        let variants: Vec<Json> = variants.iter().map(|v| v.export_spec(artifact)).collect();
         let request = Request::Export {
             case,
             input,
@@ -543,15 +579,22 @@ impl Worker {
         self.call(&request, timeout)
     }
 
-    /// Trace a fresh copy again on `input` and compare with the trace-time graph.
+    /// Trace a fresh copy again on `input` and compare with `variant`'s graph.
     pub fn retrace(
         &mut self,
         case: &str,
         input: &SampleRef,
         names: &[String],
+        variant: &str,
         timeout: Duration,
     ) -> Result<Retrace, WorkerError> {
-        self.call(&Request::Retrace { case, input, names }, timeout)
+        let request = Request::Retrace {
+            case,
+            input,
+            names,
+            variant,
+        };
+        self.call(&request, timeout)
     }
 
     /// Run eager, and each `(variant, artifact)` given, with the input moved to `device`.
@@ -700,5 +743,69 @@ pub fn describe_status(status: ExitStatus) -> String {
             format!("was killed by signal {sig}{}", signal_name(sig))
         }
         None => "ended".into(),
+    }
+}
+
+/// Create a virtual environment at `venv` with the interpreter `base` (`harness setup`).
+pub fn create_venv(base: &Path, venv: &Path) -> anyhow::Result<()> {
+    let status = Command::new(base).args(["-m", "venv"]).arg(venv).status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => anyhow::bail!("`{} -m venv {}` {s}", base.display(), venv.display()),
+        Err(e) => anyhow::bail!("cannot run {}: {e}", base.display()),
+    }
+}
+
+/// Install packages and requirements files into `python`'s environment with its own pip
+/// (`harness setup`); pip talks to the terminal.
+pub fn pip_install(python: &Path, packages: &[String], files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pip", "install", "--disable-pip-version-check"])
+        .args(packages);
+    for f in files {
+        cmd.arg("-r").arg(f);
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => anyhow::bail!("pip install into {} {s}", python.display()),
+        Err(e) => anyhow::bail!("cannot run {}: {e}", python.display()),
+    }
+}
+
+/// The torch version `python` imports (`None` when it cannot import torch).
+pub fn torch_version(python: &Path) -> anyhow::Result<Option<String>> {
+    let out = Command::new(python)
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torch_versions_match_by_release_not_build_tag() {
+        assert!(same_torch("2.13.0", "2.13.0"));
+        assert!(same_torch("2.13.0+cpu", "2.13.0"));
+        assert!(same_torch("2.13.0+cu130", "2.13.0"));
+        assert!(!same_torch("2.12.0+cpu", "2.13.0"));
+        assert!(!same_torch("2.13.1", "2.13.0"));
+        assert!(!same_torch("", "2.13.0"));
+    }
+
+    #[test]
+    fn roots_come_after_the_worker_and_before_the_users_path() {
+        let p = python_path(Path::new("/w"), &[PathBuf::from("/repo/src")]);
+        let parts: Vec<PathBuf> = std::env::split_paths(&p).collect();
+        assert_eq!(
+            parts[..2],
+            [PathBuf::from("/w"), PathBuf::from("/repo/src")]
+        );
     }
 }

@@ -129,6 +129,8 @@ impl Env {
         .env("VIRTUAL_ENV", &self.venv)
         .env("LIBTORCH_USE_PYTORCH", "1")
         .env("HARNESS_PYTHON", self.python())
+        // The commands the harness suggests (accept snapshots, replay) are this checkout's.
+        .env("HARNESS_COMMAND", "cargo xtask")
         // libtorch's own warnings (printed from C++ while models run) would drown the
         // harness's lines; the harness reports what matters itself.
         .env(

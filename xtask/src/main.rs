@@ -14,6 +14,8 @@
 //! - `cargo xtask bench [--quick]`: time the harness (cold, warm, after one model edit) against
 //!   the plain-Python reference script on a 40-case corpus (see `bench.rs`).
 //! - `cargo xtask setup`: only create `.venv` (runtime and development requirements).
+//! - `cargo xtask install [--root DIR]`: build, then copy `harness` and `harness-run` into
+//!   `DIR/bin` (default `~/.cargo/bin`), to run the harness from another repository.
 //!
 //! No dependencies on purpose: this crate must build fast and before anything else.
 
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         "tidy" => tidy::run(&rest),
         "bench" => bench::run(&rest),
         "setup" => env::Env::prepare().map(|_| 0),
+        "install" => install(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <verify|report|test|lint|tidy|bench|setup> [ARGS]\n\n  \
@@ -50,7 +53,9 @@ fn main() -> ExitCode {
                  tidy [--bless]           the tree's rules (code map, module docs, spawners, protocol lock,\n                           \
                  no libtorch in the core crate); --bless records the protocol lock\n  \
                  bench [--quick]          time verify (cold, warm, after an edit) against plain Python\n  \
-                 setup                    only create .venv and check it"
+                 setup                    only create .venv and check it\n  \
+                 install [--root DIR]     build, then copy `harness` and `harness-run` into DIR/bin\n                           \
+                 (default ~/.cargo/bin): run `harness` in any repository"
             );
             return ExitCode::from(2);
         }
@@ -111,14 +116,52 @@ fn harness(command: &str, args: &[String]) -> Result<u8, String> {
     Ok(status.code().map(|c| c as u8).unwrap_or(2))
 }
 
+/// `cargo xtask install [--root DIR]`: build the release binaries against this checkout's
+/// libtorch and copy `harness` and `harness-run` into `DIR/bin` (default: cargo's own bin
+/// folder, `$CARGO_HOME/bin`, as `cargo install` uses). The binaries find libtorch in this
+/// checkout's `.venv` (their runpath), so the checkout stays where it is.
+fn install(args: &[String]) -> Result<u8, String> {
+    let root = match args {
+        [] => cargo_home().join("bin"),
+        [flag, dir] if flag == "--root" => PathBuf::from(dir).join("bin"),
+        _ => return Err("usage: cargo xtask install [--root DIR]".into()),
+    };
+    let env = env::Env::prepare()?;
+    let harness = env.build_harness()?;
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    for bin in [harness.clone(), harness.with_file_name("harness-run")] {
+        let to = root.join(bin.file_name().expect("a file"));
+        // Copy to a temporary name and rename: a running harness keeps its old file.
+        let tmp = to.with_extension("new");
+        std::fs::copy(&bin, &tmp)
+            .map_err(|e| format!("{} -> {}: {e}", bin.display(), tmp.display()))?;
+        std::fs::rename(&tmp, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        println!("install: {}", to.display());
+    }
+    println!(
+        "install: done; in your repository: write harness.toml (README: \"Your own repository\"), \
+         then `harness setup` and `harness verify`"
+    );
+    Ok(0)
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        })
+}
+
 /// Run the whole test suite with the environment the harness needs: the Rust tests, then the
 /// worker's pytest suite. Both run; the exit code is 1 if either failed.
 fn test(args: &[String]) -> Result<u8, String> {
     let env = env::Env::prepare()?;
     let mut cargo_args = vec!["test", "--workspace"];
     cargo_args.extend(args.iter().map(String::as_str));
-    // The integration tests build the core crate's `harness` binary themselves.
-    let cargo = env.cargo(&cargo_args);
+    // The integration tests build the core crate's `harness` binary themselves. Their
+    // snapshots hold the commands a user outside this checkout is told (`harness verify`).
+    let cargo = env::run(env.cargo_command(&cargo_args).env_remove("HARNESS_COMMAND"));
     let pytest = pytest(&env);
     let mut failed = false;
     match &cargo {

@@ -160,7 +160,11 @@ impl Runner {
     fn worker(&mut self, cx: &mut context::Clock) -> Result<&mut Worker, WorkerError> {
         if self.worker.is_none() {
             let t = std::time::Instant::now();
-            let w = Worker::spawn(&self.opts.python, self.opts.torch_threads)?;
+            let w = Worker::spawn(
+                &self.opts.python,
+                self.opts.torch_threads,
+                &self.opts.python_path,
+            )?;
             cx.start_ms += t.elapsed().as_secs_f64() * 1e3;
             self.torch = w.hello.torch.clone();
             self.python = w.hello.python.clone();
@@ -181,7 +185,10 @@ impl Runner {
         let worker = self.worker(clock).map_err(|e| {
             ErrorBody::new(
                 ErrorKind::Worker,
-                format!("{e} (is the virtual environment set up? `cargo xtask verify` makes it)"),
+                format!(
+                    "{e} (is the environment set up? `{} setup` installs what the worker needs)",
+                    harness::command()
+                ),
             )
         })?;
         let error = match f(worker, left) {

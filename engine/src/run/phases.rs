@@ -64,8 +64,10 @@ impl Runner {
             source,
             import,
             entry: case.spec.model.entry.clone(),
-            kwargs: case.spec.model.kwargs.clone(),
+            kwargs: case.resolved_kwargs(),
             eval: case.spec.model.eval,
+            weights: case.weights(),
+            weights_strict: case.spec.model.weights_strict,
             seed: cx.seed,
         };
         let loaded = self.call(&mut cx.clock, |w, timeout| w.load(&req, timeout))?;
@@ -188,6 +190,7 @@ impl Runner {
                 variants,
                 &samples.specs[0].dims,
                 &cx.artifact_dir,
+                case.artifact().as_deref(),
                 timeout,
             )
         })
@@ -340,8 +343,13 @@ impl Runner {
     /// Trace again on the first failing trace-shape sample and the first failing new-shape one.
     fn retraces(&mut self, cx: &mut CaseRun, variant: Variant) -> Result<Retraces, ErrorBody> {
         let failures = super::verdict::sample_failures(cx, variant);
-        if failures.first().is_some_and(|(_, f)| f.is_some()) {
-            return Ok(Retraces::default()); // diverges on the trace input: nothing to explain
+        // Diverging on the input it was made on, or (made elsewhere) on every input: no
+        // specialization to explain.
+        let on_s0 = failures.first().is_some_and(|(_, f)| f.is_some());
+        let groups: std::collections::BTreeSet<&Group> = failures.iter().map(|(g, _)| g).collect();
+        let everywhere = groups.len() > 1 && failures.iter().all(|(_, f)| f.is_some());
+        if (on_s0 && variant.def().made_on_trace_input) || everywhere {
+            return Ok(Retraces::default());
         }
         let first = |pred: &dyn Fn(&Group) -> bool| {
             failures.iter().position(|(g, f)| pred(g) && f.is_some())
@@ -349,21 +357,22 @@ impl Runner {
         let values = first(&|g| *g == Group::Values);
         let shapes = first(&|g| matches!(g, Group::Dim(_) | Group::Joint));
         Ok(Retraces {
-            values: values.map(|i| self.retrace(cx, i)).transpose()?,
-            shapes: shapes.map(|i| self.retrace(cx, i)).transpose()?,
+            values: values.map(|i| self.retrace(cx, variant, i)).transpose()?,
+            shapes: shapes.map(|i| self.retrace(cx, variant, i)).transpose()?,
         })
     }
 
     fn retrace(
         &mut self,
         cx: &mut CaseRun,
+        variant: Variant,
         i: usize,
     ) -> Result<(String, harness::worker::Retrace), ErrorBody> {
         let samples = cx.samples.as_ref().expect("made");
         let (case, input) = (&cx.case, samples.files[i].clone());
         let names = case.wire_names();
         let r = self.call(&mut cx.clock, |w, timeout| {
-            w.retrace(&case.name, &input, &names, timeout)
+            w.retrace(&case.name, &input, &names, variant.as_str(), timeout)
         })?;
         cx.clock.torch_ms += r.seconds * 1e3;
         let label = format!(
@@ -522,7 +531,8 @@ impl Runner {
         tensors::write_with_metadata(&file, &inputs, &meta)
             .map_err(|e| ErrorBody::new(ErrorKind::Io, format!("{e:#}")))?;
         let replay = format!(
-            "cargo xtask verify {} --seed {} --replay {}",
+            "{} verify {} --seed {} --replay {}",
+            harness::command(),
             shell_word(&cx.case.file.display().to_string()),
             cx.seed,
             shell_word(&file.display().to_string())

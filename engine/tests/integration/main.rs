@@ -6,6 +6,7 @@
 
 mod output;
 mod report;
+mod user_repo;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,7 @@ fn run_into(
             max_elements: None,
             replay: None,
             torch_threads: None,
+            python_path: Vec::new(),
         },
         snapshots,
         cache: None,
@@ -121,6 +123,7 @@ fn replay(case: &Path, input: &Path, seed: Option<u64>, out: &Path) -> Results {
         max_elements: None,
         replay: Some(input.to_path_buf()),
         torch_threads: None,
+        python_path: Vec::new(),
     };
     verify(&Request::new(vec![case.to_path_buf()], options), |_| {}).unwrap()
 }
@@ -247,6 +250,16 @@ fn shipped_cases_meet_their_expectations() {
                 "traced=pass scripted=xfail[script_compile_error]",
             ),
             ("scaled_by_width", "traced=pass scripted=pass"),
+            ("shipped_cell", "traced=pass scripted=pass shipped=pass"),
+            (
+                "shipped_gate",
+                "traced=xfail[control_flow_erasure] scripted=pass \
+                 shipped=xfail[control_flow_erasure]",
+            ),
+            (
+                "shipped_newer_torch",
+                "traced=pass scripted=pass shipped=xfail[artifact_incompatible]",
+            ),
         ],
     );
     let _ = none;
@@ -401,8 +414,13 @@ fn shipped_cases_meet_their_expectations() {
             assert_eq!(snap.state, expect, "{}/{v}: {snap:?}", c.name);
             assert!(snap.path.ends_with(&format!("{}__{v}.snap", c.name)));
         }
-        let both = c.variants.values().all(|r| r.export.ok) && c.variants.len() == 2;
-        assert_eq!(c.code_diff.is_some(), both, "{}", c.name);
+        let ok = |v: &str| c.variants[&Variant::named(v).unwrap()].export.ok;
+        assert_eq!(
+            c.code_diff.is_some(),
+            ok("traced") && ok("scripted"),
+            "{}",
+            c.name
+        );
     }
     // The traced-vs-scripted diff shows what tracing erased or baked in.
     let diff = |case: &str| {
@@ -480,6 +498,7 @@ fn counterexamples_replay() {
                 max_elements: None,
                 replay: Some(file.to_path_buf()),
                 torch_threads: None,
+                python_path: Vec::new(),
             },
             snapshots: Some(Policy {
                 dir: out.path().join("snapshots"),
@@ -564,7 +583,7 @@ fn bad_input_gets_one_clear_line_and_the_rest_still_runs() {
         (
             "unknown_field",
             "unknown_field.yaml:4:3: model: unknown field `evals`, expected one of `source`, \
-             `import`, `entry`, `kwargs`, `eval`; did you mean `eval`?",
+             `import`, `entry`, `kwargs`, `eval`, `weights`, `weights_strict`; did you mean `eval`?",
             true,
         ),
         (
@@ -595,7 +614,7 @@ fn bad_input_gets_one_clear_line_and_the_rest_still_runs() {
         ),
         (
             "outside_repo",
-            "(model files must stay inside the repository)",
+            "(model files must stay inside the repository, or under one of harness.toml's `roots`)",
             true,
         ),
         (
@@ -1236,7 +1255,7 @@ fn same_model_in_two_folders_gives_identical_snapshots() {
         .clone()
         .unwrap();
     assert!(raw.contains("__torch__.nt_model.Out"), "{raw}");
-    for v in Variant::all() {
+    for v in Variant::defaults() {
         let file = format!("nt__{v}.snap");
         let sa = std::fs::read_to_string(snaps_a.join(&file)).unwrap();
         let sb = std::fs::read_to_string(snaps_b.join(&file)).unwrap();
@@ -1300,6 +1319,7 @@ fn cache_reruns_only_what_changed_and_jobs_agree() {
                 max_elements: None,
                 replay: None,
                 torch_threads: None,
+                python_path: Vec::new(),
             },
         );
         req.cache = Some(harness::cache::Cache {

@@ -14,6 +14,7 @@ and one entry in EXPORTERS, e.g.
 import copy
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ class Exporter:
     make: MakeFn
     error_kind: ErrorKind = ErrorKind.EXPORT_ERROR
     options: frozenset[str] = frozenset()
+    # The artifact is the file named by the `path` option, copied byte for byte (a shipped
+    # file: saving it again with this torch could hide what the file itself holds).
+    keep_file: bool = False
 
 
 def _trace(
@@ -53,9 +57,18 @@ def _script(
     return torch.jit.script(fresh)
 
 
+def _load_artifact(
+    fresh: torch.nn.Module, inputs: tuple[Input, ...], options: dict[str, Any]
+) -> torch.jit.ScriptModule:
+    """A shipped TorchScript file, as the team deploys it (its code is described and
+    snapshotted; the file itself is what libtorch runs)."""
+    return torch.jit.load(options["path"], map_location="cpu")
+
+
 EXPORTERS: dict[str, Exporter] = {
     "trace": Exporter(_trace, ErrorKind.TRACE_ERROR, frozenset({"check_trace", "check_tolerance", "strict"})),
     "script": Exporter(_script, ErrorKind.SCRIPT_COMPILE_ERROR),
+    "artifact": Exporter(_load_artifact, ErrorKind.ARTIFACT_LOAD, frozenset({"path"}), keep_file=True),
 }
 
 
@@ -136,7 +149,10 @@ def export_variant(
         try:
             fresh = copy.deepcopy(model)
             artifact = variant.exporter.make(fresh, tuple(inputs), variant.options)
-            artifact.save(path)
+            if variant.exporter.keep_file:
+                shutil.copyfile(variant.options["path"], path)
+            else:
+                artifact.save(path)
             entry, walk = _describe(artifact, path)
         except HarnessError:
             raise
@@ -149,19 +165,23 @@ def export_variant(
 
 def export_all(
     model: torch.nn.Module, inputs: list[Input], variants: list[Variant], out_dir: str, dims: dict[str, Any]
-) -> tuple[dict[str, Any], Walk | None]:
-    """An `export` reply body, and the walk of the first `trace` variant's graph (None when there
-    is none or it failed). The evidence compares the first `trace` and first `script` variants."""
+) -> tuple[dict[str, Any], dict[str, Walk]]:
+    """An `export` reply body, and the walk of each exported variant's graph, by name (a re-trace
+    is compared with its variant's). The evidence compares the first `trace` and first `script`
+    variants."""
     os.makedirs(out_dir, exist_ok=True)
     before = state_digest(model)
     exports: dict[str, Any] = {}
     first: dict[str, Walk | None] = {}  # method -> the walk of its first variant
+    walks: dict[str, Walk] = {}
     for variant in variants:
         exports[variant.name], walk = export_variant(model, inputs, variant, out_dir)
         first.setdefault(variant.method, walk)
+        if walk is not None:
+            walks[variant.name] = walk
     reply = {
         "exports": exports,
         "eager_state_changed": before != state_digest(model),
         "evidence": static_evidence(first.get("trace"), first.get("script"), dims),
     }
-    return reply, first.get("trace")
+    return reply, walks

@@ -26,7 +26,7 @@ class Worker:
         self.loader = ModelLoader()
         self.models: dict[str, torch.nn.Module] = {}  # case -> model
         # case -> (signature of the first trace variant's graph, that variant's options)
-        self.trace_sigs: dict[str, tuple[TraceSig, dict[str, Any]]] = {}
+        self.trace_sigs: dict[tuple[str, str], tuple[TraceSig, dict[str, Any]]] = {}
         self.eager_calls = 0  # names each eager call's output file
 
     def _model(self, req: dict[str, Any]) -> torch.nn.Module:
@@ -63,19 +63,22 @@ class Worker:
         model = self._model(req)
         variants = parse_variants(req["variants"])
         inputs = load_inputs(req["input"], req["names"])
-        reply, traced = export_all(model, inputs, variants, req["out_dir"], req.get("dims") or {})
-        if traced is not None:
-            options = next(v.options for v in variants if v.method == "trace")
-            self.trace_sigs[req["case"]] = ((traced.ops, traced.consts), options)
+        reply, walks = export_all(model, inputs, variants, req["out_dir"], req.get("dims") or {})
+        # A re-trace is made as the first trace variant was, and compared with the graph of the
+        # variant it explains (a fresh trace, or a shipped file made elsewhere).
+        options = next((v.options for v in variants if v.method == "trace"), {})
+        for name, walk in walks.items():
+            self.trace_sigs[(req["case"], name)] = ((walk.ops, walk.consts), options)
         return reply
 
     def op_retrace(self, req: dict[str, Any]) -> dict[str, Any]:
         """Trace again on another input (as the first trace variant was made) and say how the
         recorded graph differs."""
         model = self._model(req)
-        if req["case"] not in self.trace_sigs:
-            raise HarnessError(ErrorKind.PROTOCOL, "retrace before a successful trace")
-        sig, options = self.trace_sigs[req["case"]]
+        key = (req["case"], req["variant"])
+        if key not in self.trace_sigs:
+            raise HarnessError(ErrorKind.PROTOCOL, f"retrace of {req['variant']!r} before it was exported")
+        sig, options = self.trace_sigs[key]
         inputs = load_inputs(req["input"], req["names"])
         start = time.perf_counter()
         with capture_warnings():

@@ -1,4 +1,4 @@
-"""op_load, op_export (protocol 3), op_retrace and op_eager end to end, in process."""
+"""op_load, op_export (protocol 5), op_retrace and op_eager end to end, in process."""
 
 import os
 from collections.abc import Callable
@@ -99,7 +99,7 @@ def test_both_variants(loaded: Load, write_inputs: Callable[..., dict[str, str]]
 
     # The re-trace compares with the first trace variant's graph.
     other = write_inputs({"s1": {"x": torch.ones(7, 3)}}, "other.safetensors")
-    retrace = worker.op_retrace({"case": case, "input": other, "names": ["x"]})
+    retrace = worker.op_retrace({"case": case, "input": other, "names": ["x"], "variant": "traced"})
     assert retrace["traced"] and retrace["same_ops"]
     assert {(c["before"], c["after"]) for c in retrace["changed_constants"]} == {("5", "7")}
 
@@ -215,7 +215,7 @@ def test_eager_and_retrace_before_trace(
     worker, case, _ = loaded(BRANCHY)
     ref = write_inputs({"s0": {"x": torch.ones(5, 3)}, "s1": {"x": -torch.ones(2, 3)}})
     with pytest.raises(HarnessError) as info:
-        worker.op_retrace({"case": case, "input": ref, "names": ["x"]})
+        worker.op_retrace({"case": case, "input": ref, "names": ["x"], "variant": "traced"})
     assert info.value.kind is ErrorKind.PROTOCOL
     samples = [{"id": s, "input": {"file": ref["file"], "sample": s}} for s in ("s0", "s1")]
     reply = worker.op_eager(
