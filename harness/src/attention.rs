@@ -29,6 +29,18 @@ pub enum Kind {
 pub struct Warning {
     pub kind: Kind,
     pub text: String,
+    /// What a finding's evidence would name if it cites this warning: `file:line` or the device.
+    pub cites: String,
+}
+
+impl Warning {
+    /// Already said by one of the variant's findings (its location or evidence names it).
+    pub fn cited_by(&self, v: &VariantResult) -> bool {
+        v.findings.iter().any(|f| {
+            f.location.as_deref() == Some(self.cites.as_str())
+                || f.evidence.iter().any(|e| e.contains(&self.cites))
+        })
+    }
 }
 
 /// The variant's warnings, deduplicated, user code first. `short` shortens file paths.
@@ -44,6 +56,7 @@ pub fn warnings(
     out.extend(v.not_judged.iter().map(|w| Warning {
         kind: Kind::NotJudged,
         text: w.clone(),
+        cites: w.clone(),
     }));
     // A pin no probe could judge is already a `not_judged` warning that names it.
     if v.not_judged.is_empty() {
@@ -71,18 +84,15 @@ fn export_warnings(v: &VariantResult, short: &dyn Fn(&str) -> String) -> Vec<War
                 format!(": `{}`", w.source_line.trim())
             };
             let message = w.message.lines().next().unwrap_or_default().trim();
+            let at = format!("{}:{}", short(&w.file), w.line);
             Warning {
                 kind: if is_library(&w.file) {
                     Kind::Library
                 } else {
                     Kind::UserCode
                 },
-                text: format!(
-                    "{} at {}:{}{times}{source}: {message}",
-                    w.category,
-                    short(&w.file),
-                    w.line
-                ),
+                text: format!("{} at {at}{times}{source}: {message}", w.category),
+                cites: at,
             }
         })
         .collect()
@@ -118,6 +128,7 @@ fn device_pins(case: &CaseResult, variant: Variant) -> Vec<Warning> {
                          device this artifact may keep work on {} or fail",
                         device_name(&device)
                     ),
+                    cites: device.clone(),
                 });
             }
         }

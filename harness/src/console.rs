@@ -44,11 +44,13 @@ impl Default for Console {
 
 /// A green variant's warnings (tracer warnings at the user's lines first, device pins only its
 /// graph has), at most `MAX_WARNING_LINES` and a count of the rest. Checks not judged have their
-/// own `WARN` line; a divergent variant shows these as its findings' evidence instead.
+/// own `WARN` line; a warning a finding cites (an xfail's evidence) is not said twice, and a
+/// divergent variant shows these as its findings' evidence instead.
 fn warning_lines(case: &CaseResult, variant: Variant, lines: &mut Vec<String>) {
     let warnings: Vec<_> = crate::attention::warnings(case, variant, &crate::diagnose::short_path)
         .into_iter()
         .filter(|w| w.kind != crate::attention::Kind::NotJudged)
+        .filter(|w| !case.variants.get(&variant).is_some_and(|v| w.cited_by(v)))
         .collect();
     for w in warnings.iter().take(MAX_WARNING_LINES) {
         lines.push(format!("{INDENT}warning: {}", clip(&w.text, 200)));
@@ -391,6 +393,15 @@ mod tests {
             &with("fail", vec![warning("m.py", 3)]),
             &["FAIL   c/traced: m  (0 ms)"],
         );
+        // An xfail's finding that cites the warning says it already.
+        let mut cited = with("xfail", vec![warning("m.py", 3), warning("m.py", 4)]);
+        let v = cited.variants.values_mut().next().unwrap();
+        v.findings = serde_json::from_value(serde_json::json!([{"pitfall": "control_flow_erasure",
+            "summary": "s", "evidence": ["TracerWarning at m.py:3: `if x.sum() > 0:`"], "hint": "h"}]))
+        .unwrap();
+        let lines = Console::plain().case_lines(&cited);
+        let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("warning:")).collect();
+        assert_eq!(warnings, ["         warning: TracerWarning at m.py:4: `if x.sum() > 0:`: Converting a tensor to a Python boolean"]);
     }
 
     #[test]

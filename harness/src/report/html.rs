@@ -405,10 +405,10 @@ fn base64(bytes: &[u8]) -> String {
         let n = chunk
             .iter()
             .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
             } else {
                 out.push('=');
             }
@@ -1217,7 +1217,7 @@ mod tests {
                 let n = c
                     .iter()
                     .enumerate()
-                    .fold(0u32, |n, (i, b)| n | u32::from(*b) << (18 - 6 * i));
+                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (18 - 6 * i)));
                 (0..c.len() - 1).map(move |i| (n >> (16 - 8 * i)) as u8)
             })
             .collect()

@@ -24,6 +24,21 @@ pub fn relative(results: &Results) -> Results {
     out
 }
 
+/// The texts whose paths are shown relative to the case's folder too: messages, evidence,
+/// tracebacks, warnings. Commands and artifact paths (`replay`, `artifact`, a snapshot's `path`)
+/// stay relative to the root, where they are run from.
+const CASE_RELATIVE: [&str; 9] = [
+    "message",
+    "traceback",
+    "evidence",
+    "summary",
+    "location",
+    "detail",
+    "notes",
+    "not_judged",
+    "file",
+];
+
 fn relative_case(c: &CaseResult, root: Option<&str>) -> Option<CaseResult> {
     let mut prefixes = Vec::new();
     if let Some(r) = root {
@@ -31,11 +46,11 @@ fn relative_case(c: &CaseResult, root: Option<&str>) -> Option<CaseResult> {
     }
     let file = strip_all(&c.file, &prefixes);
     let dir = Path::new(&file).parent().map(|d| d.display().to_string());
-    if let Some(d) = dir.filter(|d| !d.is_empty() && !d.starts_with('/')) {
-        prefixes.push(format!("{d}/"));
-    }
+    let case_dir = dir
+        .filter(|d| !d.is_empty() && !d.starts_with('/'))
+        .map(|d| format!("{d}/"));
     let mut value = serde_json::to_value(c).ok()?;
-    strip_value(&mut value, &prefixes);
+    strip_value(&mut value, &prefixes, case_dir.as_deref(), false);
     let mut out: CaseResult = serde_json::from_value(value).ok()?;
     out.file = file;
     out.model = c.model.clone();
@@ -97,12 +112,28 @@ fn common_folder<'a>(paths: impl Iterator<Item = &'a String>) -> Option<String> 
     (c.len() > 1).then_some(c)
 }
 
-fn strip_value(v: &mut serde_json::Value, prefixes: &[String]) {
+/// Strip `prefixes` from every string, and `case_dir` too under the `CASE_RELATIVE` keys.
+fn strip_value(
+    v: &mut serde_json::Value,
+    prefixes: &[String],
+    case_dir: Option<&str>,
+    texts: bool,
+) {
     use serde_json::Value;
     match v {
-        Value::String(s) => *s = strip_all(s, prefixes),
-        Value::Array(a) => a.iter_mut().for_each(|x| strip_value(x, prefixes)),
-        Value::Object(o) => o.values_mut().for_each(|x| strip_value(x, prefixes)),
+        Value::String(s) => {
+            *s = strip_all(s, prefixes);
+            if let Some(d) = case_dir.filter(|_| texts) {
+                *s = strip_prefix_everywhere(s, d);
+            }
+        }
+        Value::Array(a) => a
+            .iter_mut()
+            .for_each(|x| strip_value(x, prefixes, case_dir, texts)),
+        Value::Object(o) => o.iter_mut().for_each(|(k, x)| {
+            let texts = CASE_RELATIVE.contains(&k.as_str());
+            strip_value(x, prefixes, case_dir, texts)
+        }),
         _ => {}
     }
 }
@@ -176,6 +207,16 @@ mod tests {
             "  File \"models/m.py\", line 3",
         );
         check(&results(Some("/w/p"), vec![c.clone()]), expect);
+        // A command keeps the path it is run with, from the root.
+        let mut with_replay = c.clone();
+        with_replay.notes = vec!["see /w/p/cases/models/m.py".into()];
+        with_replay.description = Some("cargo xtask verify /w/p/cases/c.yaml".into());
+        let r = &relative(&results(Some("/w/p"), vec![with_replay])).cases[0];
+        assert_eq!(r.notes, ["see models/m.py"]);
+        assert_eq!(
+            r.description.as_deref(),
+            Some("cargo xtask verify cases/c.yaml")
+        );
         // Without a recorded root: inferred from the source, the case folder and the origin.
         check(&results(None, vec![c.clone()]), expect);
         assert_eq!(root(&results(None, vec![c])).as_deref(), Some("/w/p"));
