@@ -117,6 +117,13 @@ fn device_pins(case: &CaseResult, variant: Variant) -> Vec<Warning> {
         .filter(|(o, _)| o.diff_base() == Some(variant))
         .map(|(o, r)| (*o, r))
         .collect();
+    // A probe that ran and saw the variant follow eager has judged the pin; say so.
+    let consequence = match &mine.device_check {
+        Some(d) if !d.flagged && !d.detail.starts_with("not run") => {
+            format!("the {} probe saw it behave as eager does", d.device)
+        }
+        _ => "on another device this artifact may keep work on {} or fail".to_string(),
+    };
     let mut out = Vec::new();
     for device in devices(mine) {
         for (o, r) in &others {
@@ -124,9 +131,8 @@ fn device_pins(case: &CaseResult, variant: Variant) -> Vec<Warning> {
                 out.push(Warning {
                     kind: Kind::DevicePin,
                     text: format!(
-                        "the {variant} graph pins {device}, the {o} graph does not: on another \
-                         device this artifact may keep work on {} or fail",
-                        device_name(&device)
+                        "the {variant} graph pins {device}, the {o} graph does not: {}",
+                        consequence.replace("{}", device_name(&device))
                     ),
                     cites: device.clone(),
                 });
@@ -233,6 +239,22 @@ mod tests {
         );
         // The scripted graph is not diffed against anything: no pin to compare.
         check(&c, "scripted", &[]);
+        // A probe that saw the variant follow eager says so.
+        let t = c
+            .variants
+            .get_mut(&Variant::named("traced").unwrap())
+            .unwrap();
+        t.export.warnings.clear();
+        t.device_check = Some(crate::diagnose::DeviceCheck {
+            device: "meta".into(),
+            flagged: false,
+            detail: "on meta, traced returns a float32 tensor like eager".into(),
+        });
+        check(
+            &c,
+            "traced",
+            &["the traced graph pins device(\"cpu\"), the scripted graph does not: the meta probe saw it behave as eager does"],
+        );
         // A pin no probe could judge is said once, by `not_judged`.
         let t = c
             .variants

@@ -271,7 +271,7 @@ fn picture(results: &Results, rows: &[Row]) -> Picture {
     }
     pitfalls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut slow: Vec<&CaseResult> = results.cases.iter().collect();
-    slow.sort_by(|a, b| b.duration_ms.cmp(&a.duration_ms));
+    slow.sort_by_key(|c| std::cmp::Reverse(c.duration_ms));
     let top = slow.first().map_or(1, |c| c.duration_ms.max(1));
     let slowest = slow
         .into_iter()
@@ -1089,14 +1089,14 @@ mod tests {
         assert!(page.contains("snapshots&#x2f;c&#x2f;traced.code"));
     }
 
-    /// A results file of these cases: (name, duration ms, [(variant, outcome, pitfall, warning
-    /// file)]); no variants makes a case error.
-    fn corpus(cases: &[(&str, u64, &[(&str, &str, Option<&str>, Option<&str>)])]) -> Results {
-        let case = |(name, ms, variants): &(
-            &str,
-            u64,
-            &[(&str, &str, Option<&str>, Option<&str>)],
-        )| {
+    /// A variant for `corpus`: (variant, outcome, pitfall, warning file).
+    type V<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
+    /// A case for `corpus`: (name, duration ms, variants).
+    type C<'a> = (&'a str, u64, &'a [V<'a>]);
+
+    /// A results file of these cases; no variants makes a case error.
+    fn corpus(cases: &[C<'_>]) -> Results {
+        let case = |(name, ms, variants): &C<'_>| {
             let variants: serde_json::Map<String, serde_json::Value> = variants
                 .iter()
                 .map(|(v, outcome, pitfall, warning)| {
@@ -1176,9 +1176,8 @@ mod tests {
     fn quiet_cases_of_a_corpus_are_compressed_whole() {
         use std::io::Read;
         let names: Vec<String> = (0..LAZY_FROM).map(|i| format!("q{i}")).collect();
-        let quiet: &[(&str, &str, Option<&str>, Option<&str>)] = &[("traced", "pass", None, None)];
-        let mut spec: Vec<(&str, u64, &[(&str, &str, Option<&str>, Option<&str>)])> =
-            names.iter().map(|n| (n.as_str(), 1, quiet)).collect();
+        let quiet: &[V<'_>] = &[("traced", "pass", None, None)];
+        let mut spec: Vec<C<'_>> = names.iter().map(|n| (n.as_str(), 1, quiet)).collect();
         spec.push(("broken", 1, &[("traced", "fail", None, None)]));
         let page = render(&corpus(&spec), None).unwrap();
         assert_eq!(
