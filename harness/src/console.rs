@@ -14,6 +14,9 @@ use crate::snapshot::paint_diff;
 
 const INDENT: &str = "         ";
 
+/// Warning lines shown under a PASS or XFAIL line; the rest are counted in one more line.
+const MAX_WARNING_LINES: usize = 2;
+
 /// Diff lines shown in the terminal per diff; the whole diff is in results.json.
 const MAX_DIFF_LINES: usize = 60;
 
@@ -36,6 +39,27 @@ impl Default for Console {
         Console {
             color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         }
+    }
+}
+
+/// A green variant's warnings (tracer warnings at the user's lines first, device pins only its
+/// graph has), at most `MAX_WARNING_LINES` and a count of the rest. Checks not judged have their
+/// own `WARN` line; a warning a finding cites (an xfail's evidence) is not said twice, and a
+/// divergent variant shows these as its findings' evidence instead.
+fn warning_lines(case: &CaseResult, variant: Variant, lines: &mut Vec<String>) {
+    let warnings: Vec<_> = crate::attention::warnings(case, variant, &crate::diagnose::short_path)
+        .into_iter()
+        .filter(|w| w.kind != crate::attention::Kind::NotJudged)
+        .filter(|w| !case.variants.get(&variant).is_some_and(|v| w.cited_by(v)))
+        .collect();
+    for w in warnings.iter().take(MAX_WARNING_LINES) {
+        lines.push(format!("{INDENT}warning: {}", clip(&w.text, 200)));
+    }
+    if warnings.len() > MAX_WARNING_LINES {
+        lines.push(format!(
+            "{INDENT}warning: … {} more in the report",
+            warnings.len() - MAX_WARNING_LINES
+        ));
     }
 }
 
@@ -127,6 +151,9 @@ impl Console {
                     case.name,
                     clip(w, 400)
                 ));
+            }
+            if v.outcome.is_ok() {
+                warning_lines(case, *variant, &mut lines);
             }
             if v.outcome != Outcome::Pass {
                 self.finding_lines(v, &mut lines);
@@ -331,6 +358,53 @@ mod tests {
     #[track_caller]
     fn check(case: &CaseResult, expect: &[&str]) {
         assert_eq!(Console::plain().case_lines(case), expect);
+    }
+
+    /// A passing variant's warnings are printed under it: user code first, deduplicated, at most
+    /// two and a count; a failing one shows them as evidence instead.
+    #[test]
+    fn warnings_under_green_variants() {
+        let warning = |file: &str, line: u32| {
+            serde_json::json!({"category": "TracerWarning", "message": "Converting a tensor to a Python boolean\nmore",
+                "file": file, "line": line, "source_line": "if x.sum() > 0:", "count": 1})
+        };
+        let with = |outcome: &str, warnings: Vec<serde_json::Value>| {
+            let mut c = case(outcome, serde_json::Value::Null, None);
+            let v = c.variants.values_mut().next().unwrap();
+            v.export.warnings = serde_json::from_value(serde_json::Value::Array(warnings)).unwrap();
+            c
+        };
+        let lib = warning("/v/lib/python3.11/site-packages/torch/f.py", 9);
+        check(
+            &with("pass", vec![lib.clone(), warning("m.py", 3), warning("m.py", 3)]),
+            &[
+                "PASS   c/traced: m  (0 ms)",
+                "         warning: TracerWarning at m.py:3: `if x.sum() > 0:`: Converting a tensor to a Python boolean",
+                "         warning: TracerWarning at /v/lib/python3.11/site-packages/torch/f.py:9: `if x.sum() > 0:`: Converting a tensor to a Python boolean",
+            ],
+        );
+        check(
+            &with("xfail", vec![warning("m.py", 3), warning("m.py", 4), lib.clone()]),
+            &[
+                "XFAIL  c/traced: m  (0 ms)",
+                "         warning: TracerWarning at m.py:3: `if x.sum() > 0:`: Converting a tensor to a Python boolean",
+                "         warning: TracerWarning at m.py:4: `if x.sum() > 0:`: Converting a tensor to a Python boolean",
+                "         warning: … 1 more in the report",
+            ],
+        );
+        check(
+            &with("fail", vec![warning("m.py", 3)]),
+            &["FAIL   c/traced: m  (0 ms)"],
+        );
+        // An xfail's finding that cites the warning says it already.
+        let mut cited = with("xfail", vec![warning("m.py", 3), warning("m.py", 4)]);
+        let v = cited.variants.values_mut().next().unwrap();
+        v.findings = serde_json::from_value(serde_json::json!([{"pitfall": "control_flow_erasure",
+            "summary": "s", "evidence": ["TracerWarning at m.py:3: `if x.sum() > 0:`"], "hint": "h"}]))
+        .unwrap();
+        let lines = Console::plain().case_lines(&cited);
+        let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("warning:")).collect();
+        assert_eq!(warnings, ["         warning: TracerWarning at m.py:4: `if x.sum() > 0:`: Converting a tensor to a Python boolean"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 // moved once per failed case, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod attention;
 pub mod cache;
 pub mod case;
 pub mod cli;

@@ -40,6 +40,9 @@ pub struct Results {
     /// When the run started, RFC 3339 UTC (`2026-11-22T00:17:24Z`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// The folder the run was started in (the project root): reports show paths relative to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// False when the run was cut short.
     pub complete: bool,
     pub cases: Vec<CaseResult>,
@@ -605,6 +608,7 @@ mod tests {
             seed: None,
             duration_ms: 0,
             started_at: None,
+            root: None,
             complete: true,
             cases,
         }

@@ -74,6 +74,9 @@ pub fn results(
         seed: req.options.seed,
         duration_ms: start.elapsed().as_millis() as u64,
         started_at: Some(started_at),
+        root: std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
         complete,
         cases,
     }

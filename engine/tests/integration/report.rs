@@ -64,7 +64,9 @@ fn report_of_the_shipped_cases_shows_every_case_finding_and_code_diff() {
     let out = tempfile::tempdir().unwrap();
     let (results, html) = render_shipped(out.path());
     assert_self_contained(&html);
-    let sections = sections(&html);
+    let mut sections = sections(&html);
+    // The page opens on the cases that need attention; compare in case order.
+    sections.sort_by_key(|(n, _)| results.cases.iter().position(|c| c.name == *n));
     assert_eq!(
         sections.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
         results
@@ -75,16 +77,28 @@ fn report_of_the_shipped_cases_shows_every_case_finding_and_code_diff() {
     );
     // The matrix: one row per case and variant, with its outcome.
     let rows = regex::Regex::new(r#"<tr data-outcome="([a-z-]+)""#).unwrap();
-    let outcomes: Vec<&str> = rows
+    let mut outcomes: Vec<&str> = rows
         .captures_iter(&html)
         .map(|c| c.get(1).unwrap().as_str())
         .collect();
-    let expected: Vec<String> = results
+    let mut expected: Vec<String> = results
         .cases
         .iter()
         .flat_map(|c| c.variants.values())
         .map(|v| v.outcome.label().to_lowercase())
         .collect();
+    // Rows that need attention come first: fail/xpass/error before green ones.
+    let green = |o: &str| o == "pass" || o == "xfail";
+    let first_green = outcomes
+        .iter()
+        .position(|o| green(o))
+        .unwrap_or(outcomes.len());
+    assert!(
+        outcomes[first_green..].iter().all(|o| green(o)),
+        "{outcomes:?}"
+    );
+    outcomes.sort();
+    expected.sort();
     assert_eq!(outcomes, expected);
 
     let mut diffs = 0;
@@ -528,9 +542,14 @@ fn report_renders_in_headless_chromium_and_filters() {
         .count();
     assert!(xfail > 0 && xfail < total);
 
-    // Unfiltered: every row shows, and the console holds only the page's own ready line.
+    // Unfiltered: every row shows (quiet ones in a closed fold), and the console holds only the
+    // page's own ready line.
     let (dom, log) = headless(&browser, &page, &["--dump-dom"]);
     assert_eq!(visible_rows(&dom).len(), total, "{log}");
+    assert!(
+        dom.contains(r#"<details class="fold" id="passing">"#),
+        "the fold is open"
+    );
     let console = console_lines(&log);
     assert_eq!(
         console.len(),
@@ -550,6 +569,19 @@ fn report_renders_in_headless_chromium_and_filters() {
     assert_eq!(rows.len(), xfail, "{log}");
     assert!(rows.iter().all(|(o, _)| o == "xfail"));
     assert!(dom.contains(&format!("{xfail} of {total} shown")));
+    // The filter opens the fold of quiet rows when it holds an xfail one, else hides it.
+    let quiet_xfail = results.cases.iter().any(|c| {
+        c.variants.iter().any(|(v, r)| {
+            r.outcome == Outcome::Xfail
+                && harness::attention::warnings(c, *v, &str::to_string).is_empty()
+        })
+    });
+    let fold = if quiet_xfail {
+        r#"id="passing" open="">"#
+    } else {
+        r#"id="passing" hidden="">"#
+    };
+    assert!(dom.contains(fold), "{fold}");
     let console = console_lines(&log);
     assert!(
         console.len() == 1 && console[0].contains("filter xfail"),

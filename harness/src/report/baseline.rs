@@ -254,6 +254,7 @@ mod tests {
             seed: None,
             duration_ms: 0,
             started_at: None,
+            root: None,
             complete: true,
             cases: cases
                 .iter()

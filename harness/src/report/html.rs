@@ -15,12 +15,15 @@ use minijinja::{context, Environment};
 use serde::Serialize;
 use similar::{ChangeTag, TextDiff};
 
+use crate::attention;
 use crate::case::Variant;
 use crate::error::ErrorBody;
 use crate::report::baseline::{self, Regression};
+use crate::report::paths;
 use crate::results::{CaseResult, CaseStatus, Outcome, Results, SpecInfo, VariantResult};
 
 const TEMPLATE: &str = include_str!("../../templates/report.html");
+const CASE_BODY: &str = include_str!("../../templates/case_body.html");
 
 /// The outcome filters, in display order: (value, label).
 const OUTCOMES: [(&str, &str); 6] = [
@@ -52,7 +55,18 @@ struct Row {
     time: String,
     /// `new failure` / `fixed`, against the baseline.
     regression: Option<&'static str>,
+    /// Tracer warnings, device pins and checks not judged (see `attention`).
+    warnings: usize,
+    /// 0 a new failure, 1 fails the gate, 2 green with warnings, 3 nothing to look at.
+    rank: u8,
 }
+
+/// Rows ranked below this need attention; the page opens on them.
+const QUIET: u8 = 3;
+
+/// From this many cases that need no attention on, their details are compressed into the
+/// page and inflated when opened (a small report keeps everything inline).
+const LAZY_FROM: usize = 100;
 
 #[derive(Serialize)]
 struct Seg {
@@ -130,6 +144,8 @@ struct VariantView<'a> {
     time: String,
     v: &'a VariantResult,
     warnings: Vec<Warning>,
+    /// Device pins only this variant's graph has.
+    pins: Vec<String>,
     regression: Option<&'static str>,
 }
 
@@ -149,7 +165,7 @@ struct CaseView<'a> {
     notes: &'a [String],
     /// Space-separated outcome values of its rows, for the filter.
     outcomes: String,
-    /// Open by default: something other than `pass`.
+    /// Open by default: it needs attention (see `Row::rank`).
     open: bool,
     variant_names: Vec<String>,
     grid: Vec<GridRow>,
@@ -161,6 +177,12 @@ struct CaseView<'a> {
     code_diff_names: Option<(String, String)>,
     snapshots: Vec<Snapshot>,
     code_changes: Vec<(String, Vec<UniLine>)>,
+    /// The lowest rank of its rows (see `Row::rank`).
+    rank: u8,
+    /// Warnings over its variants.
+    warnings: usize,
+    /// Its body is in the compressed block, rendered when opened.
+    lazy: bool,
 }
 
 #[derive(Serialize)]
@@ -181,19 +203,118 @@ struct RegressionView<'a> {
     min_ms: String,
 }
 
-/// Render the report page.
-pub fn render(results: &Results, regression: Option<&Regression>) -> anyhow::Result<String> {
+#[derive(Serialize)]
+struct Bar {
+    variant: String,
+    total: usize,
+    /// (outcome value, label, count), non-zero counts only.
+    parts: Vec<(&'static str, &'static str, usize)>,
+}
+
+#[derive(Serialize)]
+struct Slow {
+    case: String,
+    anchor: String,
+    time: String,
+    /// Width of its bar, percent of the slowest.
+    width: u64,
+}
+
+/// The summary picture: outcomes per variant, pitfall counts, the slowest cases.
+#[derive(Serialize)]
+struct Picture {
+    bars: Vec<Bar>,
+    pitfalls: Vec<(String, usize)>,
+    slowest: Vec<Slow>,
+}
+
+fn picture(results: &Results, rows: &[Row]) -> Picture {
+    let mut names: Vec<String> = Vec::new();
+    for r in rows {
+        if !names.contains(&r.variant) {
+            names.push(r.variant.clone());
+        }
+    }
+    let bars = names
+        .into_iter()
+        .map(|variant| {
+            let mine: Vec<&Row> = rows.iter().filter(|r| r.variant == variant).collect();
+            let parts = OUTCOMES
+                .iter()
+                .map(|(value, label)| {
+                    (
+                        *value,
+                        *label,
+                        mine.iter().filter(|r| r.outcome == *value).count(),
+                    )
+                })
+                .filter(|p| p.2 > 0)
+                .collect();
+            let variant = if variant == "—" {
+                "cases that did not run".into()
+            } else {
+                variant
+            };
+            Bar {
+                variant,
+                total: mine.len(),
+                parts,
+            }
+        })
+        .collect();
+    let mut pitfalls: Vec<(String, usize)> = Vec::new();
+    for p in rows.iter().flat_map(|r| &r.pitfalls) {
+        match pitfalls.iter_mut().find(|(id, _)| id == p) {
+            Some((_, n)) => *n += 1,
+            None => pitfalls.push((p.clone(), 1)),
+        }
+    }
+    pitfalls.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut slow: Vec<&CaseResult> = results.cases.iter().collect();
+    slow.sort_by_key(|c| std::cmp::Reverse(c.duration_ms));
+    let top = slow.first().map_or(1, |c| c.duration_ms.max(1));
+    let slowest = slow
+        .into_iter()
+        .take(10)
+        .map(|c| Slow {
+            case: c.name.clone(),
+            anchor: anchor(&c.name),
+            time: ms(c.duration_ms as f64),
+            width: c.duration_ms * 100 / top,
+        })
+        .collect();
+    Picture {
+        bars,
+        pitfalls,
+        slowest,
+    }
+}
+
+fn environment() -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
     env.add_filter("anchor", |case: String| anchor(&case));
     env.add_template("report.html", TEMPLATE)?;
-    let tmpl = env.get_template("report.html")?;
+    env.add_template("case_body.html", CASE_BODY)?;
+    Ok(env)
+}
 
+/// Render the report page.
+pub fn render(results: &Results, regression: Option<&Regression>) -> anyhow::Result<String> {
+    let env = environment()?;
+    let results = &paths::relative(results);
     let mut rows = Vec::new();
     let mut cases = Vec::new();
     for c in &results.cases {
         rows.extend(case_rows(c, regression));
         cases.push(case_view(c, regression));
     }
+    // Stable: within a rank, cases keep their order.
+    rows.sort_by_key(|r| r.rank);
+    cases.sort_by_key(|c| c.rank);
+    let quiet = cases.iter().filter(|c| c.rank >= QUIET).count();
+    let lazy = lazy_bodies(&env, &mut cases, quiet >= LAZY_FROM)?;
     let counts: Vec<Count> = OUTCOMES
         .iter()
         .map(|(value, label)| Count {
@@ -203,7 +324,33 @@ pub fn render(results: &Results, regression: Option<&Regression>) -> anyhow::Res
         })
         .collect();
     let gate = baseline::gate(results, regression);
-    let regression = regression.map(|r| RegressionView {
+    let page = env.get_template("report.html")?.render(context! {
+        results => results,
+        seed => results.seed.map(|s| s.to_string()).unwrap_or_else(|| "per case (check.seed)".into()),
+        duration => format!("{:.1} s", results.duration_ms as f64 / 1e3),
+        variant_count => rows.iter().filter(|r| r.outcome != "case-error").count(),
+        counts => counts,
+        picture => picture(results, &rows),
+        with_warnings => rows.iter().filter(|r| r.warnings > 0).count(),
+        quiet_rows => rows.iter().filter(|r| r.rank >= QUIET).count(),
+        quiet_cases => quiet,
+        lazy => lazy,
+        rows => rows,
+        quiet_rank => QUIET,
+        cases => cases,
+        regression => regression.map(regression_view),
+        gate => gate,
+        gate_text => match gate {
+            0 => "every outcome is as the case files expect",
+            1 => "divergence or regression",
+            _ => "harness error: some cases could not run",
+        },
+    })?;
+    Ok(page)
+}
+
+fn regression_view(r: &Regression) -> RegressionView<'_> {
+    RegressionView {
         r,
         timing: r
             .timing
@@ -226,24 +373,48 @@ pub fn render(results: &Results, regression: Option<&Regression>) -> anyhow::Res
             .collect(),
         ratio: format!("{}×", baseline::TIMING_RATIO),
         min_ms: format!("{} ms", baseline::TIMING_MIN_MS),
-    });
-    let page = tmpl.render(context! {
-        results => results,
-        seed => results.seed.map(|s| s.to_string()).unwrap_or_else(|| "per case (check.seed)".into()),
-        duration => format!("{:.1} s", results.duration_ms as f64 / 1e3),
-        variant_count => rows.iter().filter(|r| r.outcome != "case-error").count(),
-        counts => counts,
-        rows => rows,
-        cases => cases,
-        regression => regression,
-        gate => gate,
-        gate_text => match gate {
-            0 => "every outcome is as the case files expect",
-            1 => "divergence or regression",
-            _ => "harness error: some cases could not run",
-        },
-    })?;
-    Ok(page)
+    }
+}
+
+/// With `on`, the bodies of the cases that need no attention, rendered, as one gzipped JSON
+/// object (anchor → HTML) in base64; those cases are marked lazy. Empty when off.
+fn lazy_bodies(
+    env: &Environment<'_>,
+    cases: &mut [CaseView<'_>],
+    on: bool,
+) -> anyhow::Result<String> {
+    if !on {
+        return Ok(String::new());
+    }
+    let body = env.get_template("case_body.html")?;
+    let mut bodies = serde_json::Map::new();
+    for c in cases.iter_mut().filter(|c| c.rank >= QUIET) {
+        bodies.insert(c.anchor.clone(), body.render(context! { c => &*c })?.into());
+        c.lazy = true;
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    serde_json::to_writer(&mut gz, &bodies)?;
+    Ok(base64(&gz.finish()?))
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn anchor(case: &str) -> String {
@@ -332,11 +503,22 @@ fn case_rows(c: &CaseResult, reg: Option<&Regression>) -> Vec<Row> {
                 .unwrap_or_default(),
             time: ms(c.duration_ms as f64),
             regression: regression_of(reg, &c.name, ""),
+            warnings: 0,
+            rank: if regression_of(reg, &c.name, "") == Some("new failure") {
+                0
+            } else {
+                1
+            },
         }];
     }
     c.variants
         .iter()
-        .map(|(variant, v)| Row {
+        .map(|(variant, v)| {
+            let regression = regression_of(reg, &c.name, variant.as_str());
+            let warnings = attention::warnings(c, *variant, &str::to_string).len();
+            (variant, v, regression, warnings)
+        })
+        .map(|(variant, v, regression, warnings)| Row {
             case: c.name.clone(),
             anchor: anchor(&c.name),
             variant: variant.to_string(),
@@ -346,9 +528,26 @@ fn case_rows(c: &CaseResult, reg: Option<&Regression>) -> Vec<Row> {
             expected: v.expected.iter().map(|p| p.id().to_string()).collect(),
             message: v.message.clone(),
             time: ms(baseline::variant_ms(v)),
-            regression: regression_of(reg, &c.name, variant.as_str()),
+            rank: rank(v, regression, warnings),
+            regression,
+            warnings,
         })
         .collect()
+}
+
+/// Where a variant's row goes: new failures, then what fails the gate, then green variants
+/// with warnings, then the rest (see `Row::rank`).
+fn rank(v: &VariantResult, regression: Option<&str>, warnings: usize) -> u8 {
+    let review = v.snapshot.as_ref().is_some_and(|s| s.state.needs_review());
+    if regression == Some("new failure") {
+        0
+    } else if !v.outcome.is_ok() || review {
+        1
+    } else if warnings > 0 {
+        2
+    } else {
+        QUIET
+    }
 }
 
 /// The model's source path as the user knows it: relative to the case file's folder.
@@ -486,6 +685,11 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
                     count: w.count,
                 })
                 .collect(),
+            pins: attention::warnings(c, *variant, &str::to_string)
+                .into_iter()
+                .filter(|w| w.kind == attention::Kind::DevicePin)
+                .map(|w| w.text)
+                .collect(),
             regression: regression_of(reg, &c.name, variant.as_str()),
             v,
         })
@@ -515,7 +719,7 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
             })
         })
         .collect();
-    let code_changes = reg
+    let code_changes: Vec<(String, Vec<UniLine>)> = reg
         .map(|r| {
             r.code_changes
                 .iter()
@@ -525,6 +729,13 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
         })
         .unwrap_or_default();
 
+    let changed = if code_changes.is_empty() { QUIET } else { 2 };
+    let rank = rows
+        .iter()
+        .map(|r| r.rank)
+        .min()
+        .unwrap_or(QUIET)
+        .min(changed);
     CaseView {
         name: c.name.clone(),
         anchor: anchor(&c.name),
@@ -542,7 +753,7 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
         duration: ms(c.duration_ms as f64),
         spec: c.spec.as_ref(),
         notes: &c.notes,
-        open: outcomes.iter().any(|o| *o != "pass"),
+        open: rank < QUIET,
         outcomes: outcomes.join(" "),
         variant_names,
         grid,
@@ -551,6 +762,9 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
         code_diff,
         code_diff_from,
         code_diff_names,
+        rank,
+        warnings: rows.iter().map(|r| r.warnings).sum(),
+        lazy: false,
         snapshots,
         code_changes,
     }
@@ -763,6 +977,8 @@ fn inline(old: &str, new: &str) -> (Vec<Seg>, Vec<Seg>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn show(rows: &[DiffRow]) -> Vec<String> {
@@ -871,6 +1087,152 @@ mod tests {
         assert!(page.contains(r#"<div class="del">-  return old_line</div>"#));
         assert!(page.contains(r#"<div class="add">+  return new_line</div>"#));
         assert!(page.contains("snapshots&#x2f;c&#x2f;traced.code"));
+    }
+
+    /// A variant for `corpus`: (variant, outcome, pitfall, warning file).
+    type V<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
+    /// A case for `corpus`: (name, duration ms, variants).
+    type C<'a> = (&'a str, u64, &'a [V<'a>]);
+
+    /// A results file of these cases; no variants makes a case error.
+    fn corpus(cases: &[C<'_>]) -> Results {
+        let case = |(name, ms, variants): &C<'_>| {
+            let variants: serde_json::Map<String, serde_json::Value> = variants
+                .iter()
+                .map(|(v, outcome, pitfall, warning)| {
+                    let warnings: Vec<serde_json::Value> = warning
+                        .iter()
+                        .map(|f| serde_json::json!({"category": "TracerWarning", "message": "Converting a tensor",
+                            "file": f, "line": 7, "source_line": "if x:", "count": 1}))
+                        .collect();
+                    (v.to_string(), serde_json::json!({"outcome": outcome, "pitfalls": pitfall.iter().collect::<Vec<_>>(),
+                        "expected": [], "message": format!("{name} {v} says {outcome}"),
+                        "samples_run": 1, "samples_failed": 0, "max_abs": 0, "max_rel": 0, "run_ms": 1.0,
+                        "export": {"ok": true, "seconds": 0.0, "warnings": warnings}}))
+                })
+                .collect();
+            let status = if variants.is_empty() { "error" } else { "ran" };
+            serde_json::json!({"name": name, "file": format!("cases/{name}.yaml"), "status": status,
+                "duration_ms": ms, "variants": variants,
+                "error": (status == "error").then(|| serde_json::json!({"kind": "eager_raised",
+                    "message": "boom in /w/p/cases/m.py", "traceback": []}))})
+        };
+        serde_json::from_value(
+            serde_json::json!({"schema": 1, "harness": "0", "torch": "t",
+            "tch": "t", "python": "p", "seed": null, "duration_ms": 5, "complete": true,
+            "root": "/w/p", "cases": cases.iter().map(case).collect::<Vec<_>>()}),
+        )
+        .unwrap()
+    }
+
+    /// The page opens on what needs attention: failures, then case errors, then green variants
+    /// with warnings; quiet passes are folded, and paths are relative to the root.
+    #[test]
+    fn attention_first_with_warnings_and_relative_paths() {
+        let results = corpus(&[
+            ("quiet", 5, &[("traced", "pass", None, None)]),
+            (
+                "warned",
+                9,
+                &[("traced", "pass", None, Some("/w/p/cases/m.py"))],
+            ),
+            (
+                "broken",
+                1,
+                &[("traced", "fail", Some("shape_specialization"), None)],
+            ),
+            ("gone", 2, &[]),
+        ]);
+        let page = render(&results, None).unwrap();
+        let at = |s: &str| page.find(s).unwrap_or_else(|| panic!("no {s}"));
+        let fold = at(r#"<details class="fold" id="passing">"#);
+        let rows = [
+            "broken traced says fail",
+            "[eager_raised] boom in m.py",
+            "warned traced says pass",
+        ];
+        assert!(
+            rows.windows(2).all(|w| at(w[0]) < at(w[1])),
+            "rows out of order"
+        );
+        assert!(at(rows[2]) < fold && at("quiet traced says pass") > fold);
+        assert!(page.contains(r#"<td class="num"><span class="warn">1</span></td>"#));
+        assert!(page.contains("TracerWarning</b> at <code>m.py:7</code>"));
+        assert!(!page.contains("/w/p"), "an absolute path is left");
+        // The picture: outcomes per variant, pitfalls by count, the slowest case first.
+        assert!(page.contains(r#"<span class="o-fail" style="flex-grow:1" title="FAIL: 1">"#));
+        assert!(page.contains("<code>shape_specialization</code></a></td><td class=\"num\">1</td>"));
+        assert!(
+            at("#case-warned\"><code>warned</code></a></td><td class=\"num\">9 ms")
+                < at("#case-quiet\"><code>quiet</code></a></td><td class=\"num\">5 ms")
+        );
+        // A small report keeps every case inline.
+        assert!(!page.contains(r#"id="lazy-bodies""#) && !page.contains("body\" data-lazy"));
+    }
+
+    /// Many quiet cases: their bodies are gzipped into the page, and inflate to what the page
+    /// would have shown inline.
+    #[test]
+    fn quiet_cases_of_a_corpus_are_compressed_whole() {
+        use std::io::Read;
+        let names: Vec<String> = (0..LAZY_FROM).map(|i| format!("q{i}")).collect();
+        let quiet: &[V<'_>] = &[("traced", "pass", None, None)];
+        let mut spec: Vec<C<'_>> = names.iter().map(|n| (n.as_str(), 1, quiet)).collect();
+        spec.push(("broken", 1, &[("traced", "fail", None, None)]));
+        let page = render(&corpus(&spec), None).unwrap();
+        assert_eq!(
+            page.matches("<div class=\"body\" data-lazy></div>").count(),
+            LAZY_FROM
+        );
+        let blob = page
+            .split(r#"id="lazy-bodies">"#)
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap();
+        let mut json = String::new();
+        flate2::read::GzDecoder::new(&unbase64(blob)[..])
+            .read_to_string(&mut json)
+            .unwrap();
+        let bodies: BTreeMap<String, String> = serde_json::from_str(&json).unwrap();
+        assert_eq!(bodies.len(), LAZY_FROM);
+        assert!(bodies["case-q7"].contains("q7 traced says pass"));
+        assert!(
+            page.contains("broken traced says fail</p>"),
+            "a failing case is inline"
+        );
+    }
+
+    fn unbase64(s: &str) -> Vec<u8> {
+        const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bits: Vec<u8> = s
+            .bytes()
+            .filter(|b| *b != b'=')
+            .map(|b| ABC.iter().position(|a| *a == b).unwrap() as u8)
+            .collect();
+        bits.chunks(4)
+            .flat_map(|c| {
+                let n = c
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (18 - 6 * i)));
+                (0..c.len() - 1).map(move |i| (n >> (16 - 8 * i)) as u8)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn base64_pads() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(
+            unbase64(&base64(b"any bytes \xff\x00")),
+            b"any bytes \xff\x00"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod baseline;
 pub mod html;
 pub mod junit;
+pub mod paths;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
