@@ -38,6 +38,8 @@ pub struct KeyParts<'a> {
     pub seed: Option<u64>,
     pub timeout_s: Option<f64>,
     pub max_elements: Option<u64>,
+    /// The project's import roots: they decide which file an `import:` finds.
+    pub roots: &'a [PathBuf],
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -314,6 +316,7 @@ mod tests {
             seed: None,
             timeout_s: None,
             max_elements: None,
+            roots: &[],
         };
         let site = [f.site.clone()];
         let worker = crate::verify::WorkerFacts {
@@ -390,12 +393,19 @@ mod tests {
             seed: None,
             timeout_s: None,
             max_elements: None,
+            roots: &[],
         };
         let b = KeyParts {
             seed: Some(1),
             ..a.clone()
         };
         assert_ne!(cache.entry_dir(&case, &a), cache.entry_dir(&case, &b));
+        let roots = [PathBuf::from("src")];
+        let c = KeyParts {
+            roots: &roots,
+            ..a.clone()
+        };
+        assert_ne!(cache.entry_dir(&case, &a), cache.entry_dir(&case, &c));
         assert_eq!(
             cache.entry_dir(&case, &a),
             cache.entry_dir(&case, &a.clone())

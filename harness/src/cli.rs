@@ -216,6 +216,14 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--filter: {e}"))?;
     let project = Project::discover(args.project.project.as_deref())?;
+    if args.paths.is_empty() && project.file.is_none() && !project.cases[0].exists() {
+        anyhow::bail!(
+            "no case files given, no {} at or above {}, and no cases/ folder here: name case \
+             files or folders, or write a {0} (README: \"Your own repository\")",
+            crate::project::FILE_NAME,
+            project.root.display()
+        );
+    }
     let python = project.interpreter(args.python);
     let replay = args.replay.is_some();
     let out = args.out.unwrap_or_else(|| {

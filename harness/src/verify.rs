@@ -174,6 +174,7 @@ fn key_parts(req: &Request) -> KeyParts<'_> {
         seed: req.options.seed,
         timeout_s: req.options.timeout.map(|t| t.as_secs_f64()),
         max_elements: req.options.max_elements,
+        roots: &req.options.python_path,
     }
 }
 
