@@ -278,6 +278,31 @@ pub struct OutputTolerance {
     pub atol: Option<f64>,
 }
 
+/// Options for `torch.jit.trace`, for every variant the case traces (`trace: {strict: false}`).
+/// A field left out keeps the variant's own option (the harness traces with `check_trace=False`
+/// and torch's `strict=True`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSpec {
+    /// `strict=False` lets the trace record mutable containers (dict and list outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    /// `check_trace=True` has torch run the trace again on the trace input and raise when the
+    /// two traces differ (a `trace_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_trace: Option<bool>,
+}
+
+impl TraceSpec {
+    /// The options given, as the JSON object the worker's trace exporter takes.
+    pub fn options(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
 /// A case file as written (format version 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -290,6 +315,9 @@ pub struct CaseFile {
     pub dims: BTreeMap<String, DimSpec>,
     #[serde(default = "default_variants")]
     pub variants: Vec<Variant>,
+    /// Options for every variant that traces.
+    #[serde(default)]
+    pub trace: Option<TraceSpec>,
     #[serde(default)]
     pub check: CheckSpec,
     #[serde(default)]
@@ -452,6 +480,18 @@ impl Case {
         files.sort();
         files.dedup();
         Ok(files)
+    }
+
+    /// What the worker is asked to export for a variant: its definition's method and options,
+    /// with the case's `trace:` options over them for a variant that traces.
+    pub fn export_spec(&self, variant: Variant) -> serde_json::Value {
+        let mut spec = variant.export_spec();
+        if let (Some(trace), true) = (&self.spec.trace, variant.def().method == "trace") {
+            if let Some(options) = spec.get_mut("options").and_then(|o| o.as_object_mut()) {
+                options.extend(trace.options());
+            }
+        }
+        spec
     }
 
     /// The pitfalls the case file expects for a variant (empty: it must pass).
@@ -734,6 +774,12 @@ fn validate_variants(spec: &CaseFile) -> Result<(), Bad> {
             format!("expected at least one of {}", Variant::names()),
         ));
     }
+    if spec.trace.is_some() && !spec.variants.iter().any(|v| v.def().method == "trace") {
+        return Err(bad(
+            "trace",
+            "no variant of the case traces (add `traced` to `variants`, or drop `trace`)".into(),
+        ));
+    }
     for v in spec.expect.keys() {
         if !spec.variants.contains(v) {
             return Err(bad(
@@ -931,7 +977,7 @@ expect:
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\nvariant: [traced]\n",
             "case.yaml:3:1: unknown field `variant`, expected one of `description`, `model`, \
-             `inputs`, `dims`, `variants`, `check`, `expect`; did you mean `variants`?",
+             `inputs`, `dims`, `variants`, `trace`, `check`, `expect`; did you mean `variants`?",
         );
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}\n",
@@ -981,6 +1027,38 @@ expect:
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2], values: {}}]\n",
             "case.yaml:2:10: inputs[0]: `values` expects exactly one of `uniform: [lo, hi]`, \
              `normal: [mean, std]`, `int: [lo, hi]`, `bool: p`",
+        );
+    }
+
+    #[test]
+    fn trace_options_reach_only_tracing_variants() {
+        let base = "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\n";
+        let (_dir, file, text) = with_model(&format!("{base}trace: {{strict: false}}\n"));
+        let case = Case::parse(&file, &text).unwrap();
+        let traced = case.export_spec(Variant::named("traced").unwrap());
+        assert_eq!(traced["options"], serde_json::json!({"strict": false}));
+        let scripted = case.export_spec(Variant::named("scripted").unwrap());
+        assert_eq!(scripted["options"], serde_json::json!({}));
+        let (_dir, file, text) = with_model(base);
+        let case = Case::parse(&file, &text).unwrap();
+        let traced = case.export_spec(Variant::named("traced").unwrap());
+        assert_eq!(traced["options"], serde_json::json!({}));
+        check(
+            &format!("{base}trace: {{check_trace: true, strict: false}}\n"),
+            "ok",
+        );
+        check(
+            &format!("{base}variants: [scripted]\ntrace: {{strict: false}}\n"),
+            "case.yaml: trace: no variant of the case traces (add `traced` to `variants`, or \
+             drop `trace`)",
+        );
+        check(
+            &format!("{base}trace: {{strict: false, check: true}}\n"),
+            "case.yaml:3:24: trace: unknown field `check`, expected `strict` or `check_trace`",
+        );
+        check(
+            &format!("{base}trace: {{strict: 0}}\n"),
+            "case.yaml:3:17: trace.strict: invalid type: integer `0`, expected a boolean",
         );
     }
 

@@ -185,7 +185,7 @@ impl Runner {
                 &case.name,
                 &samples.files[0],
                 &names,
-                variants,
+                variants.iter().map(|&v| case.export_spec(v)).collect(),
                 &samples.specs[0].dims,
                 &cx.artifact_dir,
                 timeout,
