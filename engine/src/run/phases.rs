@@ -378,20 +378,17 @@ impl Runner {
         Ok((label, r))
     }
 
-    /// Shrink the variant's first failing sample and save the minimal counterexample.
+    /// Shrink the variant's first failing sample (see [`shrink_start`]) and save the minimal
+    /// counterexample.
     fn shrink(
         &mut self,
         cx: &mut CaseRun,
         variant: Variant,
     ) -> Result<Option<Counterexample>, ErrorBody> {
-        let Some(run) = cx.variants.get_mut(&variant) else {
+        let Some(i) = shrink_start(cx, variant) else {
             return Ok(None);
         };
-        let Some(i) = run
-            .runs
-            .iter()
-            .position(|r| !matches!(r, SampleRun::Match(_)))
-        else {
+        let Some(run) = cx.variants.get_mut(&variant) else {
             return Ok(None);
         };
         let Some(module) = run.module.take() else {
@@ -592,6 +589,25 @@ pub fn run_variants(cx: &mut CaseRun) {
         }
         cx.variants.insert(variant, run);
     }
+}
+
+/// The sample to shrink: the first that fails, except that for a variant that records one run
+/// the first failing `values` sample comes before failing new shapes, as in diagnosis: its
+/// counterexample then replays to the run's verdict (a scalar input drawn anew in a `dim:` sample
+/// would make a frozen value look like a frozen shape there).
+fn shrink_start(cx: &CaseRun, variant: Variant) -> Option<usize> {
+    let runs = &cx.variants.get(&variant)?.runs;
+    let specs = &cx.samples().specs;
+    let failing = |pred: &dyn Fn(&Group) -> bool| {
+        runs.iter()
+            .zip(specs)
+            .position(|(r, s)| !matches!(r, SampleRun::Match(_)) && pred(&s.group))
+    };
+    let first = failing(&|_| true)?;
+    if specs[first].group == Group::Trace || !variant.def().records_one_run {
+        return Some(first);
+    }
+    failing(&|g| *g == Group::Values).or(Some(first))
 }
 
 /// The group a replayed input belongs to against the trace input: the trace shapes and dtypes

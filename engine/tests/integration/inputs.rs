@@ -63,6 +63,11 @@ fn scalar_and_none_inputs_reach_eager_and_libtorch() {
         .clone()
         .unwrap();
     assert!(cx.inputs.contains("k: scalar int64"), "{}", cx.inputs);
+    // The first failure is a dim:B sample (s1 drew the trace-time k); the shrinker starts from
+    // the first failing `values` sample, as diagnosis does, so the replay judges it the same.
+    let samples = &results.cases[0].samples;
+    let from = samples.iter().find(|s| s.id == cx.from_sample).unwrap();
+    assert_eq!(from.group, "values");
     let out = tempfile::tempdir().unwrap();
     let r = replay(&cases[0], Path::new(&cx.file), Some(0), out.path());
     assert_eq!(r.cases[0].variants[&traced].outcome, Outcome::Xfail);
