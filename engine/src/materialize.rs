@@ -8,8 +8,14 @@ use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use tch::{Kind, Tensor};
 
-use harness::case::{Case, DType, InputSpec, ValueGen};
+use std::path::Path;
+
+use harness::case::{Case, DType, DimRef, InputKind, InputSpec, ValueGen};
+use harness::error::ErrorKind;
 use harness::plan::{self, SampleSpec};
+use harness::worker::ErrorBody;
+
+use crate::tensors;
 
 /// The libtorch kind of a case file's dtype.
 pub fn kind(dtype: DType) -> Kind {
@@ -27,7 +33,62 @@ pub fn kind(dtype: DType) -> Kind {
     }
 }
 
-/// Make a sample's tensors: `(input name, tensor)` in forward's order, on the CPU.
+/// The libtorch kinds a case file can name, back to the case file's dtype.
+pub fn dtype_of(kind: Kind) -> Option<DType> {
+    use DType::*;
+    [
+        Float32, Float64, Float16, Bfloat16, Uint8, Int8, Int16, Int32, Int64, Bool,
+    ]
+    .into_iter()
+    .find(|d| self::kind(*d) == kind)
+}
+
+/// Inputs read from a safetensors file: each one's tensor checked, and its shape and dtype
+/// filled into the case, so plans, budgets and descriptions see them. A missing tensor or an
+/// unsupported dtype is the case file's error, naming the input's field.
+pub fn resolve_files(case: &mut Case) -> Result<(), ErrorBody> {
+    for i in 0..case.spec.inputs.len() {
+        let input = &case.spec.inputs[i];
+        let Some(path) = case.input_file(input) else {
+            continue;
+        };
+        let bad = |field: &str, why: String| {
+            let file = case.file.display();
+            ErrorBody::new(
+                ErrorKind::CaseFile,
+                format!("{file}: inputs[{i}].{field}: {why}"),
+            )
+        };
+        let t = read_file_input(&path, input.file_key()).map_err(|why| bad("key", why))?;
+        let dtype = dtype_of(t.kind()).ok_or_else(|| {
+            bad(
+                "file",
+                format!("a tensor of kind {:?} cannot be an input", t.kind()),
+            )
+        })?;
+        let input = &mut case.spec.inputs[i];
+        input.shape = Some(t.size().into_iter().map(DimRef::Fixed).collect());
+        input.dtype = Some(dtype);
+    }
+    Ok(())
+}
+
+/// The tensor named `key` in a safetensors file.
+fn read_file_input(path: &Path, key: &str) -> Result<Tensor, String> {
+    let mut all = tensors::read(path).map_err(|e| format!("{e:#}"))?;
+    all.remove(key).ok_or_else(|| {
+        let mut names: Vec<String> = all.into_keys().collect();
+        names.sort();
+        format!(
+            "{} has no tensor `{key}` (it holds {})",
+            path.display(),
+            names.join(", ")
+        )
+    })
+}
+
+/// Make a sample's tensors: `(input name, tensor)` in the case's order, on the CPU (a scalar as
+/// a 0-d tensor of its dtype, nothing for a `none` input).
 ///
 /// Values are drawn in f64 (or i64) from a ChaCha stream seeded by the sample, then cast to the
 /// input's dtype for this sample, so a dtype sample holds the same numbers as far as the dtype
@@ -37,6 +98,15 @@ pub fn materialize(case: &Case, sample: &SampleSpec) -> Vec<(String, Tensor)> {
     let shapes = plan::shapes(case, sample);
     let mut out = Vec::new();
     for ((input, shape), dtype) in case.spec.inputs.iter().zip(shapes).zip(&sample.dtypes) {
+        if input.kind() == InputKind::None {
+            continue; // nothing to carry: the worker and libtorch pass None
+        }
+        if let Some(path) = case.input_file(input) {
+            // Checked by `resolve_files`: the same tensor in every sample.
+            let t = read_file_input(&path, input.file_key()).unwrap_or_else(|e| panic!("{e}"));
+            out.push((input.name.clone(), t));
+            continue;
+        }
         match plan::list_len(input, sample) {
             None => out.push((
                 input.name.clone(),
@@ -77,6 +147,7 @@ fn generate(
             Tensor::from_slice(&v)
         }
         ValueGen::Int([lo, hi]) => {
+            let (lo, hi) = (lo.resolve(&sample.dims), hi.resolve(&sample.dims));
             let span = (hi - lo) as u64 + 1;
             let v: Vec<i64> = (0..n)
                 .map(|_| lo + (rng.next_u64() % span.max(1)) as i64)

@@ -173,6 +173,36 @@ mod tests {
         );
     }
 
+    /// Values bounded by a dim are drawn under each candidate's dims: as the shrinker moves `T`
+    /// toward its min, `lengths` stay within `[1, T]` and indices within `[0, T - 1]`.
+    #[test]
+    fn values_bounded_by_a_dim_stay_valid_while_shrinking() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.py"), "").unwrap();
+        let text = "model: {source: m.py, entry: M}\ninputs:\n  - {name: x, shape: [B, T]}\n  - \
+                    {name: lengths, shape: [B], dtype: int64, values: {int: [1, T]}}\n  - {name: \
+                    idx, shape: [8], dtype: int64, values: {int: [0, T - 1]}}\ndims:\n  B: \
+                    {trace: 3, min: 1, max: 9}\n  T: {trace: 30, min: 2, max: 40}\n";
+        let c = Case::parse(&dir.path().join("c.yaml"), text).unwrap();
+        let within = |s: &SampleSpec| {
+            let t = crate::materialize::materialize(&c, s);
+            let values = |i: usize| Vec::<i64>::try_from(&t[i].1).unwrap();
+            let top = s.dims["T"];
+            values(1).iter().all(|v| (1..=top).contains(v))
+                && values(2).iter().all(|v| (0..top).contains(v))
+        };
+        let plan = plan(&c, 0);
+        assert!(plan.iter().all(within));
+        let mut seen = Vec::new();
+        let (min, _) = shrink(&c, &plan[1], 64, |cand| {
+            seen.push(cand.dims["T"]);
+            assert!(within(cand), "{cand:?}");
+            true
+        });
+        assert_eq!(min.dims["T"], 2);
+        assert!(seen.len() > 3, "{seen:?}");
+    }
+
     #[test]
     fn respects_the_round_trip_bound() {
         let (_d, c) = case();

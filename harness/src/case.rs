@@ -57,9 +57,9 @@ impl DType {
     pub fn default_values(self) -> ValueGen {
         match self {
             DType::Bool => ValueGen::Bool(0.5),
-            DType::Uint8 => ValueGen::Int([0, 255]),
+            DType::Uint8 => ValueGen::Int([Bound::fixed(0), Bound::fixed(255)]),
             d if d.is_float() => ValueGen::Uniform([-1.0, 1.0]),
-            _ => ValueGen::Int([-10, 10]),
+            _ => ValueGen::Int([Bound::fixed(-10), Bound::fixed(10)]),
         }
     }
 }
@@ -78,8 +78,9 @@ pub enum ValueGen {
     Uniform([f64; 2]),
     /// Normal with `[mean, std]`.
     Normal([f64; 2]),
-    /// Integers in `[lo, hi]`.
-    Int([i64; 2]),
+    /// Integers in `[lo, hi]`; a bound may name a dim (`[1, T]`, `[0, T - 1]`), resolved per
+    /// sample with that sample's dims.
+    Int([Bound; 2]),
     /// `true` with probability `p`.
     Bool(f64),
 }
@@ -93,7 +94,7 @@ struct ValueGenRepr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     normal: Option<[f64; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    int: Option<[i64; 2]>,
+    int: Option<[Bound; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bool: Option<f64>,
 }
@@ -127,6 +128,102 @@ impl From<ValueGen> for ValueGenRepr {
             ValueGen::Bool(p) => r.bool = Some(p),
         }
         r
+    }
+}
+
+/// A bound of `values: {int: [lo, hi]}`: a number, a dim's name (`T`), or a dim's name plus or
+/// minus a number (`T - 1`), resolved with each sample's dims, so `lengths` stay at most `T` and
+/// indices within a dim however the sample (or the shrinker) sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BoundRepr", into = "BoundRepr")]
+pub struct Bound {
+    pub dim: Option<String>,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum BoundRepr {
+    Int(i64),
+    Text(String),
+}
+
+impl Bound {
+    pub fn fixed(n: i64) -> Bound {
+        Bound {
+            dim: None,
+            offset: n,
+        }
+    }
+
+    /// The bound under a sample's dims (a dim the sample lacks counts as 0; validation makes
+    /// sure every named dim is declared).
+    pub fn resolve(&self, dims: &BTreeMap<String, i64>) -> i64 {
+        let base = self
+            .dim
+            .as_ref()
+            .map_or(0, |d| dims.get(d).copied().unwrap_or(0));
+        base.saturating_add(self.offset)
+    }
+
+    /// The bound's least and greatest values over the dims' ranges (`None`: an undeclared dim).
+    fn range(&self, dims: &BTreeMap<String, DimSpec>) -> Option<(i64, i64)> {
+        match &self.dim {
+            None => Some((self.offset, self.offset)),
+            Some(d) => dims.get(d).map(|d| {
+                (
+                    d.min.saturating_add(self.offset),
+                    d.max.saturating_add(self.offset),
+                )
+            }),
+        }
+    }
+}
+
+impl TryFrom<BoundRepr> for Bound {
+    type Error = String;
+    fn try_from(r: BoundRepr) -> Result<Bound, String> {
+        let text = match r {
+            BoundRepr::Int(n) => return Ok(Bound::fixed(n)),
+            BoundRepr::Text(t) => t,
+        };
+        let re = regex::Regex::new(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:([+-])\s*([0-9]+))?\s*$")
+            .expect("valid regex");
+        let c = re.captures(&text).ok_or_else(|| {
+            format!("`{text}` is not a bound: expected an integer, a dim name or `dim - n`")
+        })?;
+        let n: i64 = c
+            .get(3)
+            .map_or(Ok(0), |m| m.as_str().parse())
+            .map_err(|_| format!("`{text}`: the number is too large"))?;
+        Ok(Bound {
+            dim: Some(c[1].to_string()),
+            offset: if c.get(2).is_some_and(|m| m.as_str() == "-") {
+                -n
+            } else {
+                n
+            },
+        })
+    }
+}
+
+impl From<Bound> for BoundRepr {
+    fn from(b: Bound) -> BoundRepr {
+        match b.dim {
+            None => BoundRepr::Int(b.offset),
+            Some(_) => BoundRepr::Text(b.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.dim, self.offset) {
+            (None, n) => write!(f, "{n}"),
+            (Some(d), 0) => f.write_str(d),
+            (Some(d), n) if n < 0 => write!(f, "{d} - {}", n.unsigned_abs()),
+            (Some(d), n) => write!(f, "{d} + {n}"),
+        }
     }
 }
 
@@ -172,7 +269,9 @@ pub struct ModelSpec {
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     pub name: String,
-    pub shape: Vec<DimRef>,
+    /// A tensor's shape (a tensor input gives it; a scalar or `none` input does not).
+    #[serde(default)]
+    pub shape: Option<Vec<DimRef>>,
     #[serde(default)]
     pub dtype: Option<DType>,
     #[serde(default)]
@@ -183,14 +282,85 @@ pub struct InputSpec {
     /// `List[Tensor]` here (detection models take their images so).
     #[serde(default)]
     pub list: Option<DimRef>,
+    /// A Python scalar instead of a tensor: eager gets an `int`, `float` or `bool`, libtorch an
+    /// `Int`, `Double` or `Bool` IValue; the traced artifact has it baked in.
+    #[serde(default)]
+    pub scalar: Option<ScalarKind>,
+    /// `None` in every sample (`none: true`), for an `Optional` argument.
+    #[serde(default)]
+    pub none: bool,
+    /// Passed to forward by keyword (`forward(x, mask=...)`) instead of by position.
+    #[serde(default)]
+    pub keyword: bool,
+    /// A safetensors file (relative to the case file's folder) holding this input: the same
+    /// tensor in every sample, its shape and dtype the file's (the engine fills them in).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// The tensor's name in `file` (default: the input's name).
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// The Python type of a scalar input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScalarKind {
+    Int,
+    Float,
+    Bool,
+}
+
+impl ScalarKind {
+    /// The 0-d tensor a sample carries the scalar in.
+    pub fn dtype(self) -> DType {
+        match self {
+            ScalarKind::Int => DType::Int64,
+            ScalarKind::Float => DType::Float64,
+            ScalarKind::Bool => DType::Bool,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScalarKind::Int => "int",
+            ScalarKind::Float => "float",
+            ScalarKind::Bool => "bool",
+        }
+    }
+}
+
+/// What kind of argument an input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Tensor,
+    /// A `List[Tensor]`.
+    List,
+    Scalar(ScalarKind),
+    None,
 }
 
 impl InputSpec {
+    pub fn kind(&self) -> InputKind {
+        match (self.scalar, self.none, &self.list) {
+            (Some(k), _, _) => InputKind::Scalar(k),
+            (None, true, _) => InputKind::None,
+            (None, false, Some(_)) => InputKind::List,
+            (None, false, None) => InputKind::Tensor,
+        }
+    }
+
+    /// The shape of the input's tensor (each list item's; empty for a scalar, which travels as a
+    /// 0-d tensor, and for `none`).
+    pub fn shape(&self) -> &[DimRef] {
+        self.shape.as_deref().unwrap_or(&[])
+    }
+
     /// The dtypes this input is checked with; the first is the one used for tracing.
     pub fn dtypes(&self) -> Vec<DType> {
-        match (&self.dtypes, self.dtype) {
-            (Some(list), _) if !list.is_empty() => list.clone(),
-            (_, Some(d)) => vec![d],
+        match (&self.dtypes, self.dtype, self.scalar) {
+            (_, _, Some(k)) => vec![k.dtype()],
+            (Some(list), _, _) if !list.is_empty() => list.clone(),
+            (_, Some(d), _) => vec![d],
             _ => vec![DType::Float32],
         }
     }
@@ -204,6 +374,29 @@ impl InputSpec {
         self.values
             .clone()
             .unwrap_or_else(|| self.trace_dtype().default_values())
+    }
+
+    /// The tensor's name in its `file`.
+    pub fn file_key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The input as the worker protocol names it: `x` a tensor, `images[]` a list (its tensors
+    /// `images.0`, `images.1`, ... in tensor files), `k:int` / `r:float` / `flag:bool` a scalar
+    /// (a 0-d tensor `k` in tensor files), `mask:none` None (no tensor); a trailing `=` passes it
+    /// by keyword (`mask:none=`).
+    pub fn wire_name(&self) -> String {
+        let name = match self.kind() {
+            InputKind::Tensor => self.name.clone(),
+            InputKind::List => format!("{}[]", self.name),
+            InputKind::Scalar(k) => format!("{}:{}", self.name, k.as_str()),
+            InputKind::None => format!("{}:none", self.name),
+        };
+        if self.keyword {
+            name + "="
+        } else {
+            name
+        }
     }
 }
 
@@ -285,6 +478,31 @@ pub struct OutputTolerance {
     pub atol: Option<f64>,
 }
 
+/// Options for `torch.jit.trace`, for every variant the case traces (`trace: {strict: false}`).
+/// A field left out keeps the variant's own option (the harness traces with `check_trace=False`
+/// and torch's `strict=True`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSpec {
+    /// `strict=False` lets the trace record mutable containers (dict and list outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+    /// `check_trace=True` has torch run the trace again on the trace input and raise when the
+    /// two traces differ (a `trace_error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_trace: Option<bool>,
+}
+
+impl TraceSpec {
+    /// The options given, as the JSON object the worker's trace exporter takes.
+    pub fn options(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+}
+
 /// A case file as written (format version 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -297,6 +515,9 @@ pub struct CaseFile {
     pub dims: BTreeMap<String, DimSpec>,
     #[serde(default = "default_variants")]
     pub variants: Vec<Variant>,
+    /// Options for every variant that traces.
+    #[serde(default)]
+    pub trace: Option<TraceSpec>,
     #[serde(default)]
     pub check: CheckSpec,
     #[serde(default)]
@@ -425,24 +646,20 @@ impl Case {
         self.spec.inputs.iter().map(|i| i.name.clone()).collect()
     }
 
-    /// The inputs as the worker protocol names them: a list input `images` is `images[]`, its
-    /// tensors are `images.0`, `images.1`, ... in tensor files.
+    /// The inputs as the worker protocol names them ([`InputSpec::wire_name`]).
     pub fn wire_names(&self) -> Vec<String> {
-        self.spec
-            .inputs
-            .iter()
-            .map(|i| {
-                if i.list.is_some() {
-                    format!("{}[]", i.name)
-                } else {
-                    i.name.clone()
-                }
-            })
-            .collect()
+        self.spec.inputs.iter().map(InputSpec::wire_name).collect()
     }
 
-    /// The files the case names: `model.weights`, `artifact`, and in the model's `kwargs`
-    /// (weights, vocabularies, fixed inputs)
+    /// The path of an input's `file`, relative to the case file's folder (`None`: not read from a
+    /// file).
+    pub fn input_file(&self, input: &InputSpec) -> Option<PathBuf> {
+        let base = self.file.parent().unwrap_or(Path::new("."));
+        input.file.as_ref().map(|f| base.join(f))
+    }
+
+    /// The files the case names: `model.weights`, `artifact`, each input's `file`, and in the
+    /// model's `kwargs` (weights, vocabularies, fixed inputs)
     /// every string that is the path of an existing file or folder, relative to the case file's
     /// folder or to the working folder (where the model opens it), folders as the files under
     /// them. The cache keys on their contents; a folder too large to hash each time is an error
@@ -477,6 +694,7 @@ impl Case {
         }
         files.extend(self.weights());
         files.extend(self.artifact());
+        files.extend(self.spec.inputs.iter().filter_map(|i| self.input_file(i)));
         files.sort();
         files.dedup();
         Ok(files)
@@ -504,6 +722,18 @@ impl Case {
             resolve_strings(v, base);
         }
         kwargs
+    }
+
+    /// What the worker is asked to export for a variant: its definition's method and options,
+    /// with the case's `trace:` options over them for a variant that traces.
+    pub fn export_spec(&self, variant: Variant) -> serde_json::Value {
+        let mut spec = variant.export_spec(self.artifact().as_deref());
+        if let (Some(trace), true) = (&self.spec.trace, variant.def().method == "trace") {
+            if let Some(options) = spec.get_mut("options").and_then(|o| o.as_object_mut()) {
+                options.extend(trace.options());
+            }
+        }
+        spec
     }
 
     /// The pitfalls the case file expects for a variant (empty: it must pass).
@@ -578,6 +808,7 @@ fn validate(file: &Path, spec: &CaseFile, roots: &[PathBuf]) -> Result<ModelOrig
         validate_file(file, "model.weights", spec.model.weights.as_deref())?;
         validate_file(file, "artifact", spec.artifact.as_deref())?;
         validate_inputs(spec)?;
+        validate_files(file, spec)?;
         validate_dims(spec)?;
         validate_variants(spec)?;
         validate_check(spec)?;
@@ -736,7 +967,8 @@ fn validate_inputs(spec: &CaseFile) -> Result<(), Bad> {
                 "expected at least one dtype".into(),
             ));
         }
-        for (j, d) in input.shape.iter().enumerate() {
+        validate_kind(i, input)?;
+        for (j, d) in input.shape().iter().enumerate() {
             match d {
                 DimRef::Fixed(n) if *n < 0 => {
                     return Err(bad(
@@ -766,12 +998,7 @@ fn validate_inputs(spec: &CaseFile) -> Result<(), Bad> {
                     format!("expected a finite std >= 0, got {std}"),
                 ))
             }
-            ValueGen::Int([lo, hi]) if lo > hi => {
-                return Err(bad(
-                    &format!("inputs[{i}].values.int"),
-                    format!("expected [lo, hi] with lo <= hi, got [{lo}, {hi}]"),
-                ))
-            }
+            ValueGen::Int(bounds) => validate_int_bounds(spec, i, &bounds)?,
             ValueGen::Bool(p) if !(0.0..=1.0).contains(&p) => {
                 return Err(bad(
                     &format!("inputs[{i}].values.bool"),
@@ -782,6 +1009,141 @@ fn validate_inputs(spec: &CaseFile) -> Result<(), Bad> {
         }
     }
     Ok(())
+}
+
+/// A tensor gives its `shape`; a scalar or `none` input gives neither a shape nor dtypes, and a
+/// scalar only values of its type.
+fn validate_kind(i: usize, input: &InputSpec) -> Result<(), Bad> {
+    let given = [
+        input.shape.is_some(),
+        input.scalar.is_some(),
+        input.none,
+        input.file.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(bad(
+            &format!("inputs[{i}]"),
+            "give exactly one of `shape` (a tensor), `scalar: int|float|bool`, `none: true` or \
+             `file` (a safetensors file)"
+                .into(),
+        ));
+    }
+    if input.key.is_some() && input.file.is_none() {
+        return Err(bad(
+            &format!("inputs[{i}].key"),
+            "`key` names a tensor in `file`, and the input has no `file`".into(),
+        ));
+    }
+    let tensor_only = [
+        ("dtype", input.dtype.is_some()),
+        ("dtypes", input.dtypes.is_some()),
+        ("list", input.list.is_some()),
+        ("values", input.file.is_some() && input.values.is_some()),
+    ];
+    let what = match input.kind() {
+        InputKind::Scalar(k) => format!("a scalar {}", k.as_str()),
+        InputKind::None => "a `none` input".into(),
+        _ if input.file.is_some() => "an input read from a file".into(),
+        _ => return Ok(()),
+    };
+    if let Some((field, _)) = tensor_only.iter().find(|(_, given)| *given) {
+        return Err(bad(
+            &format!("inputs[{i}].{field}"),
+            format!("{what} takes no `{field}` ({})", not_drawn(input)),
+        ));
+    }
+    let fits = matches!(
+        (input.kind(), &input.values),
+        (_, None)
+            | (InputKind::Scalar(ScalarKind::Int), Some(ValueGen::Int(_)))
+            | (InputKind::Scalar(ScalarKind::Bool), Some(ValueGen::Bool(_)))
+            | (
+                InputKind::Scalar(ScalarKind::Float),
+                Some(ValueGen::Uniform(_) | ValueGen::Normal(_))
+            )
+    );
+    if fits {
+        return Ok(());
+    }
+    let expected = match input.kind() {
+        InputKind::Scalar(ScalarKind::Int) => "takes `int: [lo, hi]`",
+        InputKind::Scalar(ScalarKind::Float) => {
+            "takes `uniform: [lo, hi]` or `normal: [mean, std]`"
+        }
+        InputKind::Scalar(ScalarKind::Bool) => "takes `bool: p`",
+        _ => "takes no `values` (it is None in every sample)",
+    };
+    Err(bad(
+        &format!("inputs[{i}].values"),
+        format!("{what} {expected}"),
+    ))
+}
+
+/// Why an input takes no dtype, list or values: it is no tensor, or its tensor is the file's.
+fn not_drawn(input: &InputSpec) -> &'static str {
+    if input.file.is_some() {
+        "its shape, dtype and values are the file's"
+    } else {
+        "it is not a tensor"
+    }
+}
+
+/// Each input's `file` exists (relative to the case file's folder).
+fn validate_files(file: &Path, spec: &CaseFile) -> Result<(), Bad> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    for (i, input) in spec.inputs.iter().enumerate() {
+        if let Some(f) = &input.file {
+            let path = base.join(f);
+            if !path.is_file() {
+                return Err(bad(
+                    &format!("inputs[{i}].file"),
+                    format!("{f} does not exist (looked for {})", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `int: [lo, hi]`: dims the bounds name are declared, and `lo <= hi` under every sample's dims
+/// (bounds on the same dim compare their offsets; others their extremes over the dims' ranges).
+fn validate_int_bounds(spec: &CaseFile, i: usize, bounds: &[Bound; 2]) -> Result<(), Bad> {
+    let field = format!("inputs[{i}].values.int");
+    let mut ranges = Vec::new();
+    for (j, b) in bounds.iter().enumerate() {
+        match (b.range(&spec.dims), &b.dim) {
+            (Some(r), _) => ranges.push(r),
+            (None, d) => {
+                return Err(bad(
+                    &format!("{field}[{j}]"),
+                    format!(
+                        "dim `{}` is not declared under `dims`",
+                        d.as_deref().unwrap_or_default()
+                    ),
+                ))
+            }
+        }
+    }
+    let [lo, hi] = bounds;
+    let ok = match (&lo.dim, &hi.dim) {
+        (Some(a), Some(b)) if a == b => lo.offset <= hi.offset,
+        _ => ranges[0].1 <= ranges[1].0,
+    };
+    if ok {
+        return Ok(());
+    }
+    let why = if lo.dim.is_none() && hi.dim.is_none() {
+        String::new()
+    } else {
+        format!(
+            " under every sample's dims (lo can be {}, hi {})",
+            ranges[0].1, ranges[1].0
+        )
+    };
+    Err(bad(
+        &field,
+        format!("expected [lo, hi] with lo <= hi{why}, got [{lo}, {hi}]"),
+    ))
 }
 
 /// Each dim's range holds its trace value.
@@ -821,6 +1183,12 @@ fn validate_variants(spec: &CaseFile) -> Result<(), Bad> {
                 format!("`{v}` runs the file `artifact:` names, and the case names none"),
             ));
         }
+    }
+    if spec.trace.is_some() && !spec.variants.iter().any(|v| v.def().method == "trace") {
+        return Err(bad(
+            "trace",
+            "no variant of the case traces (add `traced` to `variants`, or drop `trace`)".into(),
+        ));
     }
     for v in spec.expect.keys() {
         if !spec.variants.contains(v) {
@@ -1031,7 +1399,8 @@ expect:
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\nvariant: [traced]\n",
             "case.yaml:3:1: unknown field `variant`, expected one of `description`, `model`, \
-             `inputs`, `dims`, `variants`, `check`, `expect`, `artifact`; did you mean `variants`?",
+             `inputs`, `dims`, `variants`, `trace`, `check`, `expect`, `artifact`; did you mean \
+             `variants`?",
         );
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}\n",
@@ -1150,6 +1519,179 @@ expect:
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2], values: {}}]\n",
             "case.yaml:2:10: inputs[0]: `values` expects exactly one of `uniform: [lo, hi]`, \
              `normal: [mean, std]`, `int: [lo, hi]`, `bool: p`",
+        );
+    }
+
+    #[test]
+    fn int_bounds_may_name_dims() {
+        let base = "model: {source: MODEL, entry: E}\ndims: {T: {trace: 4, min: 2, max: 6}}\n";
+        let input = |values: &str| {
+            format!("{base}inputs: [{{name: i, shape: [3], dtype: int64, values: {{int: {values}}}}}]\n")
+        };
+        let (_dir, file, text) = with_model(&input("[0, T - 1]"));
+        let case = Case::parse(&file, &text).unwrap();
+        let ValueGen::Int([lo, hi]) = case.spec.inputs[0].values() else {
+            panic!("an int generator")
+        };
+        let dims = BTreeMap::from([("T".to_string(), 5)]);
+        assert_eq!((lo.resolve(&dims), hi.resolve(&dims)), (0, 4));
+        assert_eq!(hi.to_string(), "T - 1");
+        check(&input("[1, T]"), "ok");
+        check(&input("[T-2, T+1]"), "ok");
+        check(&input("[2, T]"), "ok");
+        check(
+            &input("[0, N]"),
+            "case.yaml: inputs[0].values.int[1]: dim `N` is not declared under `dims`",
+        );
+        check(
+            &input("[3, T]"),
+            "case.yaml: inputs[0].values.int: expected [lo, hi] with lo <= hi under every \
+             sample's dims (lo can be 3, hi 2), got [3, T]",
+        );
+        check(
+            &input("[T, T - 1]"),
+            "case.yaml: inputs[0].values.int: expected [lo, hi] with lo <= hi under every \
+             sample's dims (lo can be 6, hi 1), got [T, T - 1]",
+        );
+        check(
+            &input("[0, T * 2]"),
+            "case.yaml:3:60: inputs[0].values.int: `T * 2` is not a bound: expected an \
+             integer, a dim name or `dim - n`",
+        );
+    }
+
+    #[test]
+    fn scalar_none_and_keyword_inputs() {
+        let base = "model: {source: MODEL, entry: E}\ninputs:\n  - {name: x, shape: [2]}\n";
+        let text = format!(
+            "{base}  - {{name: k, scalar: int, values: {{int: [1, 4]}}}}\n  - {{name: r, scalar: \
+             float}}\n  - {{name: flag, scalar: bool}}\n  - {{name: mask, none: true, keyword: \
+             true}}\n  - {{name: m, shape: [2], keyword: true}}\n"
+        );
+        let (_dir, file, text) = with_model(&text);
+        let case = Case::parse(&file, &text).unwrap();
+        assert_eq!(
+            case.wire_names(),
+            ["x", "k:int", "r:float", "flag:bool", "mask:none=", "m="]
+        );
+        let inputs = &case.spec.inputs;
+        assert_eq!(inputs[1].kind(), InputKind::Scalar(ScalarKind::Int));
+        assert_eq!(inputs[2].dtypes(), vec![DType::Float64]);
+        assert_eq!(inputs[2].values(), ValueGen::Uniform([-1.0, 1.0]));
+        assert!(inputs[1].shape().is_empty() && inputs[4].kind() == InputKind::None);
+        let one = |input: &str| format!("{base}  - {input}\n");
+        check(
+            &one("{name: k}"),
+            "case.yaml: inputs[1]: give exactly one of `shape` (a tensor), `scalar: \
+             int|float|bool`, `none: true` or `file` (a safetensors file)",
+        );
+        check(
+            &one("{name: k, scalar: int, shape: []}"),
+            "case.yaml: inputs[1]: give exactly one of `shape` (a tensor), `scalar: \
+             int|float|bool`, `none: true` or `file` (a safetensors file)",
+        );
+        check(
+            &one("{name: k, scalar: int, dtype: int32}"),
+            "case.yaml: inputs[1].dtype: a scalar int takes no `dtype` (it is not a tensor)",
+        );
+        check(
+            &one("{name: k, scalar: int, values: {uniform: [0, 1]}}"),
+            "case.yaml: inputs[1].values: a scalar int takes `int: [lo, hi]`",
+        );
+        check(
+            &one("{name: k, scalar: float, values: {int: [0, 1]}}"),
+            "case.yaml: inputs[1].values: a scalar float takes `uniform: [lo, hi]` or `normal: \
+             [mean, std]`",
+        );
+        check(
+            &one("{name: m, none: true, values: {bool: 0.5}}"),
+            "case.yaml: inputs[1].values: a `none` input takes no `values` (it is None in every \
+             sample)",
+        );
+        check(
+            &one("{name: m, none: true, list: 2}"),
+            "case.yaml: inputs[1].list: a `none` input takes no `list` (it is not a tensor)",
+        );
+        check(
+            &one("{name: k, scalar: str}"),
+            "case.yaml:4:23: inputs[1].scalar: unknown variant `str`, expected one of `int`, \
+             `float`, `bool`",
+        );
+    }
+
+    #[test]
+    fn file_inputs() {
+        let base = "model: {source: MODEL, entry: E}\ninputs:\n  - {name: x, shape: [2]}\n";
+        let (dir, file, text) = with_model(&format!(
+            "{base}  - {{name: tokens, file: data/t.safetensors, key: ids}}\n"
+        ));
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join("data/t.safetensors"), b"").unwrap();
+        let case = Case::parse(&file, &text).unwrap();
+        let tokens = &case.spec.inputs[1];
+        assert_eq!(tokens.kind(), InputKind::Tensor);
+        assert_eq!(tokens.file_key(), "ids");
+        assert_eq!(case.wire_names(), ["x", "tokens"]);
+        let path = dir.path().join("data/t.safetensors");
+        assert_eq!(case.input_file(tokens), Some(path.clone()));
+        // The cache keys on the file's contents.
+        assert_eq!(case.named_files(), Ok(vec![path]));
+        let one = |input: &str| format!("{base}  - {input}\n");
+        check(
+            &one("{name: t, file: nope.safetensors}"),
+            "case.yaml: inputs[1].file: nope.safetensors does not exist (looked for \
+             DIR/nope.safetensors)",
+        );
+        check(
+            &one("{name: t, file: m.py, shape: [2]}"),
+            "case.yaml: inputs[1]: give exactly one of `shape` (a tensor), `scalar: \
+             int|float|bool`, `none: true` or `file` (a safetensors file)",
+        );
+        check(
+            &one("{name: t, file: m.py, dtype: int64}"),
+            "case.yaml: inputs[1].dtype: an input read from a file takes no `dtype` (its shape, \
+             dtype and values are the file's)",
+        );
+        check(
+            &one("{name: t, file: m.py, values: {int: [0, 1]}}"),
+            "case.yaml: inputs[1].values: an input read from a file takes no `values` (its \
+             shape, dtype and values are the file's)",
+        );
+        check(
+            &one("{name: t, shape: [2], key: ids}"),
+            "case.yaml: inputs[1].key: `key` names a tensor in `file`, and the input has no `file`",
+        );
+    }
+
+    #[test]
+    fn trace_options_reach_only_tracing_variants() {
+        let base = "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\n";
+        let (_dir, file, text) = with_model(&format!("{base}trace: {{strict: false}}\n"));
+        let case = Case::parse(&file, &text).unwrap();
+        let traced = case.export_spec(Variant::named("traced").unwrap());
+        assert_eq!(traced["options"], serde_json::json!({"strict": false}));
+        let scripted = case.export_spec(Variant::named("scripted").unwrap());
+        assert_eq!(scripted["options"], serde_json::json!({}));
+        let (_dir, file, text) = with_model(base);
+        let case = Case::parse(&file, &text).unwrap();
+        let traced = case.export_spec(Variant::named("traced").unwrap());
+        assert_eq!(traced["options"], serde_json::json!({}));
+        check(
+            &format!("{base}trace: {{check_trace: true, strict: false}}\n"),
+            "ok",
+        );
+        check(
+            &format!("{base}variants: [scripted]\ntrace: {{strict: false}}\n"),
+            "case.yaml: trace: no variant of the case traces (add `traced` to `variants`, or \
+             drop `trace`)",
+        );
+        check(
+            &format!("{base}trace: {{strict: false, check: true}}\n"),
+            "case.yaml:3:24: trace: unknown field `check`, expected `strict` or `check_trace`",
+        );
+        check(
+            &format!("{base}trace: {{strict: 0}}\n"),
+            "case.yaml:3:17: trace.strict: invalid type: integer `0`, expected a boolean",
         );
     }
 

@@ -225,7 +225,7 @@ pub fn shapes(case: &Case, sample: &SampleSpec) -> Vec<Vec<i64>> {
         .iter()
         .map(|input| {
             input
-                .shape
+                .shape()
                 .iter()
                 .map(|d| match d {
                     DimRef::Fixed(n) => *n,

@@ -15,8 +15,12 @@ pub use crate::error::{ErrorBody, ErrorKind};
 /// and `cargo xtask tidy` checks it changes when the messages do. Version 2: `export` takes
 /// variants as data (`{"name", "method", "options"}`) and replies `exports` by name. Version 3:
 /// `hello` replies the site folders, `load`'s files are every user file it pulled in, and a
-/// tensor leaf of another form than its dtype says which dtype it stands for.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// tensor leaf of another form than its dtype says which dtype it stands for. Version 4: input
+/// names say their kind (`k:int`, `r:float`, `flag:bool`, `mask:none`; a trailing `=` passes one
+/// by keyword, see `InputSpec::wire_name`), and each export says the arguments its forward takes.
+/// Version 5: `load` carries `weights`, a re-trace names the variant it explains, and the
+/// `artifact` export method runs a shipped file. Version 6: both.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The worker's JSON form of an output (see `harness_worker/eager.py`, `encode`).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -119,6 +123,18 @@ pub struct Export {
     /// the user's file:line; empty when nothing does.
     #[serde(default)]
     pub device_pins: Vec<String>,
+    /// The names of the arguments the artifact's forward takes, in order, without `self`
+    /// (version 4). `None`: not known (every input, in the case's order).
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// The plain default values (None, bool, int, float, str) of forward's arguments, by name
+    /// (version 4): libtorch gets them where the case leaves an argument out.
+    #[serde(default)]
+    pub defaults: std::collections::BTreeMap<String, WireValue>,
+    /// The inputs the export bound to their trace-time values (version 4): a trace takes scalar,
+    /// `None` and keyword inputs so, and its forward only the tensors.
+    #[serde(default)]
+    pub bound: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -553,21 +553,19 @@ impl Worker {
         self.call(&Request::Load(req), timeout)
     }
 
-    /// Export each variant on `input` as its definition says; `dims` are the trace-time dim values
-    /// (for evidence).
+    /// Export each variant on `input` as its spec says (`Case::export_spec`: the definition's
+    /// method and options, and the case's); `dims` are the trace-time dim values (for evidence).
     #[allow(clippy::too_many_arguments)]
     pub fn export(
         &mut self,
         case: &str,
         input: &SampleRef,
         names: &[String],
-        variants: &[crate::variant::Variant],
+        variants: Vec<Json>,
         dims: &std::collections::BTreeMap<String, i64>,
         out_dir: &Path,
-        artifact: Option<&Path>,
         timeout: Duration,
     ) -> Result<ExportReply, WorkerError> {
-        let variants: Vec<Json> = variants.iter().map(|v| v.export_spec(artifact)).collect();
         let request = Request::Export {
             case,
             input,

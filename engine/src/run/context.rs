@@ -105,6 +105,8 @@ pub struct Retraces {
 pub struct VariantRun {
     /// Loaded in libtorch (absent: not exported, or not loadable).
     pub module: Option<CModule>,
+    /// What its forward is called with, in its order (`io::signature`).
+    pub args: Vec<super::io::Slot>,
     pub runs: Vec<SampleRun>,
     pub load_error: Option<ErrorBody>,
     pub run_ms: f64,

@@ -221,7 +221,12 @@ fn run_on_cuda(cx: &CaseRun, variant: Variant) -> Result<Value, String> {
         .iter()
         .map(|(k, t)| (k.clone(), t.to_device(on)))
         .collect();
-    let args = arguments(&cx.case.wire_names(), &on_device);
+    let order = cx
+        .variants
+        .get(&variant)
+        .map(|r| r.args.clone())
+        .unwrap_or_default();
+    let args = arguments(&cx.case, &order, &on_device);
     let _guard = tch::no_grad_guard();
     let path = cx
         .exported

@@ -16,7 +16,9 @@ use harness::results::{Counterexample, SampleInfo};
 use harness::worker::{ErrorBody, Export, ExportReply, LoadRequest, SampleRef};
 
 use super::context::{CaseRun, Clock, Retraces, SampleRun, Samples, VariantRun};
-use super::io::{load_module, read_replay, run_sample, shell_word, write_sample, write_samples};
+use super::io::{
+    load_module, read_replay, run_sample, shell_word, signature, write_sample, write_samples,
+};
 use super::{Runner, MAX_SHRINK_ROUND_TRIPS};
 use crate::compare::compare;
 use crate::materialize::{describe_tensors, materialize};
@@ -87,6 +89,8 @@ impl Runner {
     ///    worker in one file (a file per sample costs more in system calls than its tensors),
     ///    kept for libtorch.
     pub(super) fn make_samples(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        crate::materialize::resolve_files(&mut cx.case)?;
+        cx.result.spec = Some(super::verdict::spec_info(&cx.case)); // with the files' shapes
         let case = &cx.case;
         let mut specs = plan::plan(case, cx.seed);
         let budget = self
@@ -101,7 +105,7 @@ impl Runner {
         if let Some(file) = &cx.replay {
             specs.truncate(1);
             inputs.push(materialize(case, &specs[0]));
-            let replayed = read_replay(file, &case.wire_names())?;
+            let replayed = read_replay(file, case)?;
             // Judged as the group the run found it in (saved with it), so the diagnosis is the
             // run's; an input from elsewhere by its shapes.
             let saved = tensors::metadata(file)
@@ -187,10 +191,9 @@ impl Runner {
                 &case.name,
                 &samples.files[0],
                 &names,
-                variants,
+                variants.iter().map(|&v| case.export_spec(v)).collect(),
                 &samples.specs[0].dims,
                 &cx.artifact_dir,
-                case.artifact().as_deref(),
                 timeout,
             )
         })
@@ -383,26 +386,24 @@ impl Runner {
         Ok((label, r))
     }
 
-    /// Shrink the variant's first failing sample and save the minimal counterexample.
+    /// Shrink the variant's first failing sample (see [`shrink_start`]) and save the minimal
+    /// counterexample.
     fn shrink(
         &mut self,
         cx: &mut CaseRun,
         variant: Variant,
     ) -> Result<Option<Counterexample>, ErrorBody> {
-        let Some(run) = cx.variants.get_mut(&variant) else {
+        let Some(i) = shrink_start(cx, variant) else {
             return Ok(None);
         };
-        let Some(i) = run
-            .runs
-            .iter()
-            .position(|r| !matches!(r, SampleRun::Match(_)))
-        else {
+        let Some(run) = cx.variants.get_mut(&variant) else {
             return Ok(None);
         };
         let Some(module) = run.module.take() else {
             return Ok(None);
         };
-        let found = self.shrink_with(cx, &module, i);
+        let args = run.args.clone();
+        let found = self.shrink_with(cx, (&module, &args), i);
         cx.variants.get_mut(&variant).expect("present").module = Some(module);
         let (min, round_trips) = found?;
         self.save_counterexample(cx, variant, i, &min, round_trips)
@@ -414,15 +415,14 @@ impl Runner {
     fn shrink_with(
         &mut self,
         cx: &mut CaseRun,
-        module: &tch::CModule,
+        variant: (&tch::CModule, &[super::io::Slot]),
         i: usize,
     ) -> Result<(SampleSpec, usize), ErrorBody> {
         let samples = cx.samples.as_ref().expect("made");
         let start = samples.specs[i].clone();
-        let wire = cx.case.wire_names();
         let original = run_sample(
-            module,
-            &wire,
+            variant.0,
+            (&cx.case, variant.1),
             &samples.inputs[i],
             &samples.expected[i],
             &cx.tol,
@@ -437,7 +437,7 @@ impl Runner {
             }
             n += 1;
             let id = format!("{}-shrink{n}", start.id);
-            match self.candidate(cx, module, cand, &id) {
+            match self.candidate(cx, variant, cand, &id) {
                 Ok(Some(SampleRun::Match(_))) | Ok(None) => false,
                 Ok(Some(SampleRun::Raised(_))) => wants_raise,
                 Ok(Some(SampleRun::Mismatch(_))) => !wants_raise,
@@ -454,7 +454,7 @@ impl Runner {
     fn candidate(
         &mut self,
         cx: &mut CaseRun,
-        module: &tch::CModule,
+        variant: (&tch::CModule, &[super::io::Slot]),
         cand: &SampleSpec,
         id: &str,
     ) -> Result<Option<SampleRun>, ErrorBody> {
@@ -465,7 +465,13 @@ impl Runner {
             Err(e) => return Err(e),
         };
         let t = Instant::now();
-        let run = run_sample(module, &cx.case.wire_names(), &inputs, &expected, &cx.tol);
+        let run = run_sample(
+            variant.0,
+            (&cx.case, variant.1),
+            &inputs,
+            &expected,
+            &cx.tol,
+        );
         cx.clock.add_torch(t);
         Ok(Some(run))
     }
@@ -503,9 +509,11 @@ impl Runner {
         let from = cx.samples().specs[i].id.clone();
         let inputs = materialize(&cx.case, min);
         let expected = self.eager_one(cx, &format!("{from}-min"), &inputs)?;
-        let module = cx.variants[&variant].module.as_ref().expect("loaded");
+        let run = &cx.variants[&variant];
+        let module = run.module.as_ref().expect("loaded");
+        let call = (&cx.case, run.args.as_slice());
         let (kind, detail, max_abs, max_rel) =
-            match run_sample(module, &cx.case.wire_names(), &inputs, &expected, &cx.tol) {
+            match run_sample(module, call, &inputs, &expected, &cx.tol) {
                 SampleRun::Raised(e) => ("raised", e, 0.0, 0.0),
                 SampleRun::Mismatch(c) | SampleRun::Match(c) => {
                     let d = c
@@ -559,30 +567,56 @@ impl Runner {
 pub fn run_variants(cx: &mut CaseRun) {
     let exported = cx.exported.as_ref().expect("exported");
     let samples = cx.samples.as_ref().expect("made");
-    let wire = cx.case.wire_names();
     for &variant in &cx.case.spec.variants {
         let export = &exported.exports[&variant];
         let Some(path) = export.path.as_deref().filter(|_| export.ok) else {
             continue;
         };
         let mut run = VariantRun::default();
-        match load_module(path, Device::Cpu) {
+        let loaded = signature(&cx.case, export)
+            .map_err(|why| ErrorBody::new(ErrorKind::Load, why))
+            .and_then(|args| {
+                run.args = args;
+                load_module(path, Device::Cpu)
+                    .map_err(|e| ErrorBody::new(ErrorKind::Load, format!("{e}")))
+            });
+        match loaded {
             Ok(m) => {
                 let t = Instant::now();
+                let call = (&cx.case, run.args.as_slice());
                 run.runs = samples
                     .inputs
                     .iter()
                     .zip(&samples.expected)
-                    .map(|(i, e)| run_sample(&m, &wire, i, e, &cx.tol))
+                    .map(|(i, e)| run_sample(&m, call, i, e, &cx.tol))
                     .collect();
                 run.run_ms = t.elapsed().as_secs_f64() * 1e3;
                 cx.clock.add_torch(t);
                 run.module = Some(m);
             }
-            Err(e) => run.load_error = Some(ErrorBody::new(ErrorKind::Load, format!("{e}"))),
+            Err(e) => run.load_error = Some(e),
         }
         cx.variants.insert(variant, run);
     }
+}
+
+/// The sample to shrink: the first that fails, except that for a variant that records one run
+/// the first failing `values` sample comes before failing new shapes, as in diagnosis: its
+/// counterexample then replays to the run's verdict (a scalar input drawn anew in a `dim:` sample
+/// would make a frozen value look like a frozen shape there).
+fn shrink_start(cx: &CaseRun, variant: Variant) -> Option<usize> {
+    let runs = &cx.variants.get(&variant)?.runs;
+    let specs = &cx.samples().specs;
+    let failing = |pred: &dyn Fn(&Group) -> bool| {
+        runs.iter()
+            .zip(specs)
+            .position(|(r, s)| !matches!(r, SampleRun::Match(_)) && pred(&s.group))
+    };
+    let first = failing(&|_| true)?;
+    if specs[first].group == Group::Trace || !variant.def().records_one_run {
+        return Some(first);
+    }
+    failing(&|g| *g == Group::Values).or(Some(first))
 }
 
 /// The group a replayed input belongs to against the trace input: the trace shapes and dtypes
@@ -619,6 +653,9 @@ fn crashed_export(v: Variant, crash: &ErrorBody) -> Export {
         warnings: Vec::new(),
         seconds: 0.0,
         device_pins: Vec::new(),
+        args: None,
+        defaults: BTreeMap::new(),
+        bound: Vec::new(),
     }
 }
 

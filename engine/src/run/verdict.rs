@@ -149,7 +149,7 @@ pub fn spec_info(case: &Case) -> SpecInfo {
                 name: i.name.clone(),
                 shape: format!(
                     "[{}]",
-                    i.shape
+                    i.shape()
                         .iter()
                         .map(|d| d.to_string())
                         .collect::<Vec<_>>()
@@ -157,6 +157,14 @@ pub fn spec_info(case: &Case) -> SpecInfo {
                 ),
                 dtypes: i.dtypes().iter().map(|d| d.to_string()).collect(),
                 values: match i.values() {
+                    _ if i.file.is_some() => {
+                        format!(
+                            "file {} ({})",
+                            i.file.as_deref().unwrap_or(""),
+                            i.file_key()
+                        )
+                    }
+                    _ if i.none => "None".into(),
                     ValueGen::Uniform([lo, hi]) => format!("uniform [{lo}, {hi}]"),
                     ValueGen::Normal([m, s]) => format!("normal (mean {m}, std {s})"),
                     ValueGen::Int([lo, hi]) => format!("int [{lo}, {hi}]"),

@@ -4,6 +4,7 @@
 //! The Python interpreter comes from `HARNESS_PYTHON` (set by `cargo xtask test`) or the
 //! repository's `.venv`.
 
+mod inputs;
 mod output;
 mod report;
 mod user_repo;

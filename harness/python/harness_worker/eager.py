@@ -9,12 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
+from harness_worker.calls import Arg, call, load_args
 from harness_worker.errors import ErrorKind, HarnessError, error_body
-
-Input = torch.Tensor | list[torch.Tensor]
 
 
 def state_digest(model: torch.nn.Module) -> str:
@@ -26,41 +24,6 @@ def state_digest(model: torch.nn.Module) -> str:
         h.update(str((t.dtype, tuple(t.shape))).encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def load_inputs(ref: dict[str, str], names: list[str], files: dict[str, Any] | None = None) -> list[Input]:
-    """forward's arguments for one sample, from {"file", "sample"}: a tensor file holding the
-    sample's tensors under `<sample>/<name>` (one file holds every sample of a case). `x` is one
-    tensor, `images[]` the list of tensors `images.0`, `images.1`, ... (as many as the file
-    holds). `files` keeps files open across samples."""
-    path, prefix = ref["file"], ref["sample"]
-    f = files.get(path) if files is not None else None
-    if f is None:
-        f = safe_open(path, framework="pt")
-        if files is not None:
-            files[path] = f
-    keys = set(f.keys())
-    args: list[Input] = []
-    for n in names:
-        if n.endswith("[]"):
-            base = f"{prefix}/{n[:-2]}"
-            items = []
-            while f"{base}.{len(items)}" in keys:
-                items.append(f.get_tensor(f"{base}.{len(items)}").clone())
-            args.append(items)
-        elif f"{prefix}/{n}" in keys:
-            # A copy: the file's tensors share memory, and a model may write into its input.
-            args.append(f.get_tensor(f"{prefix}/{n}").clone())
-        else:
-            raise HarnessError(ErrorKind.PROTOCOL, f"{path} lacks input {n!r} of sample {prefix}")
-    return args
-
-
-def to_device(value: Input, device: str) -> Input:
-    """An input (a tensor or a list of them) on another device."""
-    if isinstance(value, list):
-        return [v.to(device) for v in value]
-    return value.to(device)
 
 
 def _encode_items(
@@ -137,13 +100,13 @@ def encode(value: Any, key: str, tensors: dict[str, torch.Tensor] | None) -> dic
 
 
 def _run_sample(
-    model: torch.nn.Module, sid: str, inputs: list[Input], path: str, outputs: dict[str, torch.Tensor]
+    model: torch.nn.Module, sid: str, inputs: list[Arg], path: str, outputs: dict[str, torch.Tensor]
 ) -> dict[str, Any]:
     """One sample's eager result; its output tensors go into `outputs`."""
     start = time.perf_counter()
     try:
         with torch.no_grad():
-            output = model(*inputs)
+            output = call(model, inputs)
     except Exception as exc:  # noqa: BLE001 - reported per sample
         return {"id": sid, "ok": False, "error": error_body(ErrorKind.EAGER_RAISED, exc)}
     seconds = time.perf_counter() - start
@@ -166,7 +129,7 @@ def run_eager(model: torch.nn.Module, req: dict[str, Any], path: str) -> dict[st
     for sample in req["samples"]:
         sid = sample["id"]
         try:
-            inputs = load_inputs(sample["input"], req["names"], files)
+            inputs = load_args(sample["input"], req["names"], files)
         except Exception as exc:  # noqa: BLE001
             raise HarnessError(ErrorKind.PROTOCOL, f"cannot read sample {sid}: {exc}") from exc
         with _filled_uninitialized(bool(sample.get("fill_uninitialized"))):

@@ -22,12 +22,13 @@ from typing import Any
 
 import torch
 
-from harness_worker.eager import Input, state_digest
+from harness_worker.calls import Arg, bound_names, forward_args, forward_defaults, traceable
+from harness_worker.eager import encode, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
 from harness_worker.frames import capture_warnings, locate_error
 from harness_worker.graph import Walk, code_constants, static_evidence, submodule_code
 
-MakeFn = Callable[[torch.nn.Module, tuple[Input, ...], dict[str, Any]], torch.jit.ScriptModule]
+MakeFn = Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any]], torch.jit.ScriptModule]
 MESSAGE_LINES = 40
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -42,23 +43,32 @@ class Exporter:
     # The artifact is the file named by the `path` option, copied byte for byte (a shipped
     # file: saving it again with this torch could hide what the file itself holds).
     keep_file: bool = False
+    # The method records a run on the example inputs: it gets the model with its scalar, None and
+    # keyword inputs bound to their trace-time values and the tensor inputs (calls.traceable).
+    records: bool = False
+
+    def arguments(self, fresh: torch.nn.Module, args: list[Arg]) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+        """The module and example inputs `make` gets."""
+        if self.records:
+            return traceable(fresh, args)
+        return fresh, tuple(a.value for a in args)
 
 
 def _trace(
-    fresh: torch.nn.Module, inputs: tuple[Input, ...], options: dict[str, Any]
+    fresh: torch.nn.Module, inputs: tuple[Any, ...], options: dict[str, Any]
 ) -> torch.jit.ScriptModule:
     with torch.no_grad():
         return torch.jit.trace(fresh, inputs, **{"check_trace": False, **options})
 
 
 def _script(
-    fresh: torch.nn.Module, inputs: tuple[Input, ...], options: dict[str, Any]
+    fresh: torch.nn.Module, inputs: tuple[Any, ...], options: dict[str, Any]
 ) -> torch.jit.ScriptModule:
     return torch.jit.script(fresh)
 
 
 def _load_artifact(
-    fresh: torch.nn.Module, inputs: tuple[Input, ...], options: dict[str, Any]
+    fresh: torch.nn.Module, inputs: tuple[Any, ...], options: dict[str, Any]
 ) -> torch.jit.ScriptModule:
     """A shipped TorchScript file, as the team deploys it (its code is described and
     snapshotted; the file itself is what libtorch runs)."""
@@ -66,7 +76,9 @@ def _load_artifact(
 
 
 EXPORTERS: dict[str, Exporter] = {
-    "trace": Exporter(_trace, ErrorKind.TRACE_ERROR, frozenset({"check_trace", "check_tolerance", "strict"})),
+    "trace": Exporter(
+        _trace, ErrorKind.TRACE_ERROR, frozenset({"check_trace", "check_tolerance", "strict"}), records=True
+    ),
     "script": Exporter(_script, ErrorKind.SCRIPT_COMPILE_ERROR),
     "artifact": Exporter(_load_artifact, ErrorKind.ARTIFACT_LOAD, frozenset({"path"}), keep_file=True),
 }
@@ -124,7 +136,8 @@ def export_error(kind: ErrorKind, exc: BaseException) -> dict[str, Any]:
 
 def _describe(artifact: torch.jit.ScriptModule, path: str) -> tuple[dict[str, Any], Walk | None]:
     """A saved artifact's entry: its code, constants, submodules and device pins."""
-    entry: dict[str, Any] = {"ok": True, "path": path}
+    entry: dict[str, Any] = {"ok": True, "path": path, "args": forward_args(artifact)}
+    entry["defaults"] = {k: encode(v, "default", None) for k, v in forward_defaults(artifact).items()}
     try:
         entry["code"], entry["constants"] = code_constants(artifact)
         entry["modules"] = submodule_code(artifact)
@@ -137,7 +150,7 @@ def _describe(artifact: torch.jit.ScriptModule, path: str) -> tuple[dict[str, An
 
 
 def export_variant(
-    model: torch.nn.Module, inputs: list[Input], variant: Variant, out_dir: str
+    model: torch.nn.Module, inputs: list[Arg], variant: Variant, out_dir: str
 ) -> tuple[dict[str, Any], Walk | None]:
     """Export one variant of a fresh deep copy of `model`, save it, and describe it. A failure is
     data (an entry with `ok: false`), never an exception."""
@@ -147,13 +160,14 @@ def export_variant(
     start = time.perf_counter()
     with capture_warnings() as records:
         try:
-            fresh = copy.deepcopy(model)
-            artifact = variant.exporter.make(fresh, tuple(inputs), variant.options)
+            module, example = variant.exporter.arguments(copy.deepcopy(model), inputs)
+            artifact = variant.exporter.make(module, example, variant.options)
             if variant.exporter.keep_file:
                 shutil.copyfile(variant.options["path"], path)
             else:
                 artifact.save(path)
             entry, walk = _describe(artifact, path)
+            entry["bound"] = bound_names(module)
         except HarnessError:
             raise
         except Exception as exc:  # noqa: BLE001 - an export failure is data
@@ -164,7 +178,7 @@ def export_variant(
 
 
 def export_all(
-    model: torch.nn.Module, inputs: list[Input], variants: list[Variant], out_dir: str, dims: dict[str, Any]
+    model: torch.nn.Module, inputs: list[Arg], variants: list[Variant], out_dir: str, dims: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Walk]]:
     """An `export` reply body, and the walk of each exported variant's graph, by name (a re-trace
     is compared with its variant's). The evidence compares the first `trace` and first `script`

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from harness_worker.eager import load_inputs, run_eager, state_digest
+from harness_worker.calls import load_args
+from harness_worker.eager import run_eager, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
 from harness_worker.frames import capture_warnings
 from harness_worker.graph import TraceSig, Walk, trace_diff
@@ -62,7 +63,7 @@ class Worker:
     def op_export(self, req: dict[str, Any]) -> dict[str, Any]:
         model = self._model(req)
         variants = parse_variants(req["variants"])
-        inputs = load_inputs(req["input"], req["names"])
+        inputs = load_args(req["input"], req["names"])
         reply, walks = export_all(model, inputs, variants, req["out_dir"], req.get("dims") or {})
         # A re-trace is made as the first trace variant was, and compared with the graph of the
         # variant it explains (a fresh trace, or a shipped file made elsewhere).
@@ -79,11 +80,12 @@ class Worker:
         if key not in self.trace_sigs:
             raise HarnessError(ErrorKind.PROTOCOL, f"retrace of {req['variant']!r} before it was exported")
         sig, options = self.trace_sigs[key]
-        inputs = load_inputs(req["input"], req["names"])
+        inputs = load_args(req["input"], req["names"])
         start = time.perf_counter()
         with capture_warnings():
             try:
-                traced = EXPORTERS["trace"].make(copy.deepcopy(model), tuple(inputs), options)
+                trace = EXPORTERS["trace"]
+                traced = trace.make(*trace.arguments(copy.deepcopy(model), inputs), options)
             except Exception as exc:  # noqa: BLE001 - evidence is optional
                 return {"traced": False, "error": error_body(ErrorKind.TRACE_ERROR, exc), "seconds": 0.0}
         seconds = time.perf_counter() - start

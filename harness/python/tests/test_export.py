@@ -15,7 +15,19 @@ from harness_worker.worker import Worker
 
 TRACED = {"name": "traced", "method": "trace", "options": {}}
 SCRIPTED = {"name": "scripted", "method": "script", "options": {}}
-ENTRY_FIELDS = {"ok", "path", "code", "constants", "modules", "device_pins", "warnings", "seconds"}
+ENTRY_FIELDS = {
+    "ok",
+    "path",
+    "args",
+    "defaults",
+    "bound",
+    "code",
+    "constants",
+    "modules",
+    "device_pins",
+    "warnings",
+    "seconds",
+}
 
 Load = Callable[[str], tuple[Worker, str, dict[str, Any]]]
 
