@@ -52,6 +52,9 @@ pub struct Runner {
     pub python: String,
     /// Where the worker's installed libraries live (the cache keys on what is there).
     pub site: Vec<std::path::PathBuf>,
+    /// The torch a worker was refused for: the interpreter will not change during the run, so
+    /// the next cases get the same error at once instead of importing torch again each.
+    refused_torch: Option<String>,
 }
 
 impl Runner {
@@ -69,6 +72,7 @@ impl Runner {
             torch: String::new(),
             python: String::new(),
             site: Vec::new(),
+            refused_torch: None,
             opts,
             worker: None,
             probe,
@@ -158,13 +162,24 @@ impl Runner {
     }
 
     fn worker(&mut self, cx: &mut context::Clock) -> Result<&mut Worker, WorkerError> {
+        if let Some(found) = &self.refused_torch {
+            return Err(WorkerError::TorchVersion {
+                python: self.opts.python.clone(),
+                found: found.clone(),
+                wanted: harness::TORCH_VERSION,
+            });
+        }
         if self.worker.is_none() {
             let t = std::time::Instant::now();
-            let w = Worker::spawn(
+            let spawned = Worker::spawn(
                 &self.opts.python,
                 self.opts.torch_threads,
                 &self.opts.python_path,
-            )?;
+            );
+            if let Err(WorkerError::TorchVersion { found, .. }) = &spawned {
+                self.refused_torch = Some(found.clone());
+            }
+            let w = spawned?;
             cx.start_ms += t.elapsed().as_secs_f64() * 1e3;
             self.torch = w.hello.torch.clone();
             self.python = w.hello.python.clone();
