@@ -397,6 +397,12 @@ fn runtime_hint(message: &str) -> Option<&'static str> {
             "the scripted module has no plain `forward` (torch.nn.LSTM and GRU script theirs as \
              overloads): wrap it in a module whose forward has typed arguments, or trace it",
         )
+    } else if message.contains("required keyword attribute") {
+        Some(
+            "the saved file cannot be loaded back (torch.jit.optimize_for_inference's rewrites \
+             are not serializable in this torch): ship the frozen module and call \
+             optimize_for_inference after loading it, where the deployment runs",
+        )
     } else if message.contains("same device") || message.contains("expected device") {
         Some(Pitfall::DeviceSpecialization.hint())
     } else {

@@ -81,6 +81,36 @@ pub static DEFINITIONS: &[Definition] = &[
         snapshot_expression: "torch.jit.script(model).code_with_constants",
     },
     Definition {
+        name: "frozen",
+        method: "freeze",
+        options: "{}",
+        runtime: Runtime::Libtorch,
+        default: false,
+        records_one_run: false,
+        made_on_trace_input: true,
+        export_pitfall: Pitfall::ScriptCompileError,
+        export_failed: "torch.jit.freeze(torch.jit.script(model)) failed (or its result could not \
+                        be saved)",
+        diff_base: Some("scripted"),
+        snapshot_expression: "torch.jit.freeze(torch.jit.script(model)).code_with_constants",
+    },
+    Definition {
+        name: "optimized",
+        method: "optimize",
+        options: "{}",
+        runtime: Runtime::Libtorch,
+        default: false,
+        records_one_run: false,
+        made_on_trace_input: true,
+        export_pitfall: Pitfall::ScriptCompileError,
+        export_failed:
+            "torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(model))) \
+                        failed (or its result could not be saved)",
+        diff_base: Some("scripted"),
+        snapshot_expression: "torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.script(\
+                              model))).code_with_constants",
+    },
+    Definition {
         name: "shipped",
         method: "artifact",
         options: "{}",

@@ -251,6 +251,10 @@ fn shipped_cases_meet_their_expectations() {
                 "traced=pass scripted=xfail[script_compile_error]",
             ),
             ("scaled_by_width", "traced=pass scripted=pass"),
+            (
+                "frozen_cell",
+                "traced=pass scripted=pass frozen=pass optimized=pass",
+            ),
             ("shipped_cell", "traced=pass scripted=pass shipped=pass"),
             (
                 "shipped_gate",
