@@ -125,6 +125,14 @@ fn stats_line(samples: &[(Group, Option<SampleFailure>)]) -> String {
     line
 }
 
+/// Every sample diverges, and they span more than one group (a replay's two samples of one
+/// group do not count): a variant made elsewhere then computes something else than this eager
+/// model, which no specialization explains.
+pub fn diverges_everywhere(samples: &[(Group, Option<SampleFailure>)]) -> bool {
+    let groups: std::collections::BTreeSet<&Group> = samples.iter().map(|(g, _)| g).collect();
+    groups.len() > 1 && samples.iter().all(|(_, f)| f.is_some())
+}
+
 pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(err) = obs.export_error {
@@ -209,9 +217,7 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
     // input is one more sample at the trace shapes, unless every sample diverges (the file
     // computes something else: other weights or code, no specialization).
     let made_here = obs.variant.def().made_on_trace_input;
-    let groups: std::collections::BTreeSet<&Group> = obs.samples.iter().map(|(g, _)| g).collect();
-    let everywhere = groups.len() > 1 && obs.samples.iter().all(|(_, f)| f.is_some());
-    let trace_is_values = !made_here && !everywhere;
+    let trace_is_values = !made_here && !diverges_everywhere(&obs.samples);
     let on_trace = failed(&|g| *g == Group::Trace && !trace_is_values);
     let on_values = failed(&|g| *g == Group::Values || (trace_is_values && *g == Group::Trace));
     let on_shapes = failed(&|g| matches!(g, Group::Dim(_) | Group::Joint));

@@ -349,9 +349,9 @@ impl Runner {
         // Diverging on the input it was made on, or (made elsewhere) on every input: no
         // specialization to explain.
         let on_s0 = failures.first().is_some_and(|(_, f)| f.is_some());
-        let groups: std::collections::BTreeSet<&Group> = failures.iter().map(|(g, _)| g).collect();
-        let everywhere = groups.len() > 1 && failures.iter().all(|(_, f)| f.is_some());
-        if (on_s0 && variant.def().made_on_trace_input) || everywhere {
+        if (on_s0 && variant.def().made_on_trace_input)
+            || harness::diagnose::diverges_everywhere(&failures)
+        {
             return Ok(Retraces::default());
         }
         let first = |pred: &dyn Fn(&Group) -> bool| {
