@@ -728,12 +728,47 @@ impl Case {
     /// with the case's `trace:` options over them for a variant that traces.
     pub fn export_spec(&self, variant: Variant) -> serde_json::Value {
         let mut spec = variant.export_spec(self.artifact().as_deref());
+        let Some(options) = spec.get_mut("options").and_then(|o| o.as_object_mut()) else {
+            return spec;
+        };
         if let (Some(trace), true) = (&self.spec.trace, variant.def().method == "trace") {
-            if let Some(options) = spec.get_mut("options").and_then(|o| o.as_object_mut()) {
-                options.extend(trace.options());
-            }
+            options.extend(trace.options());
+        }
+        if variant.def().dynamic_dims {
+            options.extend(self.dynamic_dims());
         }
         spec
+    }
+
+    /// The case's dims as an export's dynamic shapes: `dims` (each dim's `min` and `max`; a dim
+    /// whose range is one size is left out, as static) and `shapes` (per tensor input, each
+    /// axis's dim name or `null` for a fixed size).
+    fn dynamic_dims(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::{json, Value};
+        let dims: serde_json::Map<String, Value> = self
+            .spec
+            .dims
+            .iter()
+            .filter(|(_, d)| d.min < d.max)
+            .map(|(k, d)| (k.clone(), json!({"min": d.min, "max": d.max})))
+            .collect();
+        let shapes: serde_json::Map<String, Value> = self
+            .spec
+            .inputs
+            .iter()
+            .filter_map(|i| {
+                let axes = i.shape.as_ref().filter(|_| i.file.is_none())?;
+                let axes = axes.iter().map(|a| match a {
+                    DimRef::Named(n) if dims.contains_key(n) => json!(n),
+                    _ => Value::Null,
+                });
+                Some((i.name.clone(), Value::Array(axes.collect())))
+            })
+            .collect();
+        serde_json::Map::from_iter([
+            ("dims".to_string(), Value::Object(dims)),
+            ("shapes".to_string(), Value::Object(shapes)),
+        ])
     }
 
     /// The pitfalls the case file expects for a variant (empty: it must pass).

@@ -15,8 +15,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::case::Variant;
+use crate::error::ErrorKind;
 use crate::pitfall::Pitfall;
 use crate::plan::Group;
+use crate::variant::Toolchain;
 use crate::worker::{ErrorBody, Retrace, StaticEvidence, TraceWarning};
 
 /// How an output differs from eager's, by the first mismatch (see the engine's `compare`).
@@ -133,11 +135,36 @@ pub fn diverges_everywhere(samples: &[(Group, Option<SampleFailure>)]) -> bool {
     groups.len() > 1 && samples.iter().all(|(_, f)| f.is_some())
 }
 
+/// The findings for one variant, each generic fix hint in the words of the variant's toolchain
+/// (a hint read from a known message is kept).
 pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
+    let mut findings = findings(obs);
+    let toolchain = obs.variant.def().toolchain;
+    for f in &mut findings {
+        if f.hint == f.pitfall.hint() {
+            f.hint = f.pitfall.hint_for(toolchain).into();
+        }
+    }
+    findings
+}
+
+/// The pitfall a failed export is: what the worker made of torch's exception (torch.export's
+/// data-dependent guards and constraint violations), else the variant's own.
+fn export_pitfall(variant: Variant, err: &ErrorBody) -> Pitfall {
+    match err.kind {
+        ErrorKind::ExportDataDependent => Pitfall::DataDependentControlFlow,
+        ErrorKind::ExportConstraint => Pitfall::ShapeSpecialization,
+        _ => variant.def().export_pitfall,
+    }
+}
+
+fn findings(obs: &Observation<'_>) -> Vec<Finding> {
     let mut findings = Vec::new();
     if let Some(err) = obs.export_error {
-        let def = obs.variant.def();
-        let (pitfall, what) = (def.export_pitfall, def.export_failed);
+        let (pitfall, what) = (
+            export_pitfall(obs.variant, err),
+            obs.variant.def().export_failed,
+        );
         let mut f = Finding::new(pitfall, format!("{what}: {}", first_line(&err.message)));
         if let (Some(file), Some(line)) = (&err.file, err.line) {
             f.location = Some(format!("{}:{line}", short_path(file)));
@@ -313,6 +340,18 @@ pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
                 ),
             ));
         }
+    }
+    // torch.export makes a program for the example's dtypes: another dtype is its finding
+    // whether the program raises or computes otherwise.
+    let export = obs.variant.def().toolchain == Toolchain::Export;
+    if export && on_trace == 0 && on_dtypes > 0 {
+        findings.push(Finding::new(
+            Pitfall::DtypeSpecialization,
+            format!(
+                "the exported program was made for the trace input's dtypes: on its values in \
+                 another dtype it {stats}"
+            ),
+        ));
     }
     if raised > 0 {
         let mut f = Finding::new(

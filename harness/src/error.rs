@@ -53,6 +53,10 @@ pub enum ErrorKind {
     TraceError,
     ScriptCompileError,
     ExportError,
+    /// `torch.export` met a branch or size that depends on tensor data.
+    ExportDataDependent,
+    /// `torch.export` could not keep a dim dynamic over its range (a constraint violation).
+    ExportConstraint,
     /// A shipped artifact (`artifact:`) does not load.
     ArtifactLoad,
     /// A `model.weights` file cannot be read or does not fit the model.

@@ -1,10 +1,12 @@
-//! The pitfall ids: the public, stable names of what goes wrong when a model is traced or
-//! scripted. They appear in case files (`expect:`), in results.json and in reports, so a name
+//! The pitfall ids: the public, stable names of what goes wrong when a model is traced,
+//! scripted or exported. They appear in case files (`expect:`), in results.json and in reports, so a name
 //! here is never renamed; each carries a one-line summary and a fix hint for the user.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::variant::Toolchain;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,10 +23,12 @@ pub enum Pitfall {
     OutputMismatch,
     ContainerMismatch,
     ArtifactIncompatible,
+    DataDependentControlFlow,
+    ExportError,
 }
 
 impl Pitfall {
-    pub const ALL: [Pitfall; 12] = [
+    pub const ALL: [Pitfall; 14] = [
         Pitfall::ControlFlowErasure,
         Pitfall::ShapeSpecialization,
         Pitfall::ValueSpecialization,
@@ -37,6 +41,8 @@ impl Pitfall {
         Pitfall::OutputMismatch,
         Pitfall::ContainerMismatch,
         Pitfall::ArtifactIncompatible,
+        Pitfall::DataDependentControlFlow,
+        Pitfall::ExportError,
     ];
 
     pub fn id(self) -> &'static str {
@@ -53,10 +59,59 @@ impl Pitfall {
             Pitfall::OutputMismatch => "output_mismatch",
             Pitfall::ContainerMismatch => "container_mismatch",
             Pitfall::ArtifactIncompatible => "artifact_incompatible",
+            Pitfall::DataDependentControlFlow => "data_dependent_control_flow",
+            Pitfall::ExportError => "export_error",
         }
     }
 
-    /// A concrete change that usually removes the pitfall.
+    /// A concrete change that usually removes the pitfall from a variant of this toolchain:
+    /// `torch.export`'s own tools for an exported program, TorchScript's otherwise.
+    pub fn hint_for(self, toolchain: Toolchain) -> &'static str {
+        match toolchain {
+            Toolchain::Jit => self.hint(),
+            Toolchain::Export => self.export_hint().unwrap_or_else(|| self.hint()),
+        }
+    }
+
+    /// The hint for an exported program, where it differs from TorchScript's.
+    fn export_hint(self) -> Option<&'static str> {
+        Some(match self {
+            Pitfall::ShapeSpecialization => {
+                "torch.export could not keep a dim dynamic over the case's range: follow torch's \
+                 suggested fix, or narrow the Dim's range (Dim(\"H\", min=33) when a size of 1 \
+                 takes another path), or keep sizes symbolic in forward (x.shape[i] rather than \
+                 Python ints); declare the dim fixed in the case if it truly is one"
+            }
+            Pitfall::DataDependentControlFlow => self.hint(),
+            Pitfall::DtypeSpecialization => {
+                "torch.export specializes on input dtypes: export one program per dtype you \
+                 serve, or cast inputs to the exported dtype before calling it"
+            }
+            Pitfall::DeviceSpecialization => {
+                "torch.export records the device of tensors made in forward (device=cpu): \
+                 create them with device=x.device or *_like factories, or export on the \
+                 deployment device"
+            }
+            Pitfall::ValueSpecialization => {
+                "a Python value computed from a tensor was baked into the exported program: \
+                 keep it a tensor, or let export see it as a symbol (torch._check on .item() \
+                 results)"
+            }
+            Pitfall::RuntimeError => {
+                "the exported program raises on inputs eager accepts: compare its range \
+                 constraints (ep.range_constraints) and guards with the case's dims"
+            }
+            Pitfall::OutputMismatch => {
+                "compare the exported graph (ep.graph_module.code) with the eager source around \
+                 the diverging output; torch.export.draft_export(model, args) reports what it \
+                 assumed"
+            }
+            _ => return None,
+        })
+    }
+
+    /// A concrete change that usually removes the pitfall (TorchScript's words; see
+    /// [`Pitfall::hint_for`]).
     pub fn hint(self) -> &'static str {
         match self {
             Pitfall::ControlFlowErasure => {
@@ -110,6 +165,17 @@ impl Pitfall {
                  torch your deployment links (ops and the file format are tied to the version), \
                  or keep the libtorch it was made for"
             }
+            Pitfall::DataDependentControlFlow => {
+                "torch.export cannot branch on tensor values: rewrite the `if` with \
+                 torch.cond(pred, true_fn, false_fn, operands) or torch.where; for a size \
+                 computed from data, state what holds with torch._check(...) or \
+                 torch._check_is_size(...); or move the branch out of the exported model"
+            }
+            Pitfall::ExportError => {
+                "make the flagged line capturable by torch.export (no numpy or Python side \
+                 effects on tensor data, no unsupported ops), or run \
+                 torch.export.draft_export(model, args) to list every problem at once"
+            }
         }
     }
 }
@@ -131,6 +197,7 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", p.id()));
             assert_eq!(serde_json::from_str::<Pitfall>(&json).unwrap(), p);
             assert!(!p.hint().is_empty());
+            assert!(!p.hint_for(Toolchain::Export).is_empty());
         }
     }
 }

@@ -19,8 +19,10 @@ pub use crate::error::{ErrorBody, ErrorKind};
 /// names say their kind (`k:int`, `r:float`, `flag:bool`, `mask:none`; a trailing `=` passes one
 /// by keyword, see `InputSpec::wire_name`), and each export says the arguments its forward takes.
 /// Version 5: `load` carries `weights`, a re-trace names the variant it explains, and the
-/// `artifact` export method runs a shipped file. Version 6: both.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// `artifact` export method runs a shipped file. Version 6: both. Version 7: the `export` method
+/// (torch.export, with `dims` and `shapes` options) and its error kinds, and `eager` runs a saved
+/// program (`program`).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The worker's JSON form of an output (see `harness_worker/eager.py`, `encode`).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -312,6 +314,9 @@ pub enum Request<'a> {
         samples: Vec<EagerSample<'a>>,
         names: &'a [String],
         out_dir: &'a Path,
+        /// A saved torch.export program to run instead of eager (version 7).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        program: Option<&'a Path>,
     },
     /// End the case: its child exits.
     End {},

@@ -21,6 +21,19 @@ use crate::pitfall::Pitfall;
 pub enum Runtime {
     /// Loaded with `tch::CModule` and run in libtorch from Rust, as a C++ deployment would.
     Libtorch,
+    /// Loaded back from its saved file and run in the worker's Python: a `torch.export` program
+    /// (`ExportedProgram.module()`), for which tch has no runtime.
+    Worker,
+}
+
+/// The toolchain a variant comes from: it decides the words of a finding's fix hint (a
+/// TorchScript fix is no fix for an exported program).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toolchain {
+    /// `torch.jit`: trace, script, freeze, optimize_for_inference, a shipped `.pt`.
+    Jit,
+    /// `torch.export`.
+    Export,
 }
 
 /// Everything the harness knows about one variant.
@@ -34,6 +47,9 @@ pub struct Definition {
     /// Options passed to the method, as a JSON object.
     pub options: &'static str,
     pub runtime: Runtime,
+    pub toolchain: Toolchain,
+    /// The method takes the case's dims as its dynamic shapes (`dims` and `shapes` options).
+    pub dynamic_dims: bool,
     /// Checked when a case does not list its variants.
     pub default: bool,
     /// The export recorded one execution (tracing): data-dependent control flow, frozen values
@@ -59,6 +75,8 @@ pub static DEFINITIONS: &[Definition] = &[
         method: "trace",
         options: "{}",
         runtime: Runtime::Libtorch,
+        toolchain: Toolchain::Jit,
+        dynamic_dims: false,
         default: true,
         records_one_run: true,
         made_on_trace_input: true,
@@ -72,6 +90,8 @@ pub static DEFINITIONS: &[Definition] = &[
         method: "script",
         options: "{}",
         runtime: Runtime::Libtorch,
+        toolchain: Toolchain::Jit,
+        dynamic_dims: false,
         default: true,
         records_one_run: false,
         made_on_trace_input: true,
@@ -85,6 +105,8 @@ pub static DEFINITIONS: &[Definition] = &[
         method: "freeze",
         options: "{}",
         runtime: Runtime::Libtorch,
+        toolchain: Toolchain::Jit,
+        dynamic_dims: false,
         default: false,
         records_one_run: false,
         made_on_trace_input: true,
@@ -99,6 +121,8 @@ pub static DEFINITIONS: &[Definition] = &[
         method: "optimize",
         options: "{}",
         runtime: Runtime::Libtorch,
+        toolchain: Toolchain::Jit,
+        dynamic_dims: false,
         default: false,
         records_one_run: false,
         made_on_trace_input: true,
@@ -115,6 +139,8 @@ pub static DEFINITIONS: &[Definition] = &[
         method: "artifact",
         options: "{}",
         runtime: Runtime::Libtorch,
+        toolchain: Toolchain::Jit,
+        dynamic_dims: false,
         // Checked when the case names an `artifact:` file (and only then).
         default: false,
         // A shipped artifact is most often a trace: diagnosis traces the eager model again on a
@@ -125,6 +151,23 @@ pub static DEFINITIONS: &[Definition] = &[
         export_failed: "the shipped artifact does not load in this torch's libtorch",
         diff_base: Some("traced"),
         snapshot_expression: "torch.jit.load(artifact).code_with_constants",
+    },
+    Definition {
+        name: "exported",
+        method: "export",
+        options: "{}",
+        runtime: Runtime::Worker,
+        toolchain: Toolchain::Export,
+        dynamic_dims: true,
+        default: false,
+        records_one_run: false,
+        made_on_trace_input: true,
+        export_pitfall: Pitfall::ExportError,
+        export_failed: "torch.export.export failed",
+        // An FX graph and TorchScript code share no lines worth diffing.
+        diff_base: None,
+        snapshot_expression: "torch.export.export(model, trace_input, dynamic_shapes=<a Dim per \
+                              case dim>).graph_module.code, with its range constraints",
     },
 ];
 

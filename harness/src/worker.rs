@@ -201,11 +201,14 @@ pub fn same_torch(found: &str, wanted: &str) -> bool {
 }
 
 impl Worker {
-    /// Start a worker with this Python interpreter and check the protocol version.
+    /// Start a worker with this Python interpreter and check the protocol version. With
+    /// `warm_export`, its fork server also pays torch.export's first-use cost (about 2 s of
+    /// imports) once, for every child to inherit.
     pub fn spawn(
         python: &Path,
         threads: Option<usize>,
         roots: &[PathBuf],
+        warm_export: bool,
     ) -> Result<Worker, WorkerError> {
         let script_dir = tempfile::Builder::new()
             .prefix("harness-worker-")
@@ -228,6 +231,7 @@ impl Worker {
             .env("PYTHONPATH", python_path(script_dir.path(), roots))
             .env("PYTHONWARNINGS", "ignore::DeprecationWarning")
             .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("HARNESS_WARM_EXPORT", if warm_export { "1" } else { "" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -646,11 +650,12 @@ impl Worker {
 
     /// Run eager on each `(request id, input, fill uninitialized memory)`; the outputs are saved
     /// in one file under `out_dir`.
+    /// Eager on samples, or (`program`) a saved torch.export program the same way.
     pub fn eager(
         &mut self,
         case: &str,
         samples: &[(String, SampleRef, bool)],
-        names: &[String],
+        (names, program): (&[String], Option<&Path>),
         out_dir: &Path,
         timeout: Duration,
     ) -> Result<Vec<EagerResult>, WorkerError> {
@@ -667,6 +672,7 @@ impl Worker {
             samples,
             names,
             out_dir,
+            program,
         };
         let reply: EagerReply = self.call(&request, timeout)?;
         Ok(reply.results)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use tch::{CModule, Tensor};
+use tch::Tensor;
 
 use harness::case::{Case, ModelOrigin, Variant};
 use harness::diagnose::DeviceCheck;
@@ -103,8 +103,9 @@ pub struct Retraces {
 /// What happened to one variant of the case.
 #[derive(Default)]
 pub struct VariantRun {
-    /// Loaded in libtorch (absent: not exported, or not loadable).
-    pub module: Option<CModule>,
+    /// Loaded in libtorch, or the saved program the worker runs (absent: not exported, or not
+    /// loadable).
+    pub runnable: Option<super::runnable::Runnable>,
     /// What its forward is called with, in its order (`io::signature`).
     pub args: Vec<super::io::Slot>,
     pub runs: Vec<SampleRun>,

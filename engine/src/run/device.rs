@@ -1,11 +1,12 @@
 //! The device probe: does each variant follow its inputs to another device as eager does?
 //!
-//! On CUDA, eager runs in the case's child and the variants run here; without CUDA, on the meta
-//! device (which tch does not expose), eager and the saved artifacts run in a child of the probe
-//! server, and only when a graph names a device (or the case asks: `check.device_probe:
+//! On CUDA, eager (and each variant that runs in the worker) runs in the case's child and the
+//! libtorch variants run here; without CUDA, on the meta device (which tch does not expose), eager
+//! and the saved artifacts run in a child of the probe server, and only when a graph names a device (or the case asks: `check.device_probe:
 //! always`). A probe that fails costs only the device judgement, with a note.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use harness::case::{DeviceProbe, Variant};
 use harness::diagnose::{error_summary, DeviceCheck};
 use harness::error::ErrorKind;
 use harness::probe;
+use harness::variant::Runtime;
 use harness::worker::{ErrorBody, ProbeRun};
 
 use super::context::{CaseRun, Clock, ProbeWait, SampleRun};
@@ -42,8 +44,10 @@ impl Runner {
         let names = cx.case.wire_names();
         let file = cx.samples().files[0].clone();
         if tch::Cuda::is_available() {
+            // The variants that run in the worker run there on CUDA too; the others run here.
+            let in_worker = artifacts(cx, |v| v.def().runtime == Runtime::Worker);
             let id = self.call(&mut cx.clock, |w, _| {
-                w.device_probe(&cx.case.name, &file, &names, "cuda", &[])
+                w.device_probe(&cx.case.name, &file, &names, "cuda", &in_worker)
             })?;
             cx.probe = ProbeWait::Cuda(id);
             return Ok(());
@@ -65,10 +69,7 @@ impl Runner {
             case: cx.case.name.clone(),
             input: file,
             names,
-            artifacts: exports
-                .iter()
-                .filter_map(|(v, e)| Some((v.as_str().to_string(), e.path.clone()?)))
-                .collect(),
+            artifacts: artifacts(cx, |_| true),
             budget: cx.clock.left(),
         };
         cx.probe = ProbeWait::Meta(self.probe.submit(job), None);
@@ -139,6 +140,17 @@ impl Runner {
     }
 }
 
+/// The saved artifact of each variant that exported and `wanted` selects, by name.
+fn artifacts(cx: &CaseRun, wanted: impl Fn(Variant) -> bool) -> Vec<(String, PathBuf)> {
+    let exported = cx.exported.as_ref().expect("exported");
+    exported
+        .exports
+        .iter()
+        .filter(|(v, e)| e.ok && wanted(**v))
+        .filter_map(|(v, e)| Some((v.as_str().to_string(), e.path.clone()?)))
+        .collect()
+}
+
 /// A variant whose graph names a device that no probe could judge gets a visible warning, with
 /// the pins: a device baked in by tracing must never pass in silence.
 fn unjudged_pins(cx: &mut CaseRun, why: &str) {
@@ -201,8 +213,8 @@ fn judge(
         return BTreeMap::new();
     };
     let mut checks = BTreeMap::new();
-    for (&variant, run) in cx.variants.iter().filter(|(_, r)| r.module.is_some()) {
-        let there = if device == "cuda" {
+    for (&variant, run) in cx.variants.iter().filter(|(_, r)| r.runnable.is_some()) {
+        let there = if device == "cuda" && variant.def().runtime == Runtime::Libtorch {
             run_on_cuda(cx, variant)
         } else {
             from_probe(probe.remove(variant.as_str()))

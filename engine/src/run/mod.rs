@@ -15,6 +15,7 @@ mod context;
 mod device;
 mod io;
 mod phases;
+mod runnable;
 mod verdict;
 
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub struct Runner {
     /// The torch a worker was refused for: the interpreter will not change during the run, so
     /// the next cases get the same error at once instead of importing torch again each.
     refused_torch: Option<String>,
+    /// A case that runs a variant in the worker (torch.export) came before the worker started:
+    /// its fork server warms torch.export up once for all its children.
+    warm_export: bool,
 }
 
 impl Runner {
@@ -73,6 +77,7 @@ impl Runner {
             python: String::new(),
             site: Vec::new(),
             refused_torch: None,
+            warm_export: false,
             opts,
             worker: None,
             probe,
@@ -91,6 +96,11 @@ impl Runner {
     /// Run a case up to its verdicts; if only its device probe (in the probe service) is still
     /// running by then, set it aside: [`Runner::finish_case`] completes it later.
     pub fn start_case(&mut self, case: &Case) -> Step {
+        self.warm_export |= case
+            .spec
+            .variants
+            .iter()
+            .any(|v| v.def().runtime == harness::variant::Runtime::Worker);
         let mut cx = CaseRun::new(case, &self.opts, self.work.path());
         let outcome = self.in_child(&mut cx);
         // The case's child is done either way; the fork server is idle until the next case.
@@ -146,7 +156,7 @@ impl Runner {
         self.export(cx)?;
         self.eager_samples(cx)?;
         self.start_device_probe(cx)?;
-        phases::run_variants(cx);
+        self.run_variants(cx)?;
         self.collect_cuda_probe(cx)?;
         self.explain_failures(cx)
     }
@@ -175,6 +185,7 @@ impl Runner {
                 &self.opts.python,
                 self.opts.torch_threads,
                 &self.opts.python_path,
+                self.warm_export,
             );
             if let Err(WorkerError::TorchVersion { found, .. }) = &spawned {
                 self.refused_torch = Some(found.clone());

@@ -4,9 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use harness::case::{Case, ModelOrigin, Variant};
 use harness::error::ErrorKind;
@@ -15,10 +14,9 @@ use harness::plan::{self, Group, SampleSpec};
 use harness::results::{Counterexample, SampleInfo};
 use harness::worker::{ErrorBody, Export, ExportReply, LoadRequest, SampleRef};
 
-use super::context::{CaseRun, Clock, Retraces, SampleRun, Samples, VariantRun};
-use super::io::{
-    load_module, read_replay, run_sample, shell_word, signature, write_sample, write_samples,
-};
+use super::context::{CaseRun, Clock, Retraces, SampleRun, Samples};
+use super::io::{read_replay, shell_word, write_sample, write_samples};
+use super::runnable::Runnable;
 use super::{Runner, MAX_SHRINK_ROUND_TRIPS};
 use crate::compare::compare;
 use crate::materialize::{describe_tensors, materialize};
@@ -298,13 +296,34 @@ impl Runner {
         dir: &Path,
         calls: &[EagerCall],
     ) -> Result<Vec<(Value, f64)>, ErrorBody> {
+        let replies = self.worker_runs(clock, case, dir, calls, None)?;
+        // The worker writes one file per call: read it once.
+        let mut read: Option<(PathBuf, HashMap<String, Tensor>)> = None;
+        let mut values = Vec::with_capacity(replies.len());
+        for (e, call) in replies.iter().zip(calls) {
+            values.push(eager_value(e, &call.what, &mut read)?);
+        }
+        clock.torch_ms += values.iter().map(|(_, s)| s * 1e3).sum::<f64>();
+        Ok(values)
+    }
+
+    /// Eager (or, given `program`, a saved torch.export program) on each call in the worker:
+    /// one reply per call, in order.
+    pub(super) fn worker_runs(
+        &mut self,
+        clock: &mut Clock,
+        case: &Case,
+        dir: &Path,
+        calls: &[EagerCall],
+        program: Option<&Path>,
+    ) -> Result<Vec<harness::worker::EagerResult>, ErrorBody> {
         let names = case.wire_names();
         let requests: Vec<(String, SampleRef, bool)> = calls
             .iter()
             .map(|c| (c.id.clone(), c.file.clone(), c.fill))
             .collect();
         let replies = self.call(clock, |w, timeout| {
-            w.eager(&case.name, &requests, &names, dir, timeout)
+            w.eager(&case.name, &requests, (&names, program), dir, timeout)
         })?;
         if replies.len() != calls.len() {
             return Err(ErrorBody::new(
@@ -316,14 +335,7 @@ impl Runner {
                 ),
             ));
         }
-        // The worker writes one file per call: read it once.
-        let mut read: Option<(PathBuf, HashMap<String, Tensor>)> = None;
-        let mut values = Vec::with_capacity(replies.len());
-        for (e, call) in replies.iter().zip(calls) {
-            values.push(eager_value(e, &call.what, &mut read)?);
-        }
-        clock.torch_ms += values.iter().map(|(_, s)| s * 1e3).sum::<f64>();
-        Ok(values)
+        Ok(replies)
     }
 
     /// 7. Per variant, while the case's child is there: re-trace a variant that recorded one run,
@@ -399,15 +411,17 @@ impl Runner {
         let Some(run) = cx.variants.get_mut(&variant) else {
             return Ok(None);
         };
-        let Some(module) = run.module.take() else {
+        let Some(runnable) = run.runnable.take() else {
             return Ok(None);
         };
+        let wants_raise = matches!(run.runs[i], SampleRun::Raised(_));
         let args = run.args.clone();
-        let found = self.shrink_with(cx, (&module, &args), i);
-        cx.variants.get_mut(&variant).expect("present").module = Some(module);
-        let (min, round_trips) = found?;
-        self.save_counterexample(cx, variant, i, &min, round_trips)
-            .map(Some)
+        let found = self.shrink_with(cx, (&runnable, &args), i, wants_raise);
+        let min = found.and_then(|(min, round_trips)| {
+            self.save_counterexample(cx, (variant, &runnable, &args), i, &min, round_trips)
+        });
+        cx.variants.get_mut(&variant).expect("present").runnable = Some(runnable);
+        min.map(Some)
     }
 
     /// The proptest search: a candidate fails when eager accepts it and the variant still
@@ -415,19 +429,11 @@ impl Runner {
     fn shrink_with(
         &mut self,
         cx: &mut CaseRun,
-        variant: (&tch::CModule, &[super::io::Slot]),
+        variant: (&Runnable, &[super::io::Slot]),
         i: usize,
+        wants_raise: bool,
     ) -> Result<(SampleSpec, usize), ErrorBody> {
-        let samples = cx.samples.as_ref().expect("made");
-        let start = samples.specs[i].clone();
-        let original = run_sample(
-            variant.0,
-            (&cx.case, variant.1),
-            &samples.inputs[i],
-            &samples.expected[i],
-            &cx.tol,
-        );
-        let wants_raise = matches!(original, SampleRun::Raised(_));
+        let start = cx.samples().specs[i].clone();
         let mut fatal = None;
         let mut n = 0usize;
         let case = cx.case.clone();
@@ -454,26 +460,18 @@ impl Runner {
     fn candidate(
         &mut self,
         cx: &mut CaseRun,
-        variant: (&tch::CModule, &[super::io::Slot]),
+        variant: (&Runnable, &[super::io::Slot]),
         cand: &SampleSpec,
         id: &str,
     ) -> Result<Option<SampleRun>, ErrorBody> {
         let inputs = materialize(&cx.case, cand);
-        let expected = match self.eager_one(cx, id, &inputs) {
+        let (expected, file) = match self.eager_one(cx, id, &inputs) {
             Ok(v) => v,
             Err(e) if e.kind == ErrorKind::EagerRaised => return Ok(None),
             Err(e) => return Err(e),
         };
-        let t = Instant::now();
-        let run = run_sample(
-            variant.0,
-            (&cx.case, variant.1),
-            &inputs,
-            &expected,
-            &cx.tol,
-        );
-        cx.clock.add_torch(t);
-        Ok(Some(run))
+        self.run_one(cx, variant, (&inputs, &file), &expected)
+            .map(Some)
     }
 
     /// Eager on inputs made outside the plan (a shrink candidate), written to their own file.
@@ -482,38 +480,36 @@ impl Runner {
         cx: &mut CaseRun,
         id: &str,
         inputs: &[(String, Tensor)],
-    ) -> Result<Value, ErrorBody> {
+    ) -> Result<(Value, SampleRef), ErrorBody> {
         let path = write_sample(&cx.sample_dir, id, inputs)?;
+        let file = SampleRef {
+            file: path,
+            sample: id.to_string(),
+        };
         let call = EagerCall {
             id: id.to_string(),
-            file: SampleRef {
-                file: path,
-                sample: id.to_string(),
-            },
+            file: file.clone(),
             what: format!("sample {id} ({})", describe_tensors(inputs)),
             fill: false,
         };
         let mut out = self.eager(&mut cx.clock, &cx.case, &cx.sample_dir, &[call])?;
-        Ok(out.remove(0).0)
+        Ok((out.remove(0).0, file))
     }
 
     /// The minimal sample, run once more for its numbers, saved for replay.
     fn save_counterexample(
         &mut self,
         cx: &mut CaseRun,
-        variant: Variant,
+        (variant, runnable, args): (Variant, &Runnable, &[super::io::Slot]),
         i: usize,
         min: &SampleSpec,
         round_trips: usize,
     ) -> Result<Counterexample, ErrorBody> {
         let from = cx.samples().specs[i].id.clone();
         let inputs = materialize(&cx.case, min);
-        let expected = self.eager_one(cx, &format!("{from}-min"), &inputs)?;
-        let run = &cx.variants[&variant];
-        let module = run.module.as_ref().expect("loaded");
-        let call = (&cx.case, run.args.as_slice());
+        let (expected, file) = self.eager_one(cx, &format!("{from}-min"), &inputs)?;
         let (kind, detail, max_abs, max_rel) =
-            match run_sample(module, call, &inputs, &expected, &cx.tol) {
+            match self.run_one(cx, (runnable, args), (&inputs, &file), &expected)? {
                 SampleRun::Raised(e) => ("raised", e, 0.0, 0.0),
                 SampleRun::Mismatch(c) | SampleRun::Match(c) => {
                     let d = c
@@ -559,44 +555,6 @@ impl Runner {
             replay,
             round_trips,
         })
-    }
-}
-
-/// 5. Each exported variant in libtorch, on every sample (a variant that does not load is noted:
-///    a deployment would fail to load it too).
-pub fn run_variants(cx: &mut CaseRun) {
-    let exported = cx.exported.as_ref().expect("exported");
-    let samples = cx.samples.as_ref().expect("made");
-    for &variant in &cx.case.spec.variants {
-        let export = &exported.exports[&variant];
-        let Some(path) = export.path.as_deref().filter(|_| export.ok) else {
-            continue;
-        };
-        let mut run = VariantRun::default();
-        let loaded = signature(&cx.case, export)
-            .map_err(|why| ErrorBody::new(ErrorKind::Load, why))
-            .and_then(|args| {
-                run.args = args;
-                load_module(path, Device::Cpu)
-                    .map_err(|e| ErrorBody::new(ErrorKind::Load, format!("{e}")))
-            });
-        match loaded {
-            Ok(m) => {
-                let t = Instant::now();
-                let call = (&cx.case, run.args.as_slice());
-                run.runs = samples
-                    .inputs
-                    .iter()
-                    .zip(&samples.expected)
-                    .map(|(i, e)| run_sample(&m, call, i, e, &cx.tol))
-                    .collect();
-                run.run_ms = t.elapsed().as_secs_f64() * 1e3;
-                cx.clock.add_torch(t);
-                run.module = Some(m);
-            }
-            Err(e) => run.load_error = Some(e),
-        }
-        cx.variants.insert(variant, run);
     }
 }
 
@@ -679,7 +637,7 @@ fn within_budget(case: &Case, s: &SampleSpec, budget: u64) -> Result<(), ErrorBo
 }
 
 /// The eager call for planned sample `i` (`again`: its determinism repeat).
-fn eager_call(samples: &Samples, i: usize, again: Option<&str>) -> EagerCall {
+pub(super) fn eager_call(samples: &Samples, i: usize, again: Option<&str>) -> EagerCall {
     let spec = &samples.specs[i];
     EagerCall {
         id: again.map_or(spec.id.clone(), |a| format!("{}#{a}", spec.id)),
@@ -695,7 +653,7 @@ fn eager_call(samples: &Samples, i: usize, again: Option<&str>) -> EagerCall {
 }
 
 /// One eager reply as a value (its tensors read from the call's file, once).
-fn eager_value(
+pub(super) fn eager_value(
     e: &harness::worker::EagerResult,
     what: &str,
     read: &mut Option<(PathBuf, HashMap<String, Tensor>)>,

@@ -102,7 +102,7 @@ def encode(value: Any, key: str, tensors: dict[str, torch.Tensor] | None) -> dic
 def _run_sample(
     model: torch.nn.Module, sid: str, inputs: list[Arg], path: str, outputs: dict[str, torch.Tensor]
 ) -> dict[str, Any]:
-    """One sample's eager result; its output tensors go into `outputs`."""
+    """One sample's result; its output tensors go into `outputs`."""
     start = time.perf_counter()
     try:
         with torch.no_grad():
@@ -121,7 +121,8 @@ def _run_sample(
 
 def run_eager(model: torch.nn.Module, req: dict[str, Any], path: str) -> dict[str, Any]:
     """An `eager` request: every sample, with all of their outputs in one file at `path`
-    (`<sample>/o`, `<sample>/o.0`, ...)."""
+    (`<sample>/o`, `<sample>/o.0`, ...). `model` is the eager model, or the loaded program the
+    request names (`program`), which runs the same way."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     results = []
     files: dict[str, Any] = {}

@@ -24,6 +24,8 @@ class ErrorKind(str, enum.Enum):
     TRACE_ERROR = "trace_error"
     SCRIPT_COMPILE_ERROR = "script_compile_error"
     EXPORT_ERROR = "export_error"
+    EXPORT_DATA_DEPENDENT = "export_data_dependent"
+    EXPORT_CONSTRAINT = "export_constraint"
     ARTIFACT_LOAD = "artifact_load"
     MODEL_WEIGHTS = "model_weights"
     UNSUPPORTED_OUTPUT = "unsupported_output"

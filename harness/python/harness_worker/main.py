@@ -12,11 +12,13 @@ def main() -> None:
     # First of all, before torch (which may print at import): nothing may write to the channel.
     channel = Channel.claim()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from harness_worker.warmup import warm_up
+    from harness_worker.warmup import warm_up, warm_up_export
     from harness_worker.worker import Worker
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warm_up()
+    if os.environ.get("HARNESS_WARM_EXPORT"):
+        warm_up_export()
     serve(Worker(), channel, child=False)
     # The interpreter's teardown with torch loaded takes a few hundred ms that nothing needs.
     sys.stdout.flush()

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from harness_worker import program
 from harness_worker.calls import Arg, call, call_artifact, load_args, on_device
 from harness_worker.eager import encode
 from harness_worker.errors import ErrorKind, error_body
@@ -34,7 +35,10 @@ def device_probe(model: torch.nn.Module, req: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     reply["eager"] = _attempt(lambda: copy.deepcopy(model).to(device), inputs, artifact=False)
     for variant, path in (req.get("artifacts") or {}).items():
-        reply[variant] = _attempt(lambda path=path: load_on(path, device), inputs, artifact=True)
+        if path.endswith(".pt2"):  # a torch.export program: called as eager is
+            reply[variant] = _attempt(lambda path=path: program.load(path).to(device), inputs, artifact=False)
+        else:
+            reply[variant] = _attempt(lambda path=path: load_on(path, device), inputs, artifact=True)
     reply["seconds"] = time.perf_counter() - start
     return reply
 

@@ -48,7 +48,7 @@ from typing import IO, Any
 
 from harness_worker.errors import ErrorKind, HarnessError, error_body
 
-PROTOCOL = 6
+PROTOCOL = 7
 
 
 class Channel:

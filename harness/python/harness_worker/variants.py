@@ -1,9 +1,10 @@
 """Exporting variants, as data: each export *method* is an Exporter in EXPORTERS.
 
-A request names its variants (`{"name", "method", "options"}`); the exporter of the method makes a
-ScriptModule from a fresh deep copy of the model, the inputs of the trace sample and the
-variant's options, and its failures get the exporter's error kind. A new method is one function
-and one entry in EXPORTERS (as `freeze` and `optimize` are).
+A request names its variants (`{"name", "method", "options"}`); the exporter of the method makes an
+artifact (a ScriptModule, or a torch.export program: see `program`) from a fresh deep copy of
+the model, the inputs of the trace sample and the variant's options, and its failures get the
+exporter's error kind. A new method is one function and one entry in EXPORTERS (as `freeze` and
+`optimize` are).
 """
 
 import copy
@@ -17,20 +18,26 @@ from typing import Any
 
 import torch
 
+from harness_worker import program
 from harness_worker.calls import Arg, bound_names, forward_args, forward_defaults, traceable
 from harness_worker.eager import encode, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
 from harness_worker.frames import capture_warnings, locate_error
 from harness_worker.graph import Walk, code_constants, static_evidence, submodule_code
 
-MakeFn = Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any]], torch.jit.ScriptModule]
+MakeFn = Callable[[torch.nn.Module, Any, dict[str, Any]], Any]
 MESSAGE_LINES = 40
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
+def _save_script(artifact: torch.jit.ScriptModule, path: str) -> None:
+    artifact.save(path)
+
+
 @dataclass(frozen=True)
 class Exporter:
-    """How one method makes a ScriptModule, which options it accepts, what its failures are."""
+    """How one method makes its artifact, which options it accepts, what its failures are, and
+    (for an artifact that is no ScriptModule) how it is saved and described."""
 
     make: MakeFn
     error_kind: ErrorKind = ErrorKind.EXPORT_ERROR
@@ -41,12 +48,31 @@ class Exporter:
     # The method records a run on the example inputs: it gets the model with its scalar, None and
     # keyword inputs bound to their trace-time values and the tensor inputs (calls.traceable).
     records: bool = False
+    # `make` gets the inputs themselves (`Arg`s, keyword ones and names included), not a tuple.
+    takes_args: bool = False
+    suffix: str = ".pt"
+    save: Callable[[Any, str], None] = _save_script
+    # The artifact's entry (code, device pins) when it is no ScriptModule.
+    describe: Callable[[Any], dict[str, Any]] | None = None
+    # The error kind of a failure, from the exception (default: `error_kind`).
+    classify: Callable[[BaseException], ErrorKind] | None = None
+    # torch's message as the harness shows it.
+    clean: Callable[[str], str] | None = None
 
-    def arguments(self, fresh: torch.nn.Module, args: list[Arg]) -> tuple[torch.nn.Module, tuple[Any, ...]]:
+    def arguments(self, fresh: torch.nn.Module, args: list[Arg]) -> tuple[torch.nn.Module, Any]:
         """The module and example inputs `make` gets."""
         if self.records:
             return traceable(fresh, args)
+        if self.takes_args:
+            return fresh, args
         return fresh, tuple(a.value for a in args)
+
+    def failure(self, exc: BaseException) -> dict[str, Any]:
+        """The error body of a failed export."""
+        err = export_error(self.classify(exc) if self.classify else self.error_kind, exc)
+        if self.clean:
+            err["message"] = self.clean(err["message"])
+        return err
 
 
 def _trace(
@@ -93,12 +119,24 @@ EXPORTERS: dict[str, Exporter] = {
     "freeze": Exporter(_freeze, ErrorKind.SCRIPT_COMPILE_ERROR),
     "optimize": Exporter(_optimize, ErrorKind.SCRIPT_COMPILE_ERROR),
     "artifact": Exporter(_load_artifact, ErrorKind.ARTIFACT_LOAD, frozenset({"path"}), keep_file=True),
+    "export": Exporter(
+        program.export_program,
+        ErrorKind.EXPORT_ERROR,
+        frozenset({"dims", "shapes", "strict"}),
+        takes_args=True,
+        suffix=".pt2",
+        save=program.save,
+        describe=program.describe,
+        classify=program.classify,
+        clean=program.summarize,
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One variant of an export request: its artifact is `<out_dir>/<name>.pt`."""
+    """One variant of an export request: its artifact is `<out_dir>/<name><suffix>` (`.pt`, or
+    `.pt2` for a torch.export program)."""
 
     name: str
     method: str
@@ -166,24 +204,28 @@ def export_variant(
 ) -> tuple[dict[str, Any], Walk | None]:
     """Export one variant of a fresh deep copy of `model`, save it, and describe it. A failure is
     data (an entry with `ok: false`), never an exception."""
-    path = os.path.join(out_dir, f"{variant.name}.pt")
+    exporter = variant.exporter
+    path = os.path.join(out_dir, f"{variant.name}{exporter.suffix}")
     if os.path.exists(path):
         os.remove(path)
     start = time.perf_counter()
     with capture_warnings() as records:
         try:
-            module, example = variant.exporter.arguments(copy.deepcopy(model), inputs)
-            artifact = variant.exporter.make(module, example, variant.options)
-            if variant.exporter.keep_file:
+            module, example = exporter.arguments(copy.deepcopy(model), inputs)
+            artifact = exporter.make(module, example, variant.options)
+            if exporter.keep_file:
                 shutil.copyfile(variant.options["path"], path)
             else:
-                artifact.save(path)
-            entry, walk = _describe(artifact, path)
+                exporter.save(artifact, path)
+            if exporter.describe is not None:
+                entry, walk = {"ok": True, "path": path, **exporter.describe(artifact)}, None
+            else:
+                entry, walk = _describe(artifact, path)
             entry["bound"] = bound_names(module)
         except HarnessError:
             raise
         except Exception as exc:  # noqa: BLE001 - an export failure is data
-            entry, walk = {"ok": False, "error": export_error(variant.exporter.error_kind, exc)}, None
+            entry, walk = {"ok": False, "error": exporter.failure(exc)}, None
     entry["warnings"] = records
     entry["seconds"] = time.perf_counter() - start
     return entry, walk

@@ -24,6 +24,22 @@ def warm_up() -> None:
         pass
 
 
+def warm_up_export() -> None:
+    """torch.export's first use imports torch._dynamo, sympy and the export passes (about 2 s);
+    paid once in the fork server when the run exports (`HARNESS_WARM_EXPORT`). It starts no
+    threads, so children fork safely after it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = torch.nn.Linear(2, 2).eval()
+            batch = torch.export.Dim("batch", min=1, max=4)
+            program = torch.export.export(m, (torch.zeros(2, 2),), dynamic_shapes=({0: batch},))
+            with torch.no_grad():
+                program.module()(torch.zeros(3, 2))
+    except Exception:  # noqa: BLE001 - warming up is an optimization only
+        pass
+
+
 def warm_up_meta() -> None:
     """The probe server's warm-up: the meta device's Python kernels import torch._dynamo on
     first use (about 0.6 s), which every probe child then inherits."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from harness_worker import program
 from harness_worker.calls import load_args
 from harness_worker.eager import run_eager, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
@@ -29,6 +30,7 @@ class Worker:
         # case -> (signature of the first trace variant's graph, that variant's options)
         self.trace_sigs: dict[tuple[str, str], tuple[TraceSig, dict[str, Any]]] = {}
         self.eager_calls = 0  # names each eager call's output file
+        self.programs: dict[str, torch.nn.Module] = {}  # saved program path -> loaded
 
     def _model(self, req: dict[str, Any]) -> torch.nn.Module:
         case = req["case"]
@@ -98,7 +100,19 @@ class Worker:
         return device_probe(self._model(req), req)
 
     def op_eager(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Eager on samples; or, given `program` (a saved torch.export program), that program,
+        loaded once per case and run the same way."""
         model = self._model(req)
+        if req.get("program"):
+            model = self._program(req["program"])
         self.eager_calls += 1
         path = os.path.join(req["out_dir"], f"eager-{self.eager_calls}.safetensors")
         return run_eager(model, req, path)
+
+    def _program(self, path: str) -> torch.nn.Module:
+        if path not in self.programs:
+            try:
+                self.programs[path] = program.load(path)
+            except Exception as exc:  # noqa: BLE001 - the harness reports it as a load error
+                raise HarnessError(ErrorKind.EXPORT_ERROR, f"cannot load {path}: {exc}") from exc
+        return self.programs[path]
