@@ -146,7 +146,7 @@ impl Runner {
 
     /// 3. Every variant the case declares, exported on the trace input (sample 0).
     pub(super) fn export(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        let variants = cx.case.spec.variants.clone();
+        let variants = cx.case.variants.clone();
         let exported = match self.export_these(cx, &variants) {
             Err(e) if e.kind == ErrorKind::Crashed => self.isolate_crashes(cx, &variants, e)?,
             other => other?,
@@ -164,7 +164,6 @@ impl Runner {
             ));
         }
         if let Some(v) = case
-            .spec
             .variants
             .iter()
             .find(|v| !exported.exports.contains_key(v))
@@ -329,7 +328,7 @@ impl Runner {
     /// 7. Per variant, while the case's child is there: re-trace a variant that recorded one run,
     ///    and shrink the first failing sample.
     pub(super) fn explain_failures(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        for variant in cx.case.spec.variants.clone() {
+        for variant in cx.case.variants.clone() {
             if variant.def().records_one_run {
                 let retraces = self.retraces(cx, variant)?;
                 cx.variants.entry(variant).or_default().retraces = retraces;
@@ -567,7 +566,7 @@ impl Runner {
 pub fn run_variants(cx: &mut CaseRun) {
     let exported = cx.exported.as_ref().expect("exported");
     let samples = cx.samples.as_ref().expect("made");
-    for &variant in &cx.case.spec.variants {
+    for &variant in &cx.case.variants {
         let export = &exported.exports[&variant];
         let Some(path) = export.path.as_deref().filter(|_| export.ok) else {
             continue;
