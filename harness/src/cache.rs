@@ -2,8 +2,9 @@
 //!
 //! An entry is keyed by what decides a case's result before it runs: the case file's bytes, the
 //! harness build (a hash of its sources and worker, made by build.rs), the torch version, the
-//! Python interpreter, and the command-line options that change results (seed, time limit,
-//! element budget). It records every file the verdict depends on, with its content hash: each
+//! Python interpreter, the command-line options that change results (seed, time limit,
+//! element budget, import roots) and the variants the case runs (its file, the project's
+//! `variants` or `--variants` chose them). It records every file the verdict depends on, with its content hash: each
 //! user file the model's import and constructor pulled in (transitively: helpers, PYTHONPATH,
 //! editable installs) and each file the case names (weights and other paths in `kwargs`, whole
 //! folders included); and, for each folder the worker's installed libraries live in, a hash of
@@ -40,6 +41,9 @@ pub struct KeyParts<'a> {
     pub max_elements: Option<u64>,
     /// The project's import roots: they decide which file an `import:` finds.
     pub roots: &'a [PathBuf],
+    /// The variants the case runs: the project's `variants` and `--variants` choose them, not
+    /// only the case file.
+    pub variants: &'a [crate::variant::Variant],
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -317,6 +321,7 @@ mod tests {
             timeout_s: None,
             max_elements: None,
             roots: &[],
+            variants: &[],
         };
         let site = [f.site.clone()];
         let worker = crate::verify::WorkerFacts {
@@ -394,6 +399,7 @@ mod tests {
             timeout_s: None,
             max_elements: None,
             roots: &[],
+            variants: &[],
         };
         let b = KeyParts {
             seed: Some(1),
@@ -406,6 +412,12 @@ mod tests {
             ..a.clone()
         };
         assert_ne!(cache.entry_dir(&case, &a), cache.entry_dir(&case, &c));
+        let scripted = [crate::variant::Variant::named("scripted").unwrap()];
+        let d = KeyParts {
+            variants: &scripted,
+            ..a.clone()
+        };
+        assert_ne!(cache.entry_dir(&case, &a), cache.entry_dir(&case, &d));
         assert_eq!(
             cache.entry_dir(&case, &a),
             cache.entry_dir(&case, &a.clone())

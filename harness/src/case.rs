@@ -4,6 +4,10 @@
 //! format). Parsing is strict: unknown fields, wrong types and undeclared dims are errors, and
 //! every error is one line that names the file and the line and column (from the YAML parser) or
 //! the field path (for checks made after parsing). Nothing here touches Python or libtorch.
+//!
+//! Loading also decides which variants a case runs ([`VariantChoice`]: the run's `--variants`,
+//! else the case's own list, else the project's, else the defaults; `shipped` whenever the case
+//! names an `artifact:`); everything downstream iterates over [`Case::variants`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -513,8 +517,10 @@ pub struct CaseFile {
     pub inputs: Vec<InputSpec>,
     #[serde(default)]
     pub dims: BTreeMap<String, DimSpec>,
-    #[serde(default = "default_variants")]
-    pub variants: Vec<Variant>,
+    /// The variants as written (`None`: not listed, so the project's or the defaults; see
+    /// [`VariantChoice`]).
+    #[serde(default)]
+    pub variants: Option<Vec<Variant>>,
     /// Options for every variant that traces.
     #[serde(default)]
     pub trace: Option<TraceSpec>,
@@ -540,8 +546,58 @@ fn default_rtol() -> f64 {
 fn default_atol() -> f64 {
     1e-6
 }
-fn default_variants() -> Vec<Variant> {
-    Variant::defaults()
+
+/// What chooses a case's variants besides its own `variants:`: the project's list
+/// (`harness.toml`'s `variants`), for a case that lists none, and the run's (`--variants`), for
+/// every case. [`VariantChoice::declared`] and [`VariantChoice::runs`] are the only places a
+/// case's variants are resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VariantChoice {
+    /// The variants of every case that does not list its own.
+    pub project: Option<Vec<Variant>>,
+    /// Exactly these variants for every case, over its own list and the project's.
+    pub run: Option<Vec<Variant>>,
+}
+
+impl VariantChoice {
+    /// The variants a case file declares, which its `expect:` and `trace:` are checked against:
+    /// its own `variants:`, else the project's, else the defaults; with `shipped` when it names
+    /// an `artifact:`.
+    fn declared(&self, spec: &CaseFile) -> Vec<Variant> {
+        let listed = spec.variants.clone().or_else(|| self.project.clone());
+        with_shipped(listed.unwrap_or_else(Variant::defaults), spec)
+    }
+
+    /// The variants a case runs: the run's (with `shipped` when it names an `artifact:`), else
+    /// those it declares. Expectations and trace options of variants it does not run are
+    /// ignored.
+    fn runs(&self, spec: &CaseFile) -> Vec<Variant> {
+        match &self.run {
+            Some(run) => with_shipped(run.clone(), spec),
+            None => self.declared(spec),
+        }
+    }
+
+    /// Where a case's declared variants came from, for messages: the project's list, or
+    /// nothing to say (its own list, or the defaults).
+    fn origin(&self, spec: &CaseFile) -> String {
+        match (&spec.variants, &self.project) {
+            (None, Some(project)) => {
+                let names: Vec<String> = project.iter().map(|v| format!("`{v}`")).collect();
+                format!(" (the project's `variants`: {})", names.join(", "))
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// `variants`, and `shipped` after them when the case names an `artifact:` and they lack it.
+fn with_shipped(mut variants: Vec<Variant>, spec: &CaseFile) -> Vec<Variant> {
+    let shipped = Variant::all().find(|v| v.is_shipped());
+    if let Some(v) = shipped.filter(|v| spec.artifact.is_some() && !variants.contains(v)) {
+        variants.push(v);
+    }
+    variants
 }
 
 /// Where the model comes from, resolved.
@@ -562,6 +618,8 @@ pub struct Case {
     pub file: PathBuf,
     pub origin: ModelOrigin,
     pub spec: CaseFile,
+    /// The variants it runs, in order ([`VariantChoice::runs`]).
+    pub variants: Vec<Variant>,
 }
 
 /// A case file that could not be used: one line, naming the file and the place.
@@ -587,12 +645,16 @@ impl CaseError {
 impl Case {
     /// Read, parse and validate a case file.
     pub fn load(file: &Path) -> Result<Case, CaseError> {
-        Case::load_under(file, &[])
+        Case::load_under(file, &[], &VariantChoice::default())
     }
 
     /// Read, parse and validate a case file whose model files may also live under `roots` (the
-    /// project's import roots).
-    pub fn load_under(file: &Path, roots: &[PathBuf]) -> Result<Case, CaseError> {
+    /// project's import roots), its variants chosen with `choice` (the project's and the run's).
+    pub fn load_under(
+        file: &Path,
+        roots: &[PathBuf],
+        choice: &VariantChoice,
+    ) -> Result<Case, CaseError> {
         let bytes = std::fs::read(file).map_err(|e| CaseError {
             file: file.display().to_string(),
             place: String::new(),
@@ -606,15 +668,20 @@ impl Case {
                 e.utf8_error().valid_up_to()
             ),
         })?;
-        Case::parse_under(file, &text, roots)
+        Case::parse_under(file, &text, roots, choice)
     }
 
     /// Parse and validate case text that came from `file`.
     pub fn parse(file: &Path, text: &str) -> Result<Case, CaseError> {
-        Case::parse_under(file, text, &[])
+        Case::parse_under(file, text, &[], &VariantChoice::default())
     }
 
-    fn parse_under(file: &Path, text: &str, roots: &[PathBuf]) -> Result<Case, CaseError> {
+    fn parse_under(
+        file: &Path,
+        text: &str,
+        roots: &[PathBuf],
+        choice: &VariantChoice,
+    ) -> Result<Case, CaseError> {
         if text.trim().is_empty() {
             return Err(CaseError {
                 file: file.display().to_string(),
@@ -623,20 +690,17 @@ impl Case {
                     .into(),
             });
         }
-        let mut spec: CaseFile = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
-        let shipped = Variant::all().find(|v| v.is_shipped());
-        if let Some(v) = shipped.filter(|v| spec.artifact.is_some() && !spec.variants.contains(v)) {
-            spec.variants.push(v);
-        }
+        let spec: CaseFile = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
         let name = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "case".into());
-        let origin = validate(file, &spec, roots)?;
+        let origin = validate(file, &spec, roots, choice)?;
         Ok(Case {
             name,
             file: file.to_path_buf(),
             origin,
+            variants: choice.runs(&spec),
             spec,
         })
     }
@@ -838,14 +902,19 @@ fn containment_root(file: &Path) -> PathBuf {
         .unwrap_or(dir)
 }
 
-fn validate(file: &Path, spec: &CaseFile, roots: &[PathBuf]) -> Result<ModelOrigin, CaseError> {
+fn validate(
+    file: &Path,
+    spec: &CaseFile,
+    roots: &[PathBuf],
+    choice: &VariantChoice,
+) -> Result<ModelOrigin, CaseError> {
     let checked = model_origin(file, &spec.model, roots).and_then(|origin| {
         validate_file(file, "model.weights", spec.model.weights.as_deref())?;
         validate_file(file, "artifact", spec.artifact.as_deref())?;
         validate_inputs(spec)?;
         validate_files(file, spec)?;
         validate_dims(spec)?;
-        validate_variants(spec)?;
+        validate_variants(spec, choice)?;
         validate_check(spec)?;
         Ok(origin)
     });
@@ -1203,15 +1272,18 @@ fn validate_dims(spec: &CaseFile) -> Result<(), Bad> {
     Ok(())
 }
 
-/// The variants, and expectations only for them.
-fn validate_variants(spec: &CaseFile) -> Result<(), Bad> {
-    if spec.variants.is_empty() {
+/// The variants the case declares, and expectations and trace options only for them (whatever
+/// the run chooses: `--variants` never makes a case file invalid).
+fn validate_variants(spec: &CaseFile, choice: &VariantChoice) -> Result<(), Bad> {
+    let declared = choice.declared(spec);
+    let origin = choice.origin(spec);
+    if declared.is_empty() {
         return Err(bad(
             "variants",
             format!("expected at least one of {}", Variant::names()),
         ));
     }
-    if let Some(v) = spec.variants.iter().find(|v| v.is_shipped()) {
+    if let Some(v) = declared.iter().find(|v| v.is_shipped()) {
         if spec.artifact.is_none() {
             return Err(bad(
                 "variants",
@@ -1219,17 +1291,20 @@ fn validate_variants(spec: &CaseFile) -> Result<(), Bad> {
             ));
         }
     }
-    if spec.trace.is_some() && !spec.variants.iter().any(|v| v.def().method == "trace") {
+    if spec.trace.is_some() && !declared.iter().any(|v| v.def().method == "trace") {
         return Err(bad(
             "trace",
-            "no variant of the case traces (add `traced` to `variants`, or drop `trace`)".into(),
+            format!(
+                "no variant of the case traces{origin} (add `traced` to `variants`, or drop \
+                 `trace`)"
+            ),
         ));
     }
     for v in spec.expect.keys() {
-        if !spec.variants.contains(v) {
+        if !declared.contains(v) {
             return Err(bad(
                 &format!("expect.{v}"),
-                format!("`{v}` is not among the case's variants"),
+                format!("`{v}` is not among the case's variants{origin}"),
             ));
         }
     }
@@ -1401,7 +1476,7 @@ expect:
         let case = Case::parse(&file, &text).unwrap();
         assert_eq!(case.name, "case");
         assert_eq!(
-            case.spec.variants,
+            case.variants,
             vec![
                 Variant::named("traced").unwrap(),
                 Variant::named("scripted").unwrap()
@@ -1487,7 +1562,7 @@ expect:
             std::fs::write(dir.path().join(f), "").unwrap();
         }
         let c = Case::parse(&file, &text).unwrap();
-        let names: Vec<&str> = c.spec.variants.iter().map(|v| v.as_str()).collect();
+        let names: Vec<&str> = c.variants.iter().map(|v| v.as_str()).collect();
         assert_eq!(names, ["traced", "scripted", "shipped"]);
         assert_eq!(c.weights(), Some(dir.path().join("w.pt")));
         assert_eq!(c.artifact(), Some(dir.path().join("a.pt")));
@@ -1519,7 +1594,8 @@ expect:
         .unwrap();
         let e = Case::load(&file).unwrap_err().to_string();
         assert!(e.contains("outside"), "{e}");
-        let c = Case::load_under(&file, std::slice::from_ref(&src)).unwrap();
+        let c =
+            Case::load_under(&file, std::slice::from_ref(&src), &VariantChoice::default()).unwrap();
         assert_eq!(
             c.origin,
             ModelOrigin::Source(src.join("pkg/m.py").canonicalize().unwrap())
@@ -1727,6 +1803,101 @@ expect:
         check(
             &format!("{base}trace: {{strict: 0}}\n"),
             "case.yaml:3:17: trace.strict: invalid type: integer `0`, expected a boolean",
+        );
+    }
+
+    /// The variants `text` runs under `choice` (with an `a.pt` beside it), or its error.
+    #[track_caller]
+    fn runs(text: &str, choice: &VariantChoice) -> Result<Vec<&'static str>, String> {
+        let (dir, file, text) = with_model(text);
+        std::fs::write(dir.path().join("a.pt"), "").unwrap();
+        match Case::parse_under(&file, &text, &[], choice) {
+            Ok(c) => Ok(c.variants.iter().map(|v| v.as_str()).collect()),
+            Err(e) => Err(e
+                .to_string()
+                .replace(&file.display().to_string(), "case.yaml")),
+        }
+    }
+
+    fn chosen(names: &[&str]) -> Option<Vec<Variant>> {
+        Some(names.iter().map(|n| Variant::named(n).unwrap()).collect())
+    }
+
+    #[test]
+    fn the_case_lists_its_variants_else_the_project_and_the_run_overrides_both() {
+        let base = "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\n";
+        let own = format!("{base}variants: [traced]\n");
+        let none = VariantChoice::default();
+        let project = VariantChoice {
+            project: chosen(&["scripted", "frozen"]),
+            run: None,
+        };
+        let run = VariantChoice {
+            run: chosen(&["optimized"]),
+            ..project.clone()
+        };
+        assert_eq!(runs(base, &none), Ok(vec!["traced", "scripted"]));
+        assert_eq!(runs(base, &project), Ok(vec!["scripted", "frozen"]));
+        assert_eq!(runs(&own, &project), Ok(vec!["traced"]));
+        assert_eq!(runs(base, &run), Ok(vec!["optimized"]));
+        assert_eq!(runs(&own, &run), Ok(vec!["optimized"]));
+        // `shipped` joins exactly the cases that name an artifact, whatever chose the rest.
+        let shipped = format!("{base}artifact: a.pt\n");
+        assert_eq!(
+            runs(&shipped, &project),
+            Ok(vec!["scripted", "frozen", "shipped"])
+        );
+        assert_eq!(runs(&shipped, &run), Ok(vec!["optimized", "shipped"]));
+        let only_shipped = format!("{shipped}variants: [shipped]\n");
+        assert_eq!(runs(&only_shipped, &run), Ok(vec!["optimized", "shipped"]));
+    }
+
+    #[test]
+    fn expectations_and_trace_options_of_variants_not_run_are_ignored() {
+        let base = "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\n";
+        let scripted_only = VariantChoice {
+            project: None,
+            run: chosen(&["scripted"]),
+        };
+        // The case declares `traced` (by default): under `--variants scripted` its expectation
+        // and trace options are not judged, and the case file stays valid.
+        let text =
+            format!("{base}trace: {{strict: false}}\nexpect: {{traced: [control_flow_erasure]}}\n");
+        assert_eq!(runs(&text, &scripted_only), Ok(vec!["scripted"]));
+        let (_dir, file, yaml) = with_model(&text);
+        let case = Case::parse_under(&file, &yaml, &[], &scripted_only).unwrap();
+        let scripted = Variant::named("scripted").unwrap();
+        assert_eq!(case.export_spec(scripted)["options"], serde_json::json!({}));
+        assert!(case.expected(scripted).is_empty());
+        // An expectation for a variant the case does not declare is an error, with or without
+        // `--variants`: the case file is valid or not on its own.
+        let stale = format!("{base}variants: [scripted]\nexpect: {{traced: [trace_error]}}\n");
+        let error = "case.yaml: expect.traced: `traced` is not among the case's variants";
+        assert_eq!(runs(&stale, &VariantChoice::default()), Err(error.into()));
+        assert_eq!(runs(&stale, &scripted_only), Err(error.into()));
+        // Variants the project chose are the case's own: the error says where they came from.
+        let project = VariantChoice {
+            project: chosen(&["scripted"]),
+            run: None,
+        };
+        assert_eq!(
+            runs(
+                &format!("{base}expect: {{traced: [trace_error]}}\n"),
+                &project
+            ),
+            Err(
+                "case.yaml: expect.traced: `traced` is not among the case's variants (the \
+                 project's `variants`: `scripted`)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            runs(&format!("{base}trace: {{strict: false}}\n"), &project),
+            Err(
+                "case.yaml: trace: no variant of the case traces (the project's `variants`: \
+                 `scripted`) (add `traced` to `variants`, or drop `trace`)"
+                    .into()
+            )
         );
     }
 

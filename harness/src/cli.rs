@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cache::Cache;
+use crate::case::{Variant, VariantChoice};
 use crate::console::Console;
 use crate::options::Options;
 use crate::project::Project;
@@ -140,6 +141,11 @@ struct VerifyArgs {
     /// Check only the trace input and this saved input (a counterexample file), to replay it.
     #[arg(long)]
     replay: Option<PathBuf>,
+    /// Run exactly these variants of every case, comma-separated (`traced,frozen`), over the
+    /// case's `variants:` and the project's; `shipped` still joins each case that names an
+    /// `artifact:`.
+    #[arg(long, value_name = "NAMES")]
+    variants: Option<String>,
     /// Seconds one case may take before its worker is killed (overrides `check.timeout_s`;
     /// default 300).
     #[arg(long)]
@@ -215,6 +221,7 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
         .map(regex::Regex::new)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--filter: {e}"))?;
+    let run_variants = args.variants.as_deref().map(parse_variants).transpose()?;
     let project = Project::discover(args.project.project.as_deref())?;
     if args.paths.is_empty() && project.file.is_none() && !project.cases[0].exists() {
         anyhow::bail!(
@@ -270,6 +277,10 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
             replay: args.replay,
             torch_threads: None,
             python_path: project.roots.clone(),
+            variants: VariantChoice {
+                project: project.variants.clone(),
+                run: run_variants,
+            },
         },
         snapshots: (!args.no_snapshots).then_some(Policy {
             dir: args.snapshots.unwrap_or_else(|| project.snapshots.clone()),
@@ -360,6 +371,18 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
     Ok(baseline::gate(&results, regression.as_ref()))
+}
+
+/// `--variants traced,frozen`: known names, not `shipped`, at least one.
+fn parse_variants(names: &str) -> anyhow::Result<Vec<Variant>> {
+    let chosen = names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(Variant::for_every_case)
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(Variant::choice);
+    chosen.map_err(|e| anyhow::anyhow!("--variants: {e}"))
 }
 
 /// Replace this process by `harness-run` with the same arguments (it prints, exits, and is

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::case::VariantChoice;
+
 /// How long a case may take when neither the command line nor the case says.
 pub const DEFAULT_CASE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The element budget of one sample when neither the command line nor the case says: 2^24
@@ -31,4 +33,7 @@ pub struct Options {
     /// Folders on the worker's `sys.path` (the project's import roots); model files may also
     /// live under them.
     pub python_path: Vec<PathBuf>,
+    /// The project's variants (for cases that list none) and the run's (`--variants`, for
+    /// every case).
+    pub variants: VariantChoice,
 }

@@ -1,5 +1,6 @@
 //! The project file, `harness.toml`: where a team's cases, Python, import roots, snapshots and
-//! reports are, so that `harness verify` in their repository needs no arguments.
+//! reports are, and which variants its cases check, so that `harness verify` in their
+//! repository needs no arguments.
 //!
 //! The nearest `harness.toml` at or above the working folder (or `--project FILE`) is read; its
 //! paths are relative to its own folder, the project root. Without one, the working folder is
@@ -7,9 +8,13 @@
 //! `HARNESS_PYTHON` overrides its interpreter (as an environment variable overrides a config
 //! file in cargo).
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use toml::Spanned;
+
+use crate::variant::Variant;
 
 /// The project file's name.
 pub const FILE_NAME: &str = "harness.toml";
@@ -35,6 +40,9 @@ struct ProjectFile {
     baseline: Option<String>,
     /// Requirements files `harness setup` installs into the interpreter's environment.
     requirements: Option<Vec<String>>,
+    /// The variants of every case that does not list its own (default: the variants marked
+    /// `default`), with their places in the file for errors.
+    variants: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A project's settings, resolved: every path relative to the working folder or absolute.
@@ -54,6 +62,8 @@ pub struct Project {
     pub out: PathBuf,
     pub baseline: PathBuf,
     pub requirements: Vec<PathBuf>,
+    /// The variants of every case that does not list its own (`None`: the defaults).
+    pub variants: Option<Vec<Variant>>,
 }
 
 /// The nearest project file at or above `from`.
@@ -79,10 +89,20 @@ impl Project {
         let text = std::fs::read_to_string(file).map_err(|e| {
             anyhow::anyhow!("{}: cannot read the project file: {e}", file.display())
         })?;
-        let spec: ProjectFile = toml::from_str(&text).map_err(|e| toml_error(file, &text, &e))?;
+        let mut spec: ProjectFile =
+            toml::from_str(&text).map_err(|e| toml_error(file, &text, e.span(), e.message()))?;
+        let variants = spec
+            .variants
+            .take()
+            .map(|list| chosen_variants(&list))
+            .transpose()
+            .map_err(|(span, message)| toml_error(file, &text, Some(span), &message))?;
         let file = cwd.join(file);
         let root = file.parent().unwrap_or(cwd).to_path_buf();
-        Ok(Project::resolve(&root, cwd, Some(file), spec))
+        Ok(Project {
+            variants,
+            ..Project::resolve(&root, cwd, Some(file), spec)
+        })
     }
 
     fn resolve(root: &Path, cwd: &Path, file: Option<PathBuf>, spec: ProjectFile) -> Project {
@@ -133,6 +153,7 @@ impl Project {
                 .iter()
                 .map(|r| at(r))
                 .collect(),
+            variants: None,
         }
     }
 
@@ -158,9 +179,22 @@ fn relative_to(cwd: &Path, path: &Path) -> PathBuf {
     }
 }
 
-/// One line naming the file, line and column of a TOML error.
-fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
-    let place = e.span().map(|span| {
+/// The project's `variants`, checked: an error is the place of the name (or the list) at fault
+/// and what is wrong.
+fn chosen_variants(
+    list: &Spanned<Vec<Spanned<String>>>,
+) -> Result<Vec<Variant>, (Range<usize>, String)> {
+    let mut chosen = Vec::new();
+    for name in list.get_ref() {
+        let variant = Variant::for_every_case(name.get_ref());
+        chosen.push(variant.map_err(|m| (name.span(), format!("variants: {m}")))?);
+    }
+    Variant::choice(chosen).map_err(|m| (list.span(), format!("variants: {m}")))
+}
+
+/// One line naming the file, line and column of a TOML error (at `span`, when known).
+fn toml_error(file: &Path, text: &str, span: Option<Range<usize>>, message: &str) -> anyhow::Error {
+    let place = span.map(|span| {
         let before = &text[..span.start.min(text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
@@ -170,7 +204,7 @@ fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
         "{}{}: {}",
         file.display(),
         place.unwrap_or_default(),
-        e.message().trim()
+        message.trim()
     )
 }
 
@@ -197,6 +231,7 @@ mod tests {
         assert_eq!(p.baseline, PathBuf::from("reports/baseline.json"));
         assert_eq!(p.python, None);
         assert!(p.roots.is_empty() && p.requirements.is_empty());
+        assert_eq!(p.variants, None);
     }
 
     #[test]
@@ -245,5 +280,50 @@ mod tests {
         std::fs::create_dir_all(&sub).unwrap();
         assert_eq!(find(&sub), Some(dir.path().join(FILE_NAME)));
         assert_eq!(find(Path::new("/nonexistent-harness-folder")), None);
+    }
+
+    #[test]
+    fn variants_for_every_case() {
+        let (_dir, p) = project("variants = [\"scripted\", \"traced\", \"frozen\", \"traced\"]\n");
+        let names: Vec<&str> = p
+            .unwrap()
+            .variants
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str())
+            .collect();
+        assert_eq!(names, ["traced", "scripted", "frozen"]);
+    }
+
+    #[test]
+    fn variant_errors_name_the_place_and_the_known_variants() {
+        let error = |text: &str| {
+            let (dir, p) = project(text);
+            let file = dir.path().join(FILE_NAME).display().to_string();
+            p.unwrap_err().to_string().replace(&file, "harness.toml")
+        };
+        assert_eq!(
+            error("out = \"r\"\nvariants = [\"traced\", \"exported\"]\n"),
+            format!(
+                "harness.toml:2:23: variants: unknown variant `exported`, expected one of {}",
+                Variant::names()
+            )
+        );
+        let shipped = error("variants = [\"shipped\"]\n");
+        assert!(
+            shipped.starts_with(
+                "harness.toml:1:13: variants: `shipped` cannot be chosen for every case: it runs \
+                 the file a case's `artifact:` names"
+            ),
+            "{shipped}"
+        );
+        assert_eq!(
+            error("variants = []\n"),
+            format!(
+                "harness.toml:1:12: variants: expected at least one of {}",
+                Variant::names()
+            )
+        );
+        assert!(error("variants = \"traced\"\n").starts_with("harness.toml:1:12: invalid type"));
     }
 }

@@ -242,6 +242,32 @@ impl Variant {
     pub fn is_shipped(self) -> bool {
         self.def().method == ARTIFACT_METHOD
     }
+
+    /// The variant a project (`harness.toml`'s `variants`) or a run (`--variants`) names for
+    /// every case: any known one but `shipped`, which needs a case's own `artifact:`.
+    pub fn for_every_case(name: &str) -> Result<Variant, String> {
+        match Variant::named(name) {
+            Some(v) if v.is_shipped() => Err(format!(
+                "`{v}` cannot be chosen for every case: it runs the file a case's `artifact:` \
+                 names, and joins the variants of each case that names one by itself"
+            )),
+            Some(v) => Ok(v),
+            None => Err(format!(
+                "unknown variant `{name}`, expected one of {}",
+                Variant::names()
+            )),
+        }
+    }
+
+    /// A chosen list of variants, in definition order without repeats; it may not be empty.
+    pub fn choice(mut chosen: Vec<Variant>) -> Result<Vec<Variant>, String> {
+        if chosen.is_empty() {
+            return Err(format!("expected at least one of {}", Variant::names()));
+        }
+        chosen.sort();
+        chosen.dedup();
+        Ok(chosen)
+    }
 }
 
 impl fmt::Display for Variant {
@@ -310,5 +336,27 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("unknown variant `frozen_typo`, expected one of `traced`"));
+    }
+
+    #[test]
+    fn a_project_or_a_run_chooses_any_variant_but_shipped() {
+        let [traced, scripted] = ["traced", "scripted"].map(|n| Variant::named(n).unwrap());
+        assert_eq!(Variant::for_every_case("traced"), Ok(traced));
+        let shipped = Variant::for_every_case("shipped").unwrap_err();
+        assert!(shipped.starts_with("`shipped` cannot be chosen for every case"));
+        assert_eq!(
+            Variant::for_every_case("exported").unwrap_err(),
+            format!(
+                "unknown variant `exported`, expected one of {}",
+                Variant::names()
+            )
+        );
+        assert_eq!(
+            Variant::choice(vec![scripted, traced, scripted]),
+            Ok(vec![traced, scripted])
+        );
+        assert!(Variant::choice(Vec::new())
+            .unwrap_err()
+            .starts_with("expected at least one of `traced`"));
     }
 }

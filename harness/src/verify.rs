@@ -100,7 +100,7 @@ pub type Finished = (CaseResult, Option<String>);
 pub fn cached(req: &Request, file: &Path, case: &Case) -> Option<Finished> {
     let replay = req.options.replay.is_some();
     let cache = req.cache.as_ref().filter(|_| !replay)?;
-    let hit = cache.lookup(file, &key_parts(req), &req.options.out_dir)?;
+    let hit = cache.lookup(file, &key_parts(req, case), &req.options.out_dir)?;
     let mut result = hit.result;
     for v in result.variants.values_mut() {
         v.snapshot = None;
@@ -156,7 +156,7 @@ pub fn stored(
         let mut deps: Vec<PathBuf> = result.sources.iter().map(PathBuf::from).collect();
         let stored = case.named_files().and_then(|named| {
             deps.extend(named);
-            c.store(file, &key_parts(req), &result, &deps, &worker)
+            c.store(file, &key_parts(req, case), &result, &deps, &worker)
                 .map_err(|e| e.to_string())
         });
         if let Err(e) = stored {
@@ -168,13 +168,16 @@ pub fn stored(
     (result, None)
 }
 
-fn key_parts(req: &Request) -> KeyParts<'_> {
+/// The cache key's parts besides the files: the run's options and the variants the case runs
+/// (which the project and `--variants` choose, not only its file).
+fn key_parts<'a>(req: &'a Request, case: &'a Case) -> KeyParts<'a> {
     KeyParts {
         python: &req.options.python,
         seed: req.options.seed,
         timeout_s: req.options.timeout.map(|t| t.as_secs_f64()),
         max_elements: req.options.max_elements,
         roots: &req.options.python_path,
+        variants: &case.variants,
     }
 }
 
@@ -243,7 +246,7 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
             .map(|c| snapshot::code_text(&normalizer, c, &export.constants, &export.modules))
     };
     let bodies: Vec<(Variant, Option<String>)> =
-        case.spec.variants.iter().map(|&v| (v, code(v))).collect();
+        case.variants.iter().map(|&v| (v, code(v))).collect();
     result.code_diff = code_diff(&bodies);
     let Some(policy) = policy else { return };
     let root = snapshot::workspace_root(&policy.dir);
@@ -286,9 +289,11 @@ fn code_diff(bodies: &[(Variant, Option<String>)]) -> Option<String> {
     })
 }
 
-/// A case file loaded under its identity (see [`case::case_name`]).
+/// A case file loaded under its identity (see [`case::case_name`]), with the project's roots and
+/// the variants the project and the run choose.
 pub fn load_case(req: &Request, file: &Path) -> Result<Case, case::CaseError> {
-    let mut case = Case::load_under(file, &req.options.python_path)?;
+    let o = &req.options;
+    let mut case = Case::load_under(file, &o.python_path, &o.variants)?;
     case.name = case::case_name(&req.paths, file);
     Ok(case)
 }
@@ -317,22 +322,74 @@ mod tests {
         check("a/2", Err("`a/2`: k is not a number"));
     }
 
-    #[test]
-    fn shards_partition_the_cases() {
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..7 {
-            std::fs::write(dir.path().join(format!("c{i}.yaml")), "").unwrap();
-        }
-        let options = Options {
+    fn options(out: &Path, variants: case::VariantChoice) -> Options {
+        Options {
             python: "python3".into(),
-            out_dir: dir.path().into(),
+            out_dir: out.into(),
             seed: None,
             timeout: None,
             max_elements: None,
             replay: None,
             torch_threads: None,
             python_path: Vec::new(),
+            variants,
+        }
+    }
+
+    /// A result stored for the variants one choice runs is not served to another.
+    #[test]
+    fn the_cache_keys_on_the_variants_a_case_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.py"), "class M: pass\n").unwrap();
+        let file = dir.path().join("c.yaml");
+        let text = "model: {source: m.py, entry: M}\ninputs: [{name: x, shape: [2]}]\n";
+        std::fs::write(&file, text).unwrap();
+        let request = |run: &[&str], project: &[&str]| {
+            // As the project file and `--variants` give them: checked, in definition order.
+            let names = |n: &[&str]| -> Option<Vec<Variant>> {
+                let chosen = n.iter().map(|n| Variant::named(n).unwrap()).collect();
+                (!n.is_empty()).then(|| Variant::choice(chosen).unwrap())
+            };
+            let choice = case::VariantChoice {
+                project: names(project),
+                run: names(run),
+            };
+            let mut req = Request::new(vec![file.clone()], options(dir.path(), choice));
+            req.cache = Some(Cache {
+                dir: dir.path().join("cache"),
+            });
+            req
         };
+        let defaults = request(&[], &[]);
+        let case = load_case(&defaults, &file).unwrap();
+        let mut result = crate::results::CaseResult::ran_for_test("c");
+        for &v in &case.variants {
+            let pass = crate::results::VariantResult::for_test(crate::results::Outcome::Pass);
+            result.variants.insert(v, pass);
+        }
+        let worker = WorkerFacts {
+            torch: crate::TORCH_VERSION,
+            python: "3.11",
+            site: &[],
+        };
+        let (stored_result, _) = stored(&defaults, worker, &file, &case, result);
+        assert!(stored_result.notes.is_empty(), "{:?}", stored_result.notes);
+        let hit = |req: &Request| cached(req, &file, &load_case(req, &file).unwrap()).is_some();
+        assert!(hit(&defaults));
+        // The same variants, however chosen, hit; others miss.
+        assert!(hit(&request(&["scripted", "traced"], &[])));
+        assert!(hit(&request(&[], &["traced", "scripted"])));
+        assert!(!hit(&request(&["scripted"], &[])));
+        assert!(!hit(&request(&[], &["traced", "scripted", "frozen"])));
+    }
+
+    #[test]
+    fn shards_partition_the_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..7 {
+            std::fs::write(dir.path().join(format!("c{i}.yaml")), "").unwrap();
+        }
+        let options = options(dir.path(), Default::default());
         let all = select(&Request::new(vec![dir.path().into()], options.clone())).unwrap();
         let mut union = Vec::new();
         for k in 1..=3 {

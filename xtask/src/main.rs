@@ -226,7 +226,7 @@ fn pytest_verdict(code: Option<i32>) -> Result<Option<String>, String> {
 
 /// Does the argument list name case files or folders (not only flags and their values)?
 fn positional(args: &[String]) -> bool {
-    const WITH_VALUE: [&str; 14] = [
+    const WITH_VALUE: [&str; 15] = [
         "--filter",
         "--seed",
         "--json",
@@ -241,6 +241,7 @@ fn positional(args: &[String]) -> bool {
         "--cache-dir",
         "--jobs",
         "--shard",
+        "--variants",
     ];
     let mut skip = false;
     for a in args {
@@ -280,6 +281,7 @@ mod tests {
         assert!(positional(&s(&["--baseline", "b.json", "r.json"])));
         assert!(!positional(&s(&["--snapshots", "snaps", "--accept"])));
         assert!(positional(&s(&["--accept", "cases/my_cell.yaml"])));
+        assert!(!positional(&s(&["--variants", "scripted"])));
     }
 
     #[test]

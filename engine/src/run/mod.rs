@@ -97,7 +97,6 @@ impl Runner {
     /// running by then, set it aside: [`Runner::finish_case`] completes it later.
     pub fn start_case(&mut self, case: &Case) -> Step {
         self.warm_export |= case
-            .spec
             .variants
             .iter()
             .any(|v| v.def().runtime == harness::variant::Runtime::Worker);

@@ -144,7 +144,7 @@ impl Runner {
 
     /// 3. Every variant the case declares, exported on the trace input (sample 0).
     pub(super) fn export(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        let variants = cx.case.spec.variants.clone();
+        let variants = cx.case.variants.clone();
         let exported = match self.export_these(cx, &variants) {
             Err(e) if e.kind == ErrorKind::Crashed => self.isolate_crashes(cx, &variants, e)?,
             other => other?,
@@ -162,7 +162,6 @@ impl Runner {
             ));
         }
         if let Some(v) = case
-            .spec
             .variants
             .iter()
             .find(|v| !exported.exports.contains_key(v))
@@ -341,7 +340,7 @@ impl Runner {
     /// 7. Per variant, while the case's child is there: re-trace a variant that recorded one run,
     ///    and shrink the first failing sample.
     pub(super) fn explain_failures(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        for variant in cx.case.spec.variants.clone() {
+        for variant in cx.case.variants.clone() {
             if variant.def().records_one_run {
                 let retraces = self.retraces(cx, variant)?;
                 cx.variants.entry(variant).or_default().retraces = retraces;

@@ -33,7 +33,7 @@ impl Runner {
     /// 5. Each exported variant on every sample (a variant that does not load is noted: a
     ///    deployment would fail to load it too).
     pub(super) fn run_variants(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        for variant in cx.case.spec.variants.clone() {
+        for variant in cx.case.variants.clone() {
             let export = &cx.exported.as_ref().expect("exported").exports[&variant];
             let Some(path) = export.path.clone().filter(|_| export.ok) else {
                 continue;

@@ -29,7 +29,7 @@ pub fn verdicts(cx: &mut CaseRun) {
     else {
         unreachable!("the device probe is judged before the verdicts")
     };
-    for variant in cx.case.spec.variants.clone() {
+    for variant in cx.case.variants.clone() {
         let vr = variant_verdict(cx, variant, &device_checks);
         cx.result.variants.insert(variant, vr);
     }

@@ -105,6 +105,7 @@ fn run_into(
             replay: None,
             torch_threads: None,
             python_path: Vec::new(),
+            variants: Default::default(),
         },
         snapshots,
         cache: None,
@@ -125,6 +126,7 @@ fn replay(case: &Path, input: &Path, seed: Option<u64>, out: &Path) -> Results {
         replay: Some(input.to_path_buf()),
         torch_threads: None,
         python_path: Vec::new(),
+        variants: Default::default(),
     };
     verify(&Request::new(vec![case.to_path_buf()], options), |_| {}).unwrap()
 }
@@ -504,6 +506,7 @@ fn counterexamples_replay() {
                 replay: Some(file.to_path_buf()),
                 torch_threads: None,
                 python_path: Vec::new(),
+                variants: Default::default(),
             },
             snapshots: Some(Policy {
                 dir: out.path().join("snapshots"),
@@ -929,6 +932,36 @@ fn cli_exit_codes_and_output() {
     assert_eq!(code, i32::from(exit::HARNESS_ERROR));
 }
 
+/// `--variants` (the run's choice, over the case files' own): exactly these variants run,
+/// `shipped` joins a case that names an artifact, and an expectation for a variant the run left
+/// out is not judged (decision_gate expects its trace to fail).
+#[test]
+fn the_run_chooses_the_variants() {
+    let out = tempfile::tempdir().unwrap();
+    let mut options = Options {
+        python: python(),
+        out_dir: out.path().to_path_buf(),
+        seed: None,
+        timeout: None,
+        max_elements: None,
+        replay: None,
+        torch_threads: None,
+        python_path: Vec::new(),
+        variants: Default::default(),
+    };
+    options.variants.run = Some(vec![Variant::named("scripted").unwrap()]);
+    let cases = ["decision_gate", "shipped_cell"].map(|c| repo().join(format!("cases/{c}.yaml")));
+    let results = verify(&Request::new(cases.to_vec(), options), |_| {}).unwrap();
+    check(
+        &results,
+        &[
+            ("decision_gate", "scripted=pass"),
+            ("shipped_cell", "scripted=pass shipped=pass"),
+        ],
+    );
+    assert_eq!(results.exit_code(), exit::OK);
+}
+
 /// List[Tensor] inputs reach eager (as a Python list) and libtorch (as a TensorList), shrink,
 /// and replay.
 #[test]
@@ -1325,6 +1358,7 @@ fn cache_reruns_only_what_changed_and_jobs_agree() {
                 replay: None,
                 torch_threads: None,
                 python_path: Vec::new(),
+                variants: Default::default(),
             },
         );
         req.cache = Some(harness::cache::Cache {
