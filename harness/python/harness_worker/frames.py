@@ -1,11 +1,15 @@
-"""Where in the user's code something happened: user frames, warnings, error locations."""
+"""Whose files are whose, and where in the user's code something happened: the folders installed
+libraries live in, user frames, warnings, error locations."""
 
 import contextlib
 import functools
+import glob
 import importlib.util
 import linecache
 import os
 import re
+import site
+import sys
 import sysconfig
 import traceback
 import warnings
@@ -18,26 +22,71 @@ _LOCATION = re.compile(r'File "([^"]+)", line (\d+)')
 
 
 @functools.cache
-def _dirs() -> tuple[str, str, tuple[str, ...]]:
-    """(torch's directory, the standard library's, the site directories), found without
-    importing torch."""
+def _dirs() -> tuple[str, str]:
+    """(torch's directory, the standard library's), found without importing torch."""
     spec = importlib.util.find_spec("torch")
     origin = spec.origin if spec is not None and spec.origin else "<no torch>"
     torch_dir = os.path.dirname(os.path.abspath(origin)) + os.sep
+    return torch_dir, os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep
+
+
+def _installed_names(folder: str) -> frozenset[str]:
+    """The top-level names (`foo`, `foo.py`) the distributions installed in a folder put there,
+    from their `*.dist-info/RECORD`s. Empty for an editable install's source folder: it holds the
+    user's package, and at most a `mypkg.egg-info` setuptools left there, which installs nothing."""
+    names: set[str] = set()
+    for record in glob.glob(os.path.join(glob.escape(folder), "*.dist-info", "RECORD")):
+        with contextlib.suppress(OSError), open(record, encoding="utf-8", errors="replace") as f:
+            names.update(line.split(",", 1)[0].split("/", 1)[0] for line in f)
+    return frozenset(names)
+
+
+@functools.cache
+def _site_folders() -> tuple[tuple[str, ...], tuple[tuple[str, frozenset[str]], ...]]:
+    """(the interpreter's site-packages folders, every other folder on sys.path that holds installed
+    distributions with the names they put there), each ending in a separator. Found once, at the
+    worker's `hello`, before any model is imported (its children inherit it): a folder a model
+    puts on sys.path is not one the harness hashes, so the files there stay the user's."""
     paths = sysconfig.get_paths()
-    stdlib = os.path.abspath(paths["stdlib"]) + os.sep
-    site = tuple(os.path.abspath(p) + os.sep for p in {paths["purelib"], paths["platlib"]})
-    return torch_dir, stdlib, site
+    found = [*site.getsitepackages(), paths["purelib"], paths["platlib"]]
+    if site.ENABLE_USER_SITE:
+        found.append(site.getusersitepackages())
+    std = {_folder(d) for d in found if os.path.isdir(d)}
+    others = {_folder(p) for p in sys.path if p and os.path.isdir(p)} - std
+    layered = ((d, _installed_names(d)) for d in sorted(others))
+    return tuple(sorted(std)), tuple((d, names) for d, names in layered if names)
+
+
+def _folder(path: str) -> str:
+    """A folder's absolute path ending in a separator: a prefix of every file in it."""
+    return os.path.join(os.path.abspath(path), "")
+
+
+def site_dirs() -> list[str]:
+    """The folders installed libraries live in: the harness keys cached verdicts by what is
+    installed there, so an install or upgrade re-runs the cases. Besides site-packages, a folder a
+    `.pth` names that holds installed distributions (a layered base environment's)."""
+    std, layered = _site_folders()
+    return sorted(os.path.normpath(d) for d in [*std, *(d for d, _ in layered)])
+
+
+def _installed(path: str) -> bool:
+    """Whether a file is an installed library's: in site-packages, or in another site folder under
+    a name a distribution installed there put (a user's file beside them stays the user's)."""
+    std, layered = _site_folders()
+    if path.startswith(std):
+        return True
+    return any(path.startswith(d) and path[len(d) :].split(os.sep, 1)[0] in names for d, names in layered)
 
 
 def is_user_frame(filename: str, allow_site: bool) -> bool:
     """Whether a file is the user's: not this package, torch, the standard library, nor (unless
     `allow_site`) another installed library."""
-    torch_dir, stdlib, site = _dirs()
+    torch_dir, stdlib = _dirs()
     path = os.path.abspath(filename)
     if path.startswith((PACKAGE_DIR, torch_dir)) or filename.startswith("<"):
         return False
-    if path.startswith(site):
+    if _installed(path):
         return allow_site
     return not path.startswith(stdlib)
 

@@ -4,9 +4,7 @@ import importlib
 import importlib.util
 import os
 import re
-import site
 import sys
-import sysconfig
 from types import ModuleType
 from typing import Any
 
@@ -131,17 +129,6 @@ def user_files(module_names: set[str]) -> set[str]:
         if f and is_user_frame(f, allow_site=False) and os.path.isfile(f):
             files.add(os.path.abspath(f))
     return files
-
-
-def site_dirs() -> list[str]:
-    """The folders installed libraries live in: the harness keys cached verdicts by what is
-    installed there, so an install or upgrade re-runs the cases."""
-    dirs = set(site.getsitepackages())
-    if site.ENABLE_USER_SITE:
-        dirs.add(site.getusersitepackages())
-    for key in ("purelib", "platlib"):
-        dirs.add(sysconfig.get_paths()[key])
-    return sorted(os.path.abspath(d) for d in dirs if os.path.isdir(d))
 
 
 def _entry(module: ModuleType, where: str, entry: str) -> Any:

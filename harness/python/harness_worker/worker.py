@@ -13,9 +13,9 @@ from harness_worker import program
 from harness_worker.calls import load_args
 from harness_worker.eager import run_eager, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
-from harness_worker.frames import capture_warnings
+from harness_worker.frames import capture_warnings, site_dirs
 from harness_worker.graph import TraceSig, Walk, trace_diff
-from harness_worker.model import ModelLoader, construct, site_dirs, user_files
+from harness_worker.model import ModelLoader, construct, user_files
 from harness_worker.probe import device_probe
 from harness_worker.protocol import PROTOCOL
 from harness_worker.variants import EXPORTERS, export_all, parse_variants

@@ -1,16 +1,20 @@
-"""Loading models as a team's repository has them: files inside packages, and weights files."""
+"""Loading models as a team's repository has them: files inside packages, weights files, and
+which imported files are the user's (installed libraries, layered environments, editable installs)."""
 
 import importlib
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from harness_worker import frames
 from harness_worker.errors import ErrorKind, HarnessError
-from harness_worker.model import ModelLoader, load_weights, package_of
+from harness_worker.frames import site_dirs
+from harness_worker.model import ModelLoader, load_weights, package_of, user_files
 
 
 def _write(path: Path, text: str) -> Path:
@@ -114,3 +118,77 @@ def test_unusable_weights_files_say_why(tmp_path: Path, content: object, message
         torch.save([1, 2] if content is None else content, path)
     with pytest.raises(HarnessError, match=message):
         load_weights(_net(), str(path), strict=True)
+
+
+@pytest.fixture
+def fresh_sites(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """sys.path to add folders to, as a `.pth` does at start-up; the site folders are found again
+    at the next ask, and the modules imported under `sites_` names are forgotten after."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    frames._site_folders.cache_clear()
+    yield sys.path
+    frames._site_folders.cache_clear()
+    for name in [n for n in sys.modules if n.startswith("sites_")]:
+        del sys.modules[name]
+
+
+def _layered_site(folder: Path, dist: str, files: dict[str, str]) -> Path:
+    """A site folder of another environment: `files` installed by `dist`, with its RECORD."""
+    for name, text in files.items():
+        _write(folder / name, text)
+    record = "".join(f"{name},sha256=x,1\n" for name in files) + f"{dist}-1.0.dist-info/RECORD,,\n"
+    _write(folder / f"{dist}-1.0.dist-info/RECORD", record)
+    return folder
+
+
+def _file_of(name: str) -> str:
+    importlib.invalidate_caches()
+    return importlib.import_module(name).__file__ or ""
+
+
+def test_a_layered_environments_packages_are_installed_not_the_users(
+    tmp_path: Path, fresh_sites: list[str]
+) -> None:
+    base = _layered_site(tmp_path / "base/site-packages", "foo", {"sites_foo/__init__.py": "X = 1\n"})
+    fresh_sites.append(str(base))  # as a `.pth` naming the base environment's site-packages does
+    _file_of("sites_foo")
+    assert str(base) in site_dirs()  # the harness hashes what is installed there
+    assert user_files({"sites_foo"}) == set()
+
+
+@pytest.mark.parametrize("egg_info", [False, True])
+def test_an_editable_installs_source_is_the_users(
+    tmp_path: Path, fresh_sites: list[str], egg_info: bool
+) -> None:
+    src = tmp_path / "proj/src"
+    _write(src / "sites_mypkg/__init__.py", "X = 1\n")
+    if egg_info:  # what setuptools' `egg_info` (and `setup.py develop`) leaves beside the package
+        _write(src / "sites_mypkg.egg-info/SOURCES.txt", "src/sites_mypkg/__init__.py\n")
+    fresh_sites.append(str(src))  # as the install's `__editable__.sites_mypkg-1.0.pth` does
+    file = _file_of("sites_mypkg")
+    assert str(src) not in site_dirs()
+    assert user_files({"sites_mypkg"}) == {file}  # hashed: an edit re-runs the case
+
+
+def test_the_users_files_beside_installed_distributions_stay_the_users(
+    tmp_path: Path, fresh_sites: list[str]
+) -> None:
+    # `pip install --target .` into the folder of the user's own code.
+    folder = _layered_site(tmp_path / "app", "bar", {"sites_bar.py": "X = 1\n"})
+    _write(folder / "sites_helper.py", "Y = 2\n")
+    fresh_sites.append(str(folder))
+    _file_of("sites_bar")
+    helper = _file_of("sites_helper")
+    assert str(folder) in site_dirs()
+    assert user_files({"sites_bar", "sites_helper"}) == {helper}
+
+
+def test_a_folder_put_on_sys_path_after_start_up_stays_the_users(
+    tmp_path: Path, fresh_sites: list[str]
+) -> None:
+    first = site_dirs()  # the worker's `hello`: the folders the harness hashes
+    late = _layered_site(tmp_path / "late", "baz", {"sites_baz/__init__.py": ""})
+    fresh_sites.append(str(late))  # as a model's import may do
+    file = _file_of("sites_baz")
+    assert site_dirs() == first
+    assert user_files({"sites_baz"}) == {file}
