@@ -257,6 +257,16 @@ fn shipped_cases_meet_their_expectations() {
                 "frozen_cell",
                 "traced=pass scripted=pass frozen=pass optimized=pass",
             ),
+            (
+                "frozen_denorm_dtype",
+                "traced=pass scripted=pass frozen=xfail[output_mismatch] \
+                 optimized=xfail[output_mismatch]",
+            ),
+            (
+                "frozen_transductive_bn",
+                "traced=pass scripted=pass frozen=xfail[output_mismatch] \
+                 optimized=xfail[output_mismatch]",
+            ),
             ("shipped_cell", "traced=pass scripted=pass shipped=pass"),
             (
                 "shipped_gate",
