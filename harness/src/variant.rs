@@ -345,9 +345,9 @@ mod tests {
         let shipped = Variant::for_every_case("shipped").unwrap_err();
         assert!(shipped.starts_with("`shipped` cannot be chosen for every case"));
         assert_eq!(
-            Variant::for_every_case("exported").unwrap_err(),
+            Variant::for_every_case("aoti").unwrap_err(),
             format!(
-                "unknown variant `exported`, expected one of {}",
+                "unknown variant `aoti`, expected one of {}",
                 Variant::names()
             )
         );

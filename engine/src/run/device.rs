@@ -140,6 +140,15 @@ impl Runner {
     }
 }
 
+/// What in a variant's graph names a device, said in one line.
+fn exported_pins(cx: &CaseRun, variant: Variant) -> String {
+    cx.exported
+        .as_ref()
+        .and_then(|e| e.exports.get(&variant))
+        .map(|e| e.device_pins.join("; "))
+        .unwrap_or_default()
+}
+
 /// The saved artifact of each variant that exported and `wanted` selects, by name.
 fn artifacts(cx: &CaseRun, wanted: impl Fn(Variant) -> bool) -> Vec<(String, PathBuf)> {
     let exported = cx.exported.as_ref().expect("exported");
@@ -220,7 +229,11 @@ fn judge(
             from_probe(probe.remove(variant.as_str()))
         };
         let cpu_ok = matches!(run.runs.first(), Some(SampleRun::Match(_)));
-        let check = device_verdict(device, variant, &eager_value, there, cpu_ok);
+        let mut check = device_verdict(device, variant, &eager_value, there, cpu_ok);
+        let pins = exported_pins(cx, variant);
+        if check.flagged && !pins.is_empty() {
+            check.detail = format!("{}; its graph fixes a device: {}", check.detail, pins);
+        }
         checks.insert(variant, check);
     }
     checks

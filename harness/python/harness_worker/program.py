@@ -115,7 +115,7 @@ def summarize(message: str) -> str:
         first = "; ".join(reasons) or first
         if fixes:
             first += f" (torch suggests: {', '.join(fixes)})"
-    elif first.startswith("Could not guard on data-dependent expression"):
+    elif first.startswith(("Could not guard on data-dependent", "Could not extract specialized integer")):
         first = "forward " + first[0].lower() + first[1:].split(" (unhinted")[0].rstrip(".")
     return "\n".join([first, *lines[1:]])
 

@@ -82,10 +82,27 @@ def _trace(
         return torch.jit.trace(fresh, inputs, **{"check_trace": False, **options})
 
 
+# The first script failure of each model class in this process (one case's child): a class
+# whose compilation failed is left half-defined in TorchScript's compilation unit, and scripting
+# it again raises "Can't redefine method" instead of the real error.
+_SCRIPT_FAILURES: dict[type, BaseException] = {}
+
+
+def _script_module(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    """torch.jit.script, raising a class's first failure again rather than its aftermath."""
+    if type(module) in _SCRIPT_FAILURES:
+        raise _SCRIPT_FAILURES[type(module)]
+    try:
+        return torch.jit.script(module)
+    except Exception as exc:
+        _SCRIPT_FAILURES[type(module)] = exc
+        raise
+
+
 def _script(
     fresh: torch.nn.Module, inputs: tuple[Any, ...], options: dict[str, Any]
 ) -> torch.jit.ScriptModule:
-    return torch.jit.script(fresh)
+    return _script_module(fresh)
 
 
 def _freeze(
@@ -93,7 +110,7 @@ def _freeze(
 ) -> torch.jit.ScriptModule:
     """What teams ship instead of the plain script: attributes and parameters inlined as
     constants (the model is in eval mode, as freezing requires)."""
-    return torch.jit.freeze(torch.jit.script(fresh.eval()))
+    return torch.jit.freeze(_script_module(fresh.eval()))
 
 
 def _optimize(
