@@ -140,6 +140,21 @@ impl Runner {
     }
 }
 
+/// A variant flagged on meta whose own graph names no device: everything it makes follows its
+/// inputs as eager's does, but its tensor constants (a frozen module's weights) stay on the CPU
+/// in this probe, where a deployment's `map_location` moves them. Not its finding.
+fn constants_only(variant: Variant, check: DeviceCheck) -> DeviceCheck {
+    DeviceCheck {
+        flagged: false,
+        detail: format!(
+            "inconclusive: {variant}'s graph names no device, and on meta its tensor constants \
+             stay on the CPU where torch.jit.load(map_location=device) would move them ({})",
+            check.detail
+        ),
+        ..check
+    }
+}
+
 /// What in a variant's graph names a device, said in one line.
 fn exported_pins(cx: &CaseRun, variant: Variant) -> String {
     cx.exported
@@ -229,8 +244,11 @@ fn judge(
             from_probe(probe.remove(variant.as_str()))
         };
         let cpu_ok = matches!(run.runs.first(), Some(SampleRun::Match(_)));
-        let mut check = device_verdict(device, variant, &eager_value, there, cpu_ok);
         let pins = exported_pins(cx, variant);
+        let mut check = device_verdict(device, variant, &eager_value, there, cpu_ok);
+        if device == "meta" && pins.is_empty() && check.flagged {
+            check = constants_only(variant, check);
+        }
         if check.flagged && !pins.is_empty() {
             check.detail = format!("{}; its graph fixes a device: {}", check.detail, pins);
         }
@@ -259,7 +277,7 @@ fn run_on_cuda(cx: &CaseRun, variant: Variant) -> Result<Value, String> {
         .and_then(|e| e.exports.get(&variant)?.path.clone());
     let module = path
         .ok_or_else(|| "no artifact".to_string())
-        .and_then(|p| load_module(&p, on).map_err(|e| e.to_string()))?;
+        .and_then(|p| load_module(&p, on, cx.case.spec.model.eval).map_err(|e| e.to_string()))?;
     let out = module
         .forward_is(&args)
         .map_err(|e| error_summary(&e.to_string()))?;

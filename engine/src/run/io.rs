@@ -179,9 +179,13 @@ fn argument(spec: &InputSpec, input: &[(String, Tensor)]) -> IValue {
     }
 }
 
-pub fn load_module(path: &Path, device: Device) -> Result<CModule, tch::TchError> {
+/// An artifact loaded on `device`, in eval mode when the case runs eager in eval mode (`eval:
+/// false` keeps the mode the artifact was saved in, as eager keeps the model's).
+pub fn load_module(path: &Path, device: Device, eval: bool) -> Result<CModule, tch::TchError> {
     let mut m = CModule::load_on_device(path, device)?;
-    m.set_eval();
+    if eval {
+        m.set_eval();
+    }
     Ok(m)
 }
 

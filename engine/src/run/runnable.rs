@@ -126,7 +126,7 @@ fn run_in_libtorch(
         .map_err(|why| ErrorBody::new(ErrorKind::Load, why))
         .and_then(|args| {
             run.args = args;
-            load_module(path, Device::Cpu)
+            load_module(path, Device::Cpu, cx.case.spec.model.eval)
                 .map_err(|e| ErrorBody::new(ErrorKind::Load, format!("{e}")))
         });
     match loaded {

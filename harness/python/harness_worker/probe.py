@@ -38,21 +38,9 @@ def device_probe(model: torch.nn.Module, req: dict[str, Any]) -> dict[str, Any]:
         if path.endswith(".pt2"):  # a torch.export program: called as eager is
             reply[variant] = _attempt(lambda path=path: program.load(path).to(device), inputs, artifact=False)
         else:
-            reply[variant] = _artifact_attempt(path, device, inputs)
+            reply[variant] = _attempt(lambda path=path: load_on(path, device), inputs, artifact=True)
     reply["seconds"] = time.perf_counter() - start
     return reply
-
-
-def _artifact_attempt(path: str, device: str, inputs: list[Arg]) -> dict[str, Any]:
-    """A TorchScript artifact's run on the device. On meta its tensor constants first stay on
-    the CPU (see `load_on`); when that run fails on a device mismatch, the artifact is run once
-    more loaded with `map_location` as a deployment loads it, which moves its constants too (a
-    frozen module's weights are constants): only a failure both ways is the artifact's."""
-    first = _attempt(lambda: load_on(path, device), inputs, artifact=True)
-    if first["ok"] or device != "meta" or "device" not in first["error"]["message"]:
-        return first
-    moved = _attempt(lambda: torch.jit.load(path, map_location=device), inputs, artifact=True)
-    return moved if moved["ok"] else first
 
 
 def load_on(path: str, device: str) -> torch.jit.ScriptModule:
