@@ -71,7 +71,9 @@ impl Runner {
     ) -> Result<SampleRun, ErrorBody> {
         let t = Instant::now();
         let run = match variant.0 {
-            Runnable::Libtorch(m) => run_sample(m, (&cx.case, variant.1), input.0, expected, &cx.tol),
+            Runnable::Libtorch(m) => {
+                run_sample(m, (&cx.case, variant.1), input.0, expected, &cx.tol)
+            }
             Runnable::Worker(path) => {
                 let call = EagerCall {
                     id: input.1.sample.clone(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use harness::case::Variant;
 use harness::options::Options;
 use harness::pitfall::Pitfall;
-use harness::results::{exit, CaseStatus, Outcome, Results, SnapshotState};
+use harness::results::{exit, CaseStatus, Outcome, Results, SnapshotState, VariantResult};
 use harness::snapshot::{Mode, Policy};
 use harness::verify::Request;
 use harness_engine::tensors;
@@ -93,6 +93,25 @@ fn run_into(
     out: &Path,
     snapshots: Option<Policy>,
 ) -> Results {
+    run_choosing(paths, (filter, seed), out, snapshots, Default::default())
+}
+
+/// The variants the repository's own `harness.toml` gives its cases (`cargo xtask verify`).
+fn project_variants() -> harness::case::VariantChoice {
+    let project = harness::project::Project::load(&repo().join("harness.toml"), &repo()).unwrap();
+    harness::case::VariantChoice {
+        project: project.variants,
+        run: None,
+    }
+}
+
+fn run_choosing(
+    paths: &[PathBuf],
+    (filter, seed): (Option<&str>, Option<u64>),
+    out: &Path,
+    snapshots: Option<Policy>,
+    variants: harness::case::VariantChoice,
+) -> Results {
     let req = Request {
         paths: paths.to_vec(),
         filter: filter.map(|f| regex::Regex::new(f).unwrap()),
@@ -105,7 +124,7 @@ fn run_into(
             replay: None,
             torch_threads: None,
             python_path: Vec::new(),
-            variants: Default::default(),
+            variants,
         },
         snapshots,
         cache: None,
@@ -147,7 +166,9 @@ fn shipped() -> &'static (Results, PathBuf) {
             .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
             .collect();
         files.sort();
-        let results = run_into(&files, None, None, &out, Some(committed_snapshots()));
+        // With the project's variants, as `cargo xtask verify` runs them.
+        let snapshots = Some(committed_snapshots());
+        let results = run_choosing(&files, (None, None), &out, snapshots, project_variants());
         let json = out.join("results.json");
         results.write(&json).unwrap();
         (Results::read(&json).unwrap(), out)
@@ -192,6 +213,53 @@ fn check(results: &Results, expect: &[(&str, &str)]) {
     assert_eq!(got, expect);
 }
 
+/// torch.export's failures, each with the evidence torch gives and an export fix hint; a program
+/// that exports runs in the worker, with its graph (and dims) as its `.code`.
+fn exported_findings_say_what_torch_export_said(variant: &dyn Fn(&str, Variant) -> VariantResult) {
+    let exported = Variant::named("exported").unwrap();
+    let first = |case: &str| variant(case, exported).findings[0].clone();
+    let gate = first("decision_gate");
+    assert_eq!(gate.pitfall, Pitfall::DataDependentControlFlow);
+    assert!(gate
+        .location
+        .unwrap()
+        .ends_with("cases/models/tutorial.py:25"));
+    assert!(
+        gate.evidence.iter().any(|e| e.contains("if x.sum() > 0")),
+        "{:?}",
+        gate.evidence
+    );
+    assert!(gate.hint.contains("torch.cond"), "{}", gate.hint);
+    let len = first("arange_len");
+    assert_eq!(len.pitfall, Pitfall::ShapeSpecialization);
+    assert!(
+        len.summary.contains("B: the model's code specialized it"),
+        "{}",
+        len.summary
+    );
+    assert!(
+        len.summary.contains("torch suggests: B = 4"),
+        "{}",
+        len.summary
+    );
+    assert!(len.hint.contains("Dim"), "{}", len.hint);
+    let numpy = first("numpy_round_trip");
+    assert_eq!(numpy.pitfall, Pitfall::ExportError);
+    assert!(numpy
+        .location
+        .unwrap()
+        .ends_with("cases/models/pitfalls.py:32"));
+    let finfo = first("mask_fill_finfo");
+    assert_eq!(finfo.pitfall, Pitfall::DtypeSpecialization);
+    assert!(finfo.hint.contains("torch.export"), "{}", finfo.hint);
+    let cell = variant("my_cell", exported);
+    assert_eq!(cell.outcome, Outcome::Pass);
+    let code = cell.export.code.unwrap();
+    assert!(code.starts_with("# dims: x.shape[0] in [1, "), "{code}");
+    assert!(code.contains("torch.ops.aten.linear.default"), "{code}");
+    assert!(cell.export.artifact.unwrap().ends_with(".pt2"));
+}
+
 #[test]
 fn shipped_cases_meet_their_expectations() {
     let (results, out) = shipped();
@@ -199,84 +267,29 @@ fn shipped_cases_meet_their_expectations() {
     check(
         results,
         &[
-            (
-                "arange_len",
-                "traced=xfail[shape_specialization] scripted=pass",
-            ),
-            ("arange_shape", "traced=pass scripted=pass"),
-            (
-                "split_heads",
-                "traced=pass scripted=xfail[container_mismatch]",
-            ),
-            ("classifier", "traced=pass scripted=pass"),
-            (
-                "decision_gate",
-                "traced=xfail[control_flow_erasure] scripted=pass",
-            ),
-            (
-                "device_factory",
-                "traced=xfail[device_specialization] scripted=pass",
-            ),
-            ("dict_output", "traced=xfail[trace_error] scripted=pass"),
-            (
-                "dropout_train",
-                "traced=xfail[nondeterministic_eager] scripted=xfail[nondeterministic_eager]",
-            ),
-            (
-                "feature_hash",
-                "traced=xfail[value_specialization] scripted=xfail[output_mismatch]",
-            ),
-            (
-                "flatten_len",
-                "traced=xfail[shape_specialization,runtime_error] scripted=pass",
-            ),
-            (
-                "item_scale",
-                "traced=xfail[value_specialization] scripted=pass",
-            ),
-            (
-                "loop_over_batch",
-                "traced=xfail[shape_specialization,runtime_error] scripted=pass",
-            ),
-            (
-                "mask_fill_finfo",
-                "traced=xfail[dtype_specialization] scripted=xfail[script_compile_error]",
-            ),
-            ("my_cell", "traced=pass scripted=pass"),
-            (
-                "numpy_round_trip",
-                "traced=xfail[value_specialization,shape_specialization] \
-                 scripted=xfail[script_compile_error]",
-            ),
-            (
-                "optional_bias",
-                "traced=pass scripted=xfail[script_compile_error]",
-            ),
-            ("scaled_by_width", "traced=pass scripted=pass"),
-            (
-                "frozen_cell",
-                "traced=pass scripted=pass frozen=pass optimized=pass",
-            ),
-            (
-                "frozen_denorm_dtype",
-                "traced=pass scripted=pass frozen=xfail[output_mismatch] \
-                 optimized=xfail[output_mismatch]",
-            ),
-            (
-                "frozen_transductive_bn",
-                "traced=pass scripted=pass frozen=xfail[output_mismatch] \
-                 optimized=xfail[output_mismatch]",
-            ),
-            ("shipped_cell", "traced=pass scripted=pass shipped=pass"),
-            (
-                "shipped_gate",
-                "traced=xfail[control_flow_erasure] scripted=pass \
-                 shipped=xfail[control_flow_erasure]",
-            ),
-            (
-                "shipped_newer_torch",
-                "traced=pass scripted=pass shipped=xfail[artifact_incompatible]",
-            ),
+            ("arange_len", "traced=xfail[shape_specialization] scripted=pass frozen=pass optimized=pass exported=xfail[shape_specialization]"),
+            ("arange_shape", "traced=pass scripted=pass frozen=pass optimized=pass exported=pass"),
+            ("classifier", "traced=pass scripted=pass frozen=pass optimized=pass exported=pass"),
+            ("decision_gate", "traced=xfail[control_flow_erasure] scripted=pass frozen=pass optimized=pass exported=xfail[data_dependent_control_flow]"),
+            ("device_factory", "traced=xfail[device_specialization] scripted=pass frozen=pass optimized=pass exported=xfail[device_specialization]"),
+            ("dict_output", "traced=xfail[trace_error] scripted=pass frozen=pass optimized=pass exported=pass"),
+            ("dropout_train", "traced=xfail[nondeterministic_eager] scripted=xfail[nondeterministic_eager] frozen=xfail[nondeterministic_eager] optimized=xfail[nondeterministic_eager] exported=xfail[nondeterministic_eager]"),
+            ("feature_hash", "traced=xfail[value_specialization] scripted=xfail[output_mismatch] frozen=xfail[output_mismatch] optimized=xfail[output_mismatch] exported=xfail[data_dependent_control_flow]"),
+            ("flatten_len", "traced=xfail[shape_specialization,runtime_error] scripted=pass frozen=pass optimized=pass exported=xfail[shape_specialization]"),
+            ("frozen_cell", "traced=pass scripted=pass frozen=pass optimized=pass"),
+            ("frozen_denorm_dtype", "traced=pass scripted=pass frozen=xfail[output_mismatch] optimized=xfail[output_mismatch]"),
+            ("frozen_transductive_bn", "traced=pass scripted=pass frozen=xfail[output_mismatch] optimized=xfail[output_mismatch]"),
+            ("item_scale", "traced=xfail[value_specialization] scripted=pass frozen=pass optimized=pass exported=pass"),
+            ("loop_over_batch", "traced=xfail[shape_specialization,runtime_error] scripted=pass frozen=pass optimized=pass exported=xfail[shape_specialization]"),
+            ("mask_fill_finfo", "traced=xfail[dtype_specialization] scripted=xfail[script_compile_error] frozen=xfail[script_compile_error] optimized=xfail[script_compile_error] exported=xfail[dtype_specialization]"),
+            ("my_cell", "traced=pass scripted=pass frozen=pass optimized=pass exported=pass"),
+            ("numpy_round_trip", "traced=xfail[value_specialization,shape_specialization] scripted=xfail[script_compile_error] frozen=xfail[script_compile_error] optimized=xfail[script_compile_error] exported=xfail[export_error]"),
+            ("optional_bias", "traced=pass scripted=xfail[script_compile_error] frozen=xfail[script_compile_error] optimized=xfail[script_compile_error] exported=pass"),
+            ("scaled_by_width", "traced=pass scripted=pass frozen=pass optimized=pass exported=pass"),
+            ("shipped_cell", "traced=pass scripted=pass frozen=pass optimized=pass shipped=pass exported=pass"),
+            ("shipped_gate", "traced=xfail[control_flow_erasure] scripted=pass frozen=pass optimized=pass shipped=xfail[control_flow_erasure] exported=xfail[data_dependent_control_flow]"),
+            ("shipped_newer_torch", "traced=pass scripted=pass frozen=pass optimized=pass shipped=xfail[artifact_incompatible] exported=pass"),
+            ("split_heads", "traced=pass scripted=xfail[container_mismatch] frozen=xfail[container_mismatch] optimized=xfail[container_mismatch] exported=pass"),
         ],
     );
     let _ = none;
@@ -299,6 +312,7 @@ fn shipped_cases_meet_their_expectations() {
         c.variants[&v].clone()
     };
     // The len() case: the shape is frozen, shown by a re-trace, the warning and the constant.
+    exported_findings_say_what_torch_export_said(&variant);
     let traced = variant("arange_len", Variant::named("traced").unwrap());
     let f = &traced.findings[0];
     assert_eq!(f.pitfall, Pitfall::ShapeSpecialization);
