@@ -29,12 +29,19 @@ _NOISE = re.compile(
 )
 _SIZE = re.compile(r"L\['(\w+)'\]\.size\(\)\[(\d+)\]")
 _MARKED = re.compile(r"You marked (\w+) as dynamic but your code (.*)$")
-_DATA_DEPENDENT = ("GuardOnDataDependentSymNode", "DataDependentOutputException", "DynamicOutputShapeException")
+_DATA_DEPENDENT = (
+    "GuardOnDataDependentSymNode",
+    "DataDependentOutputException",
+    "DynamicOutputShapeException",
+)
 
 
 def _dims(options: dict[str, Any]) -> dict[str, Any]:
     """A `Dim` per dynamic case dim, shared by every axis that names it."""
-    return {name: torch.export.Dim(name, min=r["min"], max=r["max"]) for name, r in options.get("dims", {}).items()}
+    return {
+        name: torch.export.Dim(name, min=r["min"], max=r["max"])
+        for name, r in options.get("dims", {}).items()
+    }
 
 
 def _shape(arg: Arg, axes: list[str | None] | None, dims: dict[str, Any]) -> Any:
@@ -55,9 +62,18 @@ def _dynamic_shapes(model: torch.nn.Module, args: list[Arg], options: dict[str, 
         bound = inspect.signature(model.forward).bind(
             *[a.name for a in positional], **{a.name: a.name for a in args if a.keyword}
         )
-    except TypeError:  # *args or an unreadable signature: by position
+    except TypeError:  # inputs the signature does not take: by position
         return tuple(specs[a.name] for a in positional)
-    return {param: specs[name] if isinstance(name, str) else None for param, name in bound.arguments.items()}
+    return {param: _bound_spec(names, specs) for param, names in bound.arguments.items()}
+
+
+def _bound_spec(names: Any, specs: dict[str, Any]) -> Any:
+    """A parameter's spec: its input's, or for `*args` a tuple of those of the inputs it takes
+    (torch matches the structure of the inputs). None for `**kwargs` (torch 2.13 cannot take a
+    spec for the inputs it takes)."""
+    if isinstance(names, tuple):
+        return tuple(specs[n] for n in names)
+    return specs[names] if isinstance(names, str) else None
 
 
 def export_program(model: torch.nn.Module, args: list[Arg], options: dict[str, Any]) -> Any:
