@@ -2,7 +2,8 @@
 //!
 //! Lines are plain text (no colour when stdout is not a terminal or `NO_COLOR` is set), so CI
 //! logs stay readable. A `.code` snapshot to review gets a `SNAP` line with its diff; a case
-//! whose variants diverge shows the traced-versus-scripted `.code` diff.
+//! whose variants diverge shows the `.code` diff of each variant against its base where either
+//! of the two did not pass.
 
 use std::io::{IsTerminal, Write};
 
@@ -166,16 +167,30 @@ impl Console {
             for n in &case.notes {
                 lines.push(format!("{INDENT}note: {}", clip(n, 300)));
             }
-            if let (Some(diff), Some((a, b))) = (case.code_diff.as_deref(), case.code_diff_pair()) {
-                if diff.is_empty() {
-                    lines.push(format!("{INDENT}code: {a} and {b} .code are the same"));
-                } else {
-                    lines.push(format!("{INDENT}code: {a} vs {b} .code:"));
-                    self.diff_lines(diff, &mut lines);
-                }
-            }
+            self.code_diff_lines(case, &mut lines);
         }
         lines
+    }
+
+    /// The `.code` diff of each variant that, or whose base, did not pass, in definition order.
+    fn code_diff_lines(&self, case: &CaseResult, lines: &mut Vec<String>) {
+        let passed = |v: Variant| {
+            case.variants
+                .get(&v)
+                .is_some_and(|r| r.outcome == Outcome::Pass)
+        };
+        for d in case.variant_diffs() {
+            let (a, b) = (d.base, d.variant);
+            if passed(a) && passed(b) {
+                continue;
+            }
+            if d.diff.is_empty() {
+                lines.push(format!("{INDENT}code: {a} and {b} .code are the same"));
+            } else {
+                lines.push(format!("{INDENT}code: {a} vs {b} .code:"));
+                self.diff_lines(d.diff, lines);
+            }
+        }
     }
 
     /// Why a variant diverged: findings with evidence and hints, the minimal input, the replay.
@@ -405,6 +420,82 @@ mod tests {
         let lines = Console::plain().case_lines(&cited);
         let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("warning:")).collect();
         assert_eq!(warnings, ["         warning: TracerWarning at m.py:4: `if x.sum() > 0:`: Converting a tensor to a Python boolean"]);
+    }
+
+    /// A case of traced, scripted, frozen and optimized with these outcomes, each variant with
+    /// a diff base holding its own one-line diff (`same`: an empty one).
+    fn four_variants(outcomes: [Outcome; 4], same: &[&str]) -> CaseResult {
+        let mut c = CaseResult::ran_for_test("c");
+        for (name, outcome) in ["traced", "scripted", "frozen", "optimized"]
+            .iter()
+            .zip(outcomes)
+        {
+            let v = Variant::named(name).unwrap();
+            let mut r = VariantResult::for_test(outcome);
+            r.code_diff = v.diff_base().map(|base| crate::results::CodeDiff {
+                diff_base: base,
+                diff: if same.contains(name) {
+                    String::new()
+                } else {
+                    format!("--- {base}\n+++ {v}\n-{base}\n+{v}\n")
+                },
+            });
+            c.variants.insert(v, r);
+        }
+        c
+    }
+
+    /// The code lines under a case (everything indented: its variants have no findings).
+    #[track_caller]
+    fn check_code(case: &CaseResult, expect: &[&str]) {
+        let lines = Console::plain().case_lines(case);
+        let code: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with(INDENT))
+            .map(|l| l.trim_start())
+            .collect();
+        assert_eq!(code, expect);
+    }
+
+    /// Each diff whose variant or base did not pass, in definition order: a frozen module's
+    /// against the scripted one, and no traced-vs-scripted diff when both of those passed.
+    #[test]
+    fn code_diffs_of_the_variants_that_did_not_pass() {
+        use Outcome::*;
+        check_code(&four_variants([Pass, Pass, Pass, Pass], &[]), &[]);
+        check_code(
+            &four_variants([Pass, Pass, Xfail, Fail], &["optimized"]),
+            &[
+                "code: scripted vs frozen .code:",
+                "--- scripted",
+                "+++ frozen",
+                "-scripted",
+                "+frozen",
+                "code: scripted and optimized .code are the same",
+            ],
+        );
+        // Only traced fails: the traced-vs-scripted diff alone, as before.
+        check_code(
+            &four_variants([Fail, Pass, Pass, Pass], &[]),
+            &[
+                "code: traced vs scripted .code:",
+                "--- traced",
+                "+++ scripted",
+                "-traced",
+                "+scripted",
+            ],
+        );
+        // A failing base shows the diff of every variant diffed against it.
+        let lines = Console::plain().case_lines(&four_variants([Pass, Error, Pass, Pass], &[]));
+        let heads: Vec<&String> = lines.iter().filter(|l| l.contains("code:")).collect();
+        assert_eq!(
+            heads,
+            [
+                "         code: traced vs scripted .code:",
+                "         code: scripted vs frozen .code:",
+                "         code: scripted vs optimized .code:",
+            ]
+        );
     }
 
     #[test]

@@ -135,17 +135,25 @@ pub fn diverges_everywhere(samples: &[(Group, Option<SampleFailure>)]) -> bool {
     groups.len() > 1 && samples.iter().all(|(_, f)| f.is_some())
 }
 
-/// The findings for one variant, each generic fix hint in the words of the variant's toolchain
-/// (a hint read from a known message is kept).
+/// The findings for one variant, each generic fix hint in the words of the variant (a hint read
+/// from a known message is kept).
 pub fn diagnose(obs: &Observation<'_>) -> Vec<Finding> {
     let mut findings = findings(obs);
-    let toolchain = obs.variant.def().toolchain;
     for f in &mut findings {
         if f.hint == f.pitfall.hint() {
-            f.hint = f.pitfall.hint_for(toolchain).into();
+            f.hint = variant_hint(f.pitfall, obs.variant);
         }
     }
     findings
+}
+
+/// A pitfall's generic hint for one variant: in the words of its toolchain, and for an output
+/// mismatch naming the variant's own `.code` pair where the generic words name another.
+fn variant_hint(pitfall: Pitfall, variant: Variant) -> String {
+    let own = variant
+        .output_mismatch_hint()
+        .filter(|_| pitfall == Pitfall::OutputMismatch);
+    own.unwrap_or_else(|| pitfall.hint_for(variant.def().toolchain).into())
 }
 
 /// The pitfall a failed export is: what the worker made of torch's exception (torch.export's
@@ -844,6 +852,42 @@ mod tests {
             &[OutputMismatch],
         );
         check(Scripted, "trace values=raised", None, None, &[RuntimeError]);
+    }
+
+    /// An output mismatch of a frozen module points at its diff against the script, not at the
+    /// traced and scripted `.code`; a scripted one keeps the generic hint.
+    #[test]
+    fn output_mismatch_hints_follow_the_variants_diff() {
+        let evidence = StaticEvidence::default();
+        let hint = |name: &str| {
+            let f = diagnose(&Observation {
+                variant: Variant::named(name).unwrap(),
+                export_error: None,
+                load_error: None,
+                first_raise: None,
+                samples: vec![
+                    (Group::Trace, Some(Mismatch(Values))),
+                    (Group::Values, Some(Mismatch(Values))),
+                ],
+                warnings: &[],
+                evidence: &evidence,
+                nondeterministic: None,
+                device: None,
+                retrace_values: None,
+                retrace_shapes: None,
+            });
+            assert_eq!(f.len(), 1, "{name}: {f:?}");
+            assert_eq!(f[0].pitfall, Pitfall::OutputMismatch);
+            f[0].hint.clone()
+        };
+        assert_eq!(hint("scripted"), Pitfall::OutputMismatch.hint());
+        let frozen = hint("frozen");
+        assert!(
+            frozen.starts_with("compare the scripted and frozen .code (the diff below)"),
+            "{frozen}"
+        );
+        assert!(frozen.contains("torch.jit.freeze(..., optimize_numerics=False)"));
+        assert!(hint("optimized").starts_with("compare the scripted and optimized .code"));
     }
 
     #[test]

@@ -96,8 +96,10 @@ pub struct CaseResult {
     /// Case-level observations (eager determinism, the device probe).
     #[serde(default)]
     pub notes: Vec<String>,
-    /// Unified diff (`--- traced` / `+++ scripted`) of the two variants' normalized `.code`:
-    /// present whenever both produced code, empty when they are the same.
+    /// Unified diff (`--- traced` / `+++ scripted`) of the normalized `.code` of the first
+    /// variant with a diff base and that base (see [`CaseResult::code_diff_pair`]): present
+    /// whenever both produced code, empty when they are the same. Every variant's own diff is its
+    /// [`VariantResult::code_diff`]; this one stays for older readers and the baseline view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_diff: Option<String>,
     pub duration_ms: u64,
@@ -117,6 +119,15 @@ pub struct CaseResult {
     /// Taken from the result cache: nothing the result depends on changed since it was made.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+}
+
+/// One variant's `.code` diff against its base, as the console and the report show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairDiff<'a> {
+    pub base: Variant,
+    pub variant: Variant,
+    /// Unified diff (`--- <base>` / `+++ <variant>`), empty when the two texts are the same.
+    pub diff: &'a str,
 }
 
 /// What the case file declares about the inputs, as a report shows it.
@@ -164,6 +175,35 @@ impl CaseResult {
             .keys()
             .filter(|v| has_code(v))
             .find_map(|v| Some((v.diff_base().filter(has_code)?, *v)))
+    }
+
+    /// Each variant's `.code` diff against its base, in definition order; for results written
+    /// before variants had their own, the case's one `code_diff` (when it has one).
+    pub fn variant_diffs(&self) -> Vec<PairDiff<'_>> {
+        let own: Vec<PairDiff<'_>> = self
+            .variants
+            .iter()
+            .filter_map(|(v, r)| {
+                let d = r.code_diff.as_ref()?;
+                Some(PairDiff {
+                    base: d.diff_base,
+                    variant: *v,
+                    diff: &d.diff,
+                })
+            })
+            .collect();
+        if !own.is_empty() {
+            return own;
+        }
+        let pair = self.code_diff_pair();
+        let old = self.code_diff.as_deref().zip(pair);
+        old.map(|(diff, (base, variant))| PairDiff {
+            base,
+            variant,
+            diff,
+        })
+        .into_iter()
+        .collect()
     }
 
     /// A case the harness could not run.
@@ -269,6 +309,7 @@ impl VariantResult {
             device_check: None,
             counterexample: None,
             snapshot: None,
+            code_diff: None,
             not_judged: vec![],
             export: ExportInfo {
                 ok: true,
@@ -369,6 +410,10 @@ pub struct VariantResult {
     /// The variant's `.code` against its stored snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    /// The variant's normalized `.code` against its diff base's, when the case runs that base and
+    /// both produced code (absent in results written before it was kept per variant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_diff: Option<CodeDiff>,
     /// Checks that could not run for this variant, and what they leave open (a device pin in its
     /// graph that no probe could judge): shown as warnings, never a silent pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -384,6 +429,15 @@ pub struct SnapshotInfo {
     /// Unified diff (`--- stored` / `+++ new`) when the code changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+}
+
+/// A variant's normalized `.code` against that of its diff base (`Definition::diff_base`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeDiff {
+    /// The variant it is diffed against.
+    pub diff_base: Variant,
+    /// Unified diff (`--- <diff_base>` / `+++ <variant>`), empty when the two texts are the same.
+    pub diff: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -688,6 +742,48 @@ mod tests {
         })
         .unwrap();
         assert_eq!(text, r#"{"state":"changed","path":"s.snap","diff":"d"}"#);
+    }
+
+    /// A results file written before variants kept their own `.code` diff loads, and its
+    /// case-level diff stands for the pair it names.
+    #[test]
+    fn results_without_variant_diffs_still_load() {
+        let old_variant = r#"{"outcome": "fail", "pitfalls": [], "expected": [], "message": "m",
+            "samples_run": 1, "samples_failed": 1, "max_abs": 1.0, "max_rel": 1.0, "run_ms": 0.0,
+            "export": {"ok": true, "seconds": 0.0, "code": "def forward"}}"#;
+        let text = format!(
+            r#"{{"schema": 1, "harness": "0", "torch": "t", "tch": "t", "python": "p",
+                "seed": null, "duration_ms": 0, "complete": true,
+                "cases": [{{"name": "c", "file": "c.yaml", "status": "ran", "duration_ms": 0,
+                  "code_diff": "--- traced\n+++ scripted\n",
+                  "variants": {{"traced": {old_variant}, "scripted": {old_variant}}}}}]}}"#
+        );
+        let old: Results = serde_json::from_str(&text).unwrap();
+        let c = &old.cases[0];
+        assert!(c.variants.values().all(|v| v.code_diff.is_none()));
+        let [traced, scripted, frozen] =
+            ["traced", "scripted", "frozen"].map(|n| Variant::named(n).unwrap());
+        let pair = |base, variant, diff| PairDiff {
+            base,
+            variant,
+            diff,
+        };
+        let legacy = "--- traced\n+++ scripted\n";
+        assert_eq!(c.variant_diffs(), [pair(traced, scripted, legacy)]);
+        // A variant's own diff is one more key, and wins over the case's.
+        let mut new = c.clone();
+        new.variants.insert(frozen, variant(Outcome::Pass, 0.0));
+        new.variants.get_mut(&frozen).unwrap().code_diff = Some(CodeDiff {
+            diff_base: scripted,
+            diff: "d".into(),
+        });
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(
+            json["variants"]["frozen"]["code_diff"],
+            serde_json::json!({"diff_base": "scripted", "diff": "d"})
+        );
+        assert!(json["variants"]["traced"].get("code_diff").is_none());
+        assert_eq!(new.variant_diffs(), [pair(scripted, frozen, "d")]);
     }
 
     #[test]

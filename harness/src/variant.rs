@@ -207,6 +207,19 @@ impl Variant {
         self.def().diff_base.and_then(Variant::named)
     }
 
+    /// The fix hint of an output mismatch in this variant when the generic one, which points at
+    /// the traced and scripted `.code`, names another pair than its own diff: a variant diffed
+    /// against something other than the trace (a frozen or optimized module, against the plain
+    /// script). `None`: the generic hint fits.
+    pub fn output_mismatch_hint(self) -> Option<String> {
+        let base = self.diff_base().filter(|b| b.as_str() != "traced")?;
+        Some(format!(
+            "compare the {base} and {self} .code (the diff below) with the eager source around \
+             the diverging output; for a frozen or optimized module, torch.jit.freeze(..., \
+             optimize_numerics=False) tells whether freezing's folds changed it"
+        ))
+    }
+
     /// The error kind of a failed export (the worker's, for its methods).
     pub fn export_error_kind(self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind;
@@ -336,6 +349,25 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("unknown variant `frozen_typo`, expected one of `traced`"));
+    }
+
+    /// Frozen and optimized modules are diffed against the script: their output mismatch hint
+    /// names that pair; the others keep the generic hint.
+    #[test]
+    fn output_mismatch_hints_name_the_variants_own_pair() {
+        let hint = |name: &str| Variant::named(name).unwrap().output_mismatch_hint();
+        for generic in ["traced", "scripted", "shipped", "exported"] {
+            assert_eq!(hint(generic), None, "{generic}");
+        }
+        assert_eq!(
+            hint("frozen").unwrap(),
+            "compare the scripted and frozen .code (the diff below) with the eager source around \
+             the diverging output; for a frozen or optimized module, torch.jit.freeze(..., \
+             optimize_numerics=False) tells whether freezing's folds changed it"
+        );
+        assert!(hint("optimized")
+            .unwrap()
+            .starts_with("compare the scripted and optimized .code (the diff below)"));
     }
 
     #[test]

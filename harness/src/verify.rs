@@ -3,11 +3,12 @@
 //!
 //! A case file that does not parse becomes a case error and the run goes on with the others;
 //! only a broken environment (no Python worker at all) stops the run. After each case runs, its
-//! variants' `.code` (from the result, never from the worker) is normalized, diffed traced
-//! against scripted, and checked against the stored snapshots. Each job takes cases from a
-//! shared queue; a case waiting only for its device probe is parked and finished as the probe
-//! answers (all before the job ends). [`from_cache`] serves a run whose every case is cached
-//! without starting anything (what `harness` does before handing a run to `harness-run`).
+//! variants' `.code` (from the result, never from the worker) is normalized, each variant's
+//! diffed against its diff base's, and checked against the stored snapshots. Each job takes
+//! cases from a shared queue; a case waiting only for its device probe is parked and finished as
+//! the probe answers (all before the job ends). [`from_cache`] serves a run whose every case is
+//! cached without starting anything (what `harness` does before handing a run to
+//! `harness-run`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +17,7 @@ use crate::cache::{Cache, KeyParts};
 use crate::case::{self, Case, ModelOrigin, Variant};
 use crate::error::{ErrorBody, ErrorKind};
 use crate::options::Options;
-use crate::results::{CaseResult, CaseStatus, Results, SCHEMA};
+use crate::results::{CaseResult, CaseStatus, CodeDiff, Results, SCHEMA};
 use crate::snapshot::{self, Header, Normalizer, Policy};
 
 #[derive(Debug, Clone)]
@@ -247,7 +248,7 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
     };
     let bodies: Vec<(Variant, Option<String>)> =
         case.variants.iter().map(|&v| (v, code(v))).collect();
-    result.code_diff = code_diff(&bodies);
+    set_code_diffs(result, &bodies);
     let Some(policy) = policy else { return };
     let root = snapshot::workspace_root(&policy.dir);
     let model = result
@@ -278,15 +279,35 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
     }
 }
 
-/// The unified diff of the first variant (in definition order) that has a `diff_base` among the
+/// Each variant's `code_diff` against its base, and the case's `code_diff`: the first of them
+/// (in definition order), as results.json has always kept it.
+fn set_code_diffs(result: &mut CaseResult, bodies: &[(Variant, Option<String>)]) {
+    let diffs = code_diffs(bodies);
+    result.code_diff = diffs.first().map(|(_, d)| d.diff.clone());
+    for (v, r) in result.variants.iter_mut() {
+        r.code_diff = diffs.iter().find(|(w, _)| w == v).map(|(_, d)| d.clone());
+    }
+}
+
+/// The unified diff of each variant (in definition order) that has a `diff_base` among the
 /// case's variants against that base, both with code.
-fn code_diff(bodies: &[(Variant, Option<String>)]) -> Option<String> {
+fn code_diffs(bodies: &[(Variant, Option<String>)]) -> Vec<(Variant, CodeDiff)> {
     let body = |v: Variant| bodies.iter().find(|(w, _)| *w == v)?.1.as_deref();
-    bodies.iter().find_map(|(v, text)| {
-        let base = v.diff_base()?;
-        let (from, to) = (body(base)?, text.as_deref()?);
-        Some(snapshot::unified_diff(from, to, base.as_str(), v.as_str()))
-    })
+    bodies
+        .iter()
+        .filter_map(|(v, text)| {
+            let base = v.diff_base()?;
+            let (from, to) = (body(base)?, text.as_deref()?);
+            let diff = snapshot::unified_diff(from, to, base.as_str(), v.as_str());
+            Some((
+                *v,
+                CodeDiff {
+                    diff_base: base,
+                    diff,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// A case file loaded under its identity (see [`case::case_name`]), with the project's roots and
@@ -381,6 +402,84 @@ mod tests {
         assert!(hit(&request(&[], &["traced", "scripted"])));
         assert!(!hit(&request(&["scripted"], &[])));
         assert!(!hit(&request(&[], &["traced", "scripted", "frozen"])));
+    }
+
+    /// A case of `variants` whose results hold these `.code` texts (`None`: no code), after
+    /// `check_code` without snapshots.
+    fn code_checked(variants: &str, codes: &[(&str, Option<&str>)]) -> CaseResult {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.py"), "class M: pass\n").unwrap();
+        let file = dir.path().join("c.yaml");
+        let text = format!(
+            "model: {{source: m.py, entry: M}}\ninputs: [{{name: x, shape: [2]}}]\n\
+             variants: [{variants}]\n"
+        );
+        std::fs::write(&file, text).unwrap();
+        let req = Request::new(vec![file.clone()], options(dir.path(), Default::default()));
+        let case = load_case(&req, &file).unwrap();
+        let mut result = crate::results::CaseResult::ran_for_test("c");
+        for (name, code) in codes {
+            let mut v = crate::results::VariantResult::for_test(crate::results::Outcome::Pass);
+            v.export.code = code.map(str::to_string);
+            result.variants.insert(Variant::named(name).unwrap(), v);
+        }
+        check_code(&case, &mut result, None, crate::TORCH_VERSION);
+        result
+    }
+
+    /// Each variant is diffed against its own base (frozen against scripted, not traced); the
+    /// case's `code_diff` stays the first pair's.
+    #[test]
+    fn each_variant_is_diffed_against_its_base() {
+        let all = "traced, scripted, frozen";
+        let diff = |r: &CaseResult, v: &str| {
+            let d = r.variants[&Variant::named(v).unwrap()].code_diff.clone();
+            d.map(|d| format!("{}: {}", d.diff_base, d.diff))
+        };
+        let r = code_checked(
+            all,
+            &[
+                ("traced", Some("a\n")),
+                ("scripted", Some("b\n")),
+                ("frozen", Some("c\n")),
+            ],
+        );
+        assert_eq!(diff(&r, "traced"), None);
+        let scripted = "--- traced\n+++ scripted\n@@ -1 +1 @@\n-a\n+b\n";
+        assert_eq!(diff(&r, "scripted"), Some(format!("traced: {scripted}")));
+        assert_eq!(
+            diff(&r, "frozen").as_deref(),
+            Some("scripted: --- scripted\n+++ frozen\n@@ -1 +1 @@\n-b\n+c\n")
+        );
+        assert_eq!(r.code_diff.as_deref(), Some(scripted));
+        // The same code: an empty diff; a base without code: no diff, and no case diff.
+        let r = code_checked(
+            all,
+            &[
+                ("traced", None),
+                ("scripted", Some("b")),
+                ("frozen", Some("b")),
+            ],
+        );
+        assert_eq!(diff(&r, "scripted"), None);
+        assert_eq!(diff(&r, "frozen").as_deref(), Some("scripted: "));
+        assert_eq!(r.code_diff.as_deref(), Some(""));
+        let r = code_checked(
+            all,
+            &[
+                ("traced", Some("a")),
+                ("scripted", None),
+                ("frozen", Some("b")),
+            ],
+        );
+        assert!(r.variants.values().all(|v| v.code_diff.is_none()));
+        assert_eq!(r.code_diff, None);
+        // A base the case does not run: no diff.
+        let r = code_checked(
+            "traced, frozen",
+            &[("traced", Some("a")), ("frozen", Some("b"))],
+        );
+        assert!(r.variants.values().all(|v| v.code_diff.is_none()));
     }
 
     #[test]

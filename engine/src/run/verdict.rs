@@ -264,6 +264,7 @@ fn verdict(case: &Case, variant: Variant, replay: bool, facts: VariantFacts<'_>)
         max_rel,
         run_ms: facts.run_ms,
         snapshot: None,
+        code_diff: None,
         not_judged: facts.not_judged,
     }
 }

@@ -6,8 +6,9 @@
 //! to lay out: the summary and the cases × variants matrix, and per case the model, the input
 //! spec, the sample groups as a grid with their errors and the smallest passing tolerance, the
 //! findings, the counterexample and its replay command, tracer warnings with the user's source
-//! lines, the side-by-side traced vs scripted `.code` diff (from `code_diff` when results.json
-//! has it, else computed here with `similar`) and snapshot diffs.
+//! lines, each variant's `.code` side by side with its diff base's (from the variants'
+//! `code_diff` when results.json has them, the case's one in older files, else computed here
+//! with `similar`) and snapshot diffs.
 
 use std::path::Path;
 
@@ -82,6 +83,16 @@ struct DiffRow {
     left: Vec<Seg>,
     right_no: Option<usize>,
     right: Vec<Seg>,
+}
+
+/// One variant's `.code` against its diff base's, side by side.
+#[derive(Serialize)]
+struct CodeDiffView {
+    /// The left column.
+    base: String,
+    /// The right column.
+    variant: String,
+    rows: Vec<DiffRow>,
 }
 
 #[derive(Serialize)]
@@ -171,10 +182,8 @@ struct CaseView<'a> {
     grid: Vec<GridRow>,
     devices: Vec<Option<DeviceCell>>,
     variants: Vec<VariantView<'a>>,
-    code_diff: Vec<DiffRow>,
-    code_diff_from: &'static str,
-    /// The variants the diff compares (its left and right columns).
-    code_diff_names: Option<(String, String)>,
+    /// Each variant's `.code` against its base's, side by side, in definition order.
+    code_diffs: Vec<CodeDiffView>,
     snapshots: Vec<Snapshot>,
     code_changes: Vec<(String, Vec<UniLine>)>,
     /// The lowest rank of its rows (see `Row::rank`).
@@ -695,15 +704,6 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
         })
         .collect();
 
-    let pair = c.code_diff_pair();
-    let code_of = |v: Option<Variant>| c.variants.get(&v?)?.export.code.as_deref();
-    let (base, other) = (code_of(pair.map(|p| p.0)), code_of(pair.map(|p| p.1)));
-    let code_diff_names = pair.map(|(a, b)| (a.to_string(), b.to_string()));
-    let (code_diff, code_diff_from) = match (&c.code_diff, base, other) {
-        (Some(d), _, _) => (side_by_side(&unified_changes(d)), "code_diff"),
-        (None, Some(t), Some(s)) => (side_by_side(&line_changes(t, s)), "export"),
-        _ => (Vec::new(), ""),
-    };
     let snapshots = c
         .variants
         .iter()
@@ -759,15 +759,39 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
         grid,
         devices,
         variants,
-        code_diff,
-        code_diff_from,
-        code_diff_names,
+        code_diffs: code_diffs(c),
         rank,
         warnings: rows.iter().map(|r| r.warnings).sum(),
         lazy: false,
         snapshots,
         code_changes,
     }
+}
+
+/// Each variant's `.code` diff against its base with any change, in definition order: from
+/// results.json (the variants' own, or the case's one in older results), else, for results
+/// older than that, the first pair computed here from their `.code`.
+fn code_diffs(c: &CaseResult) -> Vec<CodeDiffView> {
+    let view = |base: Variant, variant: Variant, rows| CodeDiffView {
+        base: base.to_string(),
+        variant: variant.to_string(),
+        rows,
+    };
+    let mut views: Vec<CodeDiffView> = c
+        .variant_diffs()
+        .into_iter()
+        .map(|d| view(d.base, d.variant, side_by_side(&unified_changes(d.diff))))
+        .collect();
+    if views.is_empty() {
+        let code_of = |v: Variant| c.variants.get(&v)?.export.code.as_deref();
+        let computed = c.code_diff_pair().and_then(|(a, b)| {
+            let rows = side_by_side(&line_changes(code_of(a)?, code_of(b)?));
+            Some(view(a, b, rows))
+        });
+        views.extend(computed);
+    }
+    views.retain(|v| !v.rows.is_empty());
+    views
 }
 
 /// A unified diff as lines with a class each (`add`, `del`, `hunk`, `head`, `ctx`).
@@ -1087,6 +1111,47 @@ mod tests {
         assert!(page.contains(r#"<div class="del">-  return old_line</div>"#));
         assert!(page.contains(r#"<div class="add">+  return new_line</div>"#));
         assert!(page.contains("snapshots&#x2f;c&#x2f;traced.code"));
+    }
+
+    /// Each variant's own diff is shown side by side under its pair, in definition order, the
+    /// first where the one diff used to be; a pair whose code is the same shows no table.
+    #[test]
+    fn renders_each_variant_diff_under_its_pair() {
+        let variant = |outcome: &str, diff: Option<(&str, &str)>| {
+            let code_diff = diff.map(|(base, d)| serde_json::json!({"diff_base": base, "diff": d}));
+            serde_json::json!({"outcome": outcome, "pitfalls": [], "expected": [], "message": "m",
+                "samples_run": 1, "samples_failed": 0, "max_abs": 0, "max_rel": 0, "run_ms": 1.0,
+                "export": {"ok": true, "seconds": 0.0, "code": "c"}, "code_diff": code_diff})
+        };
+        let hunk =
+            |a: &str, b: &str| format!("--- {a}\n+++ {b}\n@@ -1 +1 @@\n-{a} line\n+{b} line\n");
+        let results: Results = serde_json::from_value(serde_json::json!({"schema": 1,
+        "harness": "0", "torch": "t", "tch": "t", "python": "p", "seed": null,
+        "duration_ms": 5, "complete": true,
+        "cases": [{"name": "c", "file": "cases/c.yaml", "status": "ran", "duration_ms": 3,
+            "code_diff": hunk("traced", "scripted"),
+            "variants": {
+                "traced": variant("pass", None),
+                "scripted": variant("pass", Some(("traced", &hunk("traced", "scripted")))),
+                "frozen": variant("xfail", Some(("scripted", &hunk("scripted", "frozen")))),
+                "optimized": variant("xfail", Some(("scripted", ""))),
+            }}]}))
+        .unwrap();
+        let page = render(&results, None).unwrap();
+        let heads: Vec<&str> = page
+            .match_indices(" <code>.code</code></h4>")
+            .map(|(i, _)| page[..i].rsplit("<h4>").next().unwrap())
+            .collect();
+        assert_eq!(heads, ["traced vs scripted", "scripted vs frozen"]);
+        assert_eq!(page.matches("<table class=\"diff\">").count(), 2);
+        assert!(page.contains("<th></th><th>scripted</th><th></th><th>frozen</th>"));
+        assert!(
+            page.contains("<mark>frozen</mark>"),
+            "the changed word is highlighted"
+        );
+        // After the variants' sections, as the one diff was.
+        let last_variant = page.rfind("<div class=\"variant").unwrap();
+        assert!(page.find("traced vs scripted <code>").unwrap() > last_variant);
     }
 
     /// A variant for `corpus`: (variant, outcome, pitfall, warning file).
