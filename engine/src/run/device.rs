@@ -140,15 +140,28 @@ impl Runner {
     }
 }
 
-/// A variant flagged on meta whose own graph names no device: everything it makes follows its
-/// inputs as eager's does, but its tensor constants (a frozen module's weights) stay on the CPU
-/// in this probe, where a deployment's `map_location` moves them. Not its finding.
+/// Did the variant raise on meta only for a CPU tensor it holds: its graph names no device, it
+/// holds tensor constants (a frozen module's weights), and it raised on a CPU tensor where meta
+/// was expected? On meta those constants stay on the CPU (see the worker's `load_on`), where a
+/// deployment's `torch.jit.load(map_location=device)` moves them.
+fn held_on_cpu(cx: &CaseRun, variant: Variant, check: &DeviceCheck) -> bool {
+    let constants = cx
+        .exported
+        .as_ref()
+        .and_then(|e| e.exports.get(&variant))
+        .is_some_and(|e| !e.constants.is_empty());
+    constants && check.detail.contains("raised") && check.detail.contains("device cpu")
+}
+
+/// Such a variant's check: not judged (said as a warning), since the probe cannot tell its
+/// constants from a device the model pins.
 fn constants_only(variant: Variant, check: DeviceCheck) -> DeviceCheck {
     DeviceCheck {
         flagged: false,
         detail: format!(
-            "inconclusive: {variant}'s graph names no device, and on meta its tensor constants \
-             stay on the CPU where torch.jit.load(map_location=device) would move them ({})",
+            "device portability not judged: {variant}'s graph names no device, but it holds \
+             tensor constants, which stay on the CPU in the meta probe (a deployment's \
+             torch.jit.load(map_location=device) moves them), and it raised there: {}",
             check.detail
         ),
         ..check
@@ -237,6 +250,7 @@ fn judge(
         return BTreeMap::new();
     };
     let mut checks = BTreeMap::new();
+    let mut not_judged = Vec::new();
     for (&variant, run) in cx.variants.iter().filter(|(_, r)| r.runnable.is_some()) {
         let there = if device == "cuda" && variant.def().runtime == Runtime::Libtorch {
             run_on_cuda(cx, variant)
@@ -246,13 +260,19 @@ fn judge(
         let cpu_ok = matches!(run.runs.first(), Some(SampleRun::Match(_)));
         let pins = exported_pins(cx, variant);
         let mut check = device_verdict(device, variant, &eager_value, there, cpu_ok);
-        if device == "meta" && pins.is_empty() && check.flagged {
+        if device == "meta" && pins.is_empty() && check.flagged && held_on_cpu(cx, variant, &check)
+        {
             check = constants_only(variant, check);
+            not_judged.push((variant, check.detail.clone()));
         }
         if check.flagged && !pins.is_empty() {
             check.detail = format!("{}; its graph fixes a device: {}", check.detail, pins);
         }
         checks.insert(variant, check);
+    }
+    for (variant, warning) in not_judged {
+        let run = cx.variants.get_mut(&variant).expect("judged above");
+        run.not_judged.push(warning);
     }
     checks
 }

@@ -93,7 +93,18 @@ fn run_into(
     out: &Path,
     snapshots: Option<Policy>,
 ) -> Results {
-    run_choosing(paths, (filter, seed), out, snapshots, Default::default())
+    let variants = paths.first().map(|p| variants_for(p)).unwrap_or_default();
+    run_choosing(paths, (filter, seed), out, snapshots, variants)
+}
+
+/// A case's variants as its project chooses them: the shipped cases' (`cases/`) are the
+/// repository's `harness.toml`'s, a fixture's the defaults.
+fn variants_for(case: &Path) -> harness::case::VariantChoice {
+    if case.starts_with(repo().join("cases")) {
+        project_variants()
+    } else {
+        Default::default()
+    }
 }
 
 /// The variants the repository's own `harness.toml` gives its cases (`cargo xtask verify`).
@@ -145,7 +156,7 @@ fn replay(case: &Path, input: &Path, seed: Option<u64>, out: &Path) -> Results {
         replay: Some(input.to_path_buf()),
         torch_threads: None,
         python_path: Vec::new(),
-        variants: Default::default(),
+        variants: variants_for(case),
     };
     verify(&Request::new(vec![case.to_path_buf()], options), |_| {}).unwrap()
 }
@@ -445,13 +456,13 @@ fn shipped_cases_meet_their_expectations() {
             assert_eq!(snap.state, expect, "{}/{v}: {snap:?}", c.name);
             assert!(snap.path.ends_with(&format!("{}__{v}.snap", c.name)));
         }
-        let ok = |v: &str| c.variants[&Variant::named(v).unwrap()].export.ok;
-        assert_eq!(
-            c.code_diff.is_some(),
-            ok("traced") && ok("scripted"),
-            "{}",
-            c.name
-        );
+        // The case's diff is its first variant's against its base, both exported.
+        let ok = |v: &Variant| c.variants.get(v).is_some_and(|r| r.export.ok);
+        let pair = c
+            .variants
+            .keys()
+            .any(|v| ok(v) && v.diff_base().is_some_and(|b| ok(&b)));
+        assert_eq!(c.code_diff.is_some(), pair, "{}", c.name);
     }
     // The traced-vs-scripted diff shows what tracing erased or baked in.
     let diff = |case: &str| {
@@ -530,7 +541,7 @@ fn counterexamples_replay() {
                 replay: Some(file.to_path_buf()),
                 torch_threads: None,
                 python_path: Vec::new(),
-                variants: Default::default(),
+                variants: project_variants(),
             },
             snapshots: Some(Policy {
                 dir: out.path().join("snapshots"),
@@ -795,6 +806,7 @@ fn sigterm_writes_partial_results_and_reaps_the_worker() {
     .unwrap();
     let out = dir.path().join("out");
     let mut child = Command::new(harness_bin())
+        .current_dir(std::env::temp_dir())
         .arg("verify")
         .arg("--no-snapshots")
         .arg("--no-cache")
@@ -879,7 +891,10 @@ fn harness_cli(snapshots: &Path) -> Command {
         .arg("--snapshots")
         .arg(snapshots)
         .env_remove("CI")
-        .env_remove("TF_BUILD");
+        .env_remove("TF_BUILD")
+        // Outside the repository: its harness.toml (every variant for the shipped cases) is not
+        // the fixtures' project.
+        .current_dir(std::env::temp_dir());
     cmd
 }
 
@@ -971,7 +986,7 @@ fn the_run_chooses_the_variants() {
         replay: None,
         torch_threads: None,
         python_path: Vec::new(),
-        variants: Default::default(),
+        variants: project_variants(),
     };
     options.variants.run = Some(vec![Variant::named("scripted").unwrap()]);
     let cases = ["decision_gate", "shipped_cell"].map(|c| repo().join(format!("cases/{c}.yaml")));

@@ -186,8 +186,9 @@ fn junit_has_a_testcase_per_case_and_variant() {
     }
 }
 
+/// The harness binary run outside the repository (whose harness.toml is not the fixtures').
 fn harness(args: &[&str]) -> (i32, String, String) {
-    harness_in(Path::new("."), args)
+    harness_in(&std::env::temp_dir(), args)
 }
 
 /// The harness binary run from `cwd` (where its relative defaults, such as

@@ -95,7 +95,7 @@ def test_hello_fork_end_shutdown(worker: Client, tmp_path: Path) -> None:
     hello = worker.call("hello")
     assert (
         hello["ok"]
-        and hello["protocol"] == PROTOCOL == 6
+        and hello["protocol"] == PROTOCOL == 7
         and hello["site"]
         and hello["pid"] == worker.proc.pid
     )
