@@ -303,9 +303,9 @@ mod tests {
             p.unwrap_err().to_string().replace(&file, "harness.toml")
         };
         assert_eq!(
-            error("out = \"r\"\nvariants = [\"traced\", \"aoti\"]\n"),
+            error("out = \"r\"\nvariants = [\"traced\", \"tensorrt\"]\n"),
             format!(
-                "harness.toml:2:23: variants: unknown variant `aoti`, expected one of {}",
+                "harness.toml:2:23: variants: unknown variant `tensorrt`, expected one of {}",
                 Variant::names()
             )
         );

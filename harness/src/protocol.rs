@@ -314,9 +314,9 @@ pub enum Request<'a> {
         samples: Vec<EagerSample<'a>>,
         names: &'a [String],
         out_dir: &'a Path,
-        /// A saved torch.export program to run instead of eager (version 7).
+        /// A saved program to run instead of eager (version 7).
         #[serde(skip_serializing_if = "Option::is_none")]
-        program: Option<&'a Path>,
+        program: Option<ProgramRef<'a>>,
     },
     /// End the case: its child exits.
     End {},
@@ -332,6 +332,15 @@ impl Request<'_> {
             .and_then(|v| v.get("op")?.as_str().map(str::to_string))
             .unwrap_or_default()
     }
+}
+
+/// A saved program the worker runs instead of eager: its file, and the export method that made
+/// it (`export`: a torch.export program; `aoti`: an AOTInductor package), which says how it is
+/// loaded.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ProgramRef<'a> {
+    pub path: &'a Path,
+    pub method: &'a str,
 }
 
 /// One sample of an eager request.

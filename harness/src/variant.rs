@@ -50,6 +50,9 @@ pub struct Definition {
     pub toolchain: Toolchain,
     /// The method takes the case's dims as its dynamic shapes (`dims` and `shapes` options).
     pub dynamic_dims: bool,
+    /// Its artifact can be run on another device (the device probe); an AOTInductor package is
+    /// compiled for the one it was made on.
+    pub portable: bool,
     /// Checked when a case does not list its variants.
     pub default: bool,
     /// The export recorded one execution (tracing): data-dependent control flow, frozen values
@@ -77,6 +80,7 @@ pub static DEFINITIONS: &[Definition] = &[
         runtime: Runtime::Libtorch,
         toolchain: Toolchain::Jit,
         dynamic_dims: false,
+        portable: true,
         default: true,
         records_one_run: true,
         made_on_trace_input: true,
@@ -92,6 +96,7 @@ pub static DEFINITIONS: &[Definition] = &[
         runtime: Runtime::Libtorch,
         toolchain: Toolchain::Jit,
         dynamic_dims: false,
+        portable: true,
         default: true,
         records_one_run: false,
         made_on_trace_input: true,
@@ -107,6 +112,7 @@ pub static DEFINITIONS: &[Definition] = &[
         runtime: Runtime::Libtorch,
         toolchain: Toolchain::Jit,
         dynamic_dims: false,
+        portable: true,
         default: false,
         records_one_run: false,
         made_on_trace_input: true,
@@ -123,6 +129,7 @@ pub static DEFINITIONS: &[Definition] = &[
         runtime: Runtime::Libtorch,
         toolchain: Toolchain::Jit,
         dynamic_dims: false,
+        portable: true,
         default: false,
         records_one_run: false,
         made_on_trace_input: true,
@@ -141,6 +148,7 @@ pub static DEFINITIONS: &[Definition] = &[
         runtime: Runtime::Libtorch,
         toolchain: Toolchain::Jit,
         dynamic_dims: false,
+        portable: true,
         // Checked when the case names an `artifact:` file (and only then).
         default: false,
         // A shipped artifact is most often a trace: diagnosis traces the eager model again on a
@@ -159,6 +167,7 @@ pub static DEFINITIONS: &[Definition] = &[
         runtime: Runtime::Worker,
         toolchain: Toolchain::Export,
         dynamic_dims: true,
+        portable: true,
         default: false,
         records_one_run: false,
         made_on_trace_input: true,
@@ -168,6 +177,24 @@ pub static DEFINITIONS: &[Definition] = &[
         diff_base: None,
         snapshot_expression: "torch.export.export(model, trace_input, dynamic_shapes=<a Dim per \
                               case dim>).graph_module.code, with its range constraints",
+    },
+    Definition {
+        name: "aoti",
+        method: "aoti",
+        options: "{}",
+        runtime: Runtime::Worker,
+        toolchain: Toolchain::Export,
+        dynamic_dims: true,
+        portable: false,
+        default: false,
+        records_one_run: false,
+        made_on_trace_input: true,
+        export_pitfall: Pitfall::ExportError,
+        export_failed: "torch._inductor.aoti_compile_and_package(torch.export.export(...)) failed",
+        // The graph it compiles is the exported one: the same code.
+        diff_base: None,
+        snapshot_expression: "torch.export.export(model, trace_input, dynamic_shapes=<a Dim per \
+                              case dim>).graph_module.code, as AOTInductor compiles it",
     },
 ];
 
@@ -377,9 +404,9 @@ mod tests {
         let shipped = Variant::for_every_case("shipped").unwrap_err();
         assert!(shipped.starts_with("`shipped` cannot be chosen for every case"));
         assert_eq!(
-            Variant::for_every_case("aoti").unwrap_err(),
+            Variant::for_every_case("tensorrt").unwrap_err(),
             format!(
-                "unknown variant `aoti`, expected one of {}",
+                "unknown variant `tensorrt`, expected one of {}",
                 Variant::names()
             )
         );

@@ -232,6 +232,8 @@ impl Worker {
             .env("PYTHONWARNINGS", "ignore::DeprecationWarning")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("HARNESS_WARM_EXPORT", if warm_export { "1" } else { "" })
+            // AOTInductor compiles in the case's child, a fork: no pool of compile workers.
+            .env("TORCHINDUCTOR_COMPILE_THREADS", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -655,7 +657,7 @@ impl Worker {
         &mut self,
         case: &str,
         samples: &[(String, SampleRef, bool)],
-        (names, program): (&[String], Option<&Path>),
+        (names, program): (&[String], Option<ProgramRef<'_>>),
         out_dir: &Path,
         timeout: Duration,
     ) -> Result<Vec<EagerResult>, WorkerError> {

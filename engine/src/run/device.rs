@@ -45,7 +45,9 @@ impl Runner {
         let file = cx.samples().files[0].clone();
         if tch::Cuda::is_available() {
             // The variants that run in the worker run there on CUDA too; the others run here.
-            let in_worker = artifacts(cx, |v| v.def().runtime == Runtime::Worker);
+            let in_worker = artifacts(cx, |v| {
+                v.def().runtime == Runtime::Worker && v.def().portable
+            });
             let id = self.call(&mut cx.clock, |w, _| {
                 w.device_probe(&cx.case.name, &file, &names, "cuda", &in_worker)
             })?;
@@ -69,7 +71,7 @@ impl Runner {
             case: cx.case.name.clone(),
             input: file,
             names,
-            artifacts: artifacts(cx, |_| true),
+            artifacts: artifacts(cx, |v| v.def().portable),
             budget: cx.clock.left(),
         };
         cx.probe = ProbeWait::Meta(self.probe.submit(job), None);
@@ -252,6 +254,9 @@ fn judge(
     let mut checks = BTreeMap::new();
     let mut not_judged = Vec::new();
     for (&variant, run) in cx.variants.iter().filter(|(_, r)| r.runnable.is_some()) {
+        if !variant.def().portable {
+            continue; // compiled for one device: said by its verdict
+        }
         let there = if device == "cuda" && variant.def().runtime == Runtime::Libtorch {
             run_on_cuda(cx, variant)
         } else {

@@ -314,7 +314,7 @@ impl Runner {
         case: &Case,
         dir: &Path,
         calls: &[EagerCall],
-        program: Option<&Path>,
+        program: Option<harness::worker::ProgramRef<'_>>,
     ) -> Result<Vec<harness::worker::EagerResult>, ErrorBody> {
         let names = case.wire_names();
         let requests: Vec<(String, SampleRef, bool)> = calls

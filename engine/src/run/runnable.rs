@@ -12,7 +12,7 @@ use harness::case::Variant;
 use harness::diagnose::error_summary;
 use harness::error::ErrorKind;
 use harness::variant::Runtime;
-use harness::worker::{ErrorBody, SampleRef};
+use harness::worker::{ErrorBody, ProgramRef, SampleRef};
 
 use super::context::{CaseRun, SampleRun, VariantRun};
 use super::io::{load_module, run_sample, signature, Slot};
@@ -25,8 +25,9 @@ use crate::value::Value;
 pub enum Runnable {
     /// Loaded in libtorch.
     Libtorch(CModule),
-    /// A saved program the worker loads and runs (`eager` with `program`).
-    Worker(PathBuf),
+    /// A saved program the worker loads and runs (`eager` with `program`), and the export method
+    /// that made it.
+    Worker(PathBuf, &'static str),
 }
 
 impl Runner {
@@ -46,14 +47,18 @@ impl Runner {
                     let calls: Vec<EagerCall> = (0..cx.samples().specs.len())
                         .map(|i| super::phases::eager_call(cx.samples(), i, None))
                         .collect();
-                    let got = self.run_program(cx, &path, &calls)?;
+                    let program = ProgramRef {
+                        path: &path,
+                        method: variant.def().method,
+                    };
+                    let got = self.run_program(cx, program, &calls)?;
                     run.runs = got
                         .into_iter()
                         .zip(&cx.samples().expected)
                         .map(|(got, expected)| judge(got, expected, cx))
                         .collect();
                     run.run_ms = t.elapsed().as_secs_f64() * 1e3;
-                    run.runnable = Some(Runnable::Worker(path));
+                    run.runnable = Some(Runnable::Worker(path, variant.def().method));
                 }
             }
             cx.variants.insert(variant, run);
@@ -74,14 +79,15 @@ impl Runner {
             Runnable::Libtorch(m) => {
                 run_sample(m, (&cx.case, variant.1), input.0, expected, &cx.tol)
             }
-            Runnable::Worker(path) => {
+            Runnable::Worker(path, method) => {
                 let call = EagerCall {
                     id: input.1.sample.clone(),
                     file: input.1.clone(),
                     what: format!("sample {}", input.1.sample),
                     fill: false,
                 };
-                let got = self.run_program(cx, path, &[call])?.remove(0);
+                let program = ProgramRef { path, method };
+                let got = self.run_program(cx, program, &[call])?.remove(0);
                 judge(got, expected, cx)
             }
         };
@@ -93,7 +99,7 @@ impl Runner {
     fn run_program(
         &mut self,
         cx: &mut CaseRun,
-        program: &std::path::Path,
+        program: ProgramRef<'_>,
         calls: &[EagerCall],
     ) -> Result<Vec<Result<Value, String>>, ErrorBody> {
         let (case, dir) = (&cx.case, &cx.sample_dir);

@@ -87,9 +87,23 @@ fn variant_verdict(
         device_check: device_checks.get(&variant).cloned(),
         counterexample: run.counterexample.clone(),
         run_ms: run.run_ms,
-        not_judged: run.not_judged.clone(),
+        not_judged: not_judged(variant, export.ok, &run),
     };
     verdict(&cx.case, variant, cx.replay.is_some(), facts)
+}
+
+/// The checks a variant could not have: the device probe's, and (for an artifact compiled for
+/// one device) device portability at all, said as a warning.
+fn not_judged(variant: Variant, exported: bool, run: &super::context::VariantRun) -> Vec<String> {
+    let mut not_judged = run.not_judged.clone();
+    if exported && !variant.def().portable {
+        not_judged.push(format!(
+            "device portability not judged: the {variant} artifact is compiled for the device it \
+             was made on (the CPU here); compile it again on the deployment's device to check it \
+             there"
+        ));
+    }
+    not_judged
 }
 
 /// Each sample's group and how it failed (`None`: it matched), for one variant.

@@ -278,6 +278,7 @@ fn shipped_cases_meet_their_expectations() {
     check(
         results,
         &[
+            ("aoti_cell", "scripted=pass exported=pass aoti=pass"),
             ("arange_len", "traced=xfail[shape_specialization] scripted=pass frozen=pass optimized=pass exported=xfail[shape_specialization]"),
             ("arange_shape", "traced=pass scripted=pass frozen=pass optimized=pass exported=pass"),
             ("classifier", "traced=pass scripted=pass frozen=pass optimized=pass exported=pass"),

@@ -1,5 +1,6 @@
 """torch.export: the `export` method's program, its description, what its failures are, and
-loading a saved program back to run it.
+loading a saved program back to run it; the `aoti` method compiles the same program with
+AOTInductor.
 
 The program is made with a `Dim` per case dim (its `min` and `max`) on every axis the case names
 it, so torch must prove the graph good over the case's whole range or say why not. A failure
@@ -142,9 +143,17 @@ def _reason(bullet: str) -> str:
     text = text.split(" If you're using")[0].strip().rstrip(".")
     text = _SIZE.sub(r"\1.shape[\2]", text)
     marked = _MARKED.match(text)
-    if marked:
-        return f"{marked.group(1)}: the model's code {marked.group(2)}"
-    return text
+    if not marked:
+        return text
+    dim, what = marked.groups()
+    small = re.search(r"constant \(([01])\)$", what)
+    if small:  # not the model's doing: torch.export specializes an example's sizes 0 and 1
+        return (
+            f"{dim}: torch.export specialized it to the example's size ({small.group(1)}): the "
+            "case's trace input has that size there, and torch.export specializes sizes 0 and 1 "
+            "(give the dim a trace size of 2 or more)"
+        )
+    return f"{dim}: the model's code {what}"
 
 
 def _suggested_fixes(lines: list[str]) -> list[str]:
@@ -163,8 +172,18 @@ def save(program: Any, path: str) -> None:
     torch.export.save(program, path)
 
 
-def load(path: str) -> torch.nn.Module:
-    """A saved program as a callable module, the way a Python deployment loads it."""
+def compile_aoti(program: Any, path: str) -> None:
+    """The program compiled ahead of time by AOTInductor (C++ with the machine's compiler) into
+    a package at `path`: what a libtorch deployment moving off TorchScript loads."""
+    torch._inductor.aoti_compile_and_package(program, package_path=path)
+
+
+def load(path: str, method: str = "export") -> Any:
+    """A saved program as a callable, the way a deployment loads it: a torch.export program as
+    `ExportedProgram.module()`, an AOTInductor package with `aoti_load_package` (its compiled
+    model runs in C++)."""
+    if method == "aoti":
+        return torch._inductor.aoti_load_package(path)
     return torch.export.load(path).module()
 
 

@@ -147,6 +147,17 @@ EXPORTERS: dict[str, Exporter] = {
         classify=program.classify,
         clean=program.summarize,
     ),
+    "aoti": Exporter(
+        program.export_program,
+        ErrorKind.EXPORT_ERROR,
+        frozenset({"dims", "shapes", "strict"}),
+        takes_args=True,
+        suffix=".pt2",
+        save=program.compile_aoti,
+        describe=program.describe,
+        classify=program.classify,
+        clean=program.summarize,
+    ),
 }
 
 

@@ -30,7 +30,7 @@ class Worker:
         # case -> (signature of the first trace variant's graph, that variant's options)
         self.trace_sigs: dict[tuple[str, str], tuple[TraceSig, dict[str, Any]]] = {}
         self.eager_calls = 0  # names each eager call's output file
-        self.programs: dict[str, torch.nn.Module] = {}  # saved program path -> loaded
+        self.programs: dict[str, Any] = {}  # saved program path -> loaded
 
     def _model(self, req: dict[str, Any]) -> torch.nn.Module:
         case = req["case"]
@@ -104,15 +104,15 @@ class Worker:
         loaded once per case and run the same way."""
         model = self._model(req)
         if req.get("program"):
-            model = self._program(req["program"])
+            model = self._program(req["program"]["path"], req["program"].get("method", "export"))
         self.eager_calls += 1
         path = os.path.join(req["out_dir"], f"eager-{self.eager_calls}.safetensors")
         return run_eager(model, req, path)
 
-    def _program(self, path: str) -> torch.nn.Module:
+    def _program(self, path: str, method: str) -> Any:
         if path not in self.programs:
             try:
-                self.programs[path] = program.load(path)
+                self.programs[path] = program.load(path, method)
             except Exception as exc:  # noqa: BLE001 - the harness reports it as a load error
                 raise HarnessError(ErrorKind.EXPORT_ERROR, f"cannot load {path}: {exc}") from exc
         return self.programs[path]

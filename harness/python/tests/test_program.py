@@ -311,8 +311,18 @@ NARROWED = (
             "Not all values of H = x.shape[3] in the specified range H <= 96 satisfy the generated "
             "guard 33 <= x.shape[3] and x.shape[3] <= 96 (torch suggests: H = Dim('H', min=33, max=96))",
         ),
+        (
+            SPECIALIZED.replace("(4)", "(1)").replace("B = 4", "B = 1"),
+            "Constraints violated (B)!\n  - You marked B as dynamic but your code specialized it to be a "
+            "constant (1). If you're using mark_dynamic, either remove it or use maybe_mark_dynamic. "
+            "If you're using Dim.DYNAMIC, replace it with either Dim.STATIC or Dim.AUTO.\n"
+            "Suggested fixes:\n  B = 1",
+            "B: torch.export specialized it to the example's size (1): the case's trace input has that "
+            "size there, and torch.export specializes sizes 0 and 1 (give the dim a trace size of 2 or "
+            "more) (torch suggests: B = 1)",
+        ),
     ],
-    ids=["data_dependent", "specialized_integer", "specialized", "narrowed"],
+    ids=["data_dependent", "specialized_integer", "specialized", "narrowed", "example_of_size_1"],
 )
 def test_torch_messages_lose_their_pointers_and_get_a_first_line_that_says_what_happened(
     message: str, cleaned: str, summary: str
@@ -382,7 +392,7 @@ def test_op_eager_runs_the_program_and_a_raise_is_that_samples_failure(
     path = reply["exports"]["exported"]["path"]
     samples = [{"id": s, "input": {"file": ref["file"], "sample": s}} for s in ("s0", "s1", "s2")]
     eager = {"case": case, "names": ["x"], "samples": samples, "out_dir": str(tmp_path / "e")}
-    run = worker.op_eager({**eager, "program": path})["results"]
+    run = worker.op_eager({**eager, "program": {"path": path, "method": "export"}})["results"]
     assert [r["ok"] for r in run] == [True, True, False]
     assert run[2]["error"]["kind"] == "eager_raised" and "<= 9" in run[2]["error"]["message"]
     plain = worker.op_eager(eager)["results"]
@@ -400,7 +410,7 @@ def test_op_eager_with_a_program_it_cannot_load_is_an_export_error(
     worker, case, _ = loaded(TANH)
     ref = write_inputs({"s0": {"x": torch.randn(4, 3)}})
     samples = [{"id": "s0", "input": ref}]
-    req = {"case": case, "names": ["x"], "samples": samples, "out_dir": str(tmp_path), "program": "no.pt2"}
+    req = {"case": case, "names": ["x"], "samples": samples, "out_dir": str(tmp_path), "program": {"path": "no.pt2", "method": "export"}}
     with pytest.raises(HarnessError) as info:
         worker.op_eager(req)
     assert info.value.kind is ErrorKind.EXPORT_ERROR and "no.pt2" in info.value.message
