@@ -131,7 +131,10 @@ def capture_warnings() -> Iterator[list[dict[str, Any]]]:
     ) -> None:
         if issubclass(category, DeprecationWarning):
             return
-        ufile, uline = user_location(traceback.extract_stack()[:-1])
+        stack = traceback.extract_stack()[:-1]
+        if issubclass(category, FutureWarning) and not any(is_user_frame(f.filename, False) for f in stack):
+            return  # a library's deprecation inside torch's own calls: nothing the user can do
+        ufile, uline = user_location(stack)
         if ufile is None or uline is None:
             ufile, uline = filename, lineno
         key = (category.__name__, ufile, uline, str(message))

@@ -1,10 +1,13 @@
 """The `export` method (program.py) with real torch: a `Dim` per case dim, failures classified
-and summarized, the program described, saved, loaded and run as eager is run.
+and summarized, the program described, saved, loaded and run as eager is run; and the
+FutureWarnings torch's own export calls raise kept out of the user's warnings.
 
 The models are defined here, so a failure's file and line are this file's."""
 
 import inspect
 import os
+import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from safetensors.torch import load_file
 from harness_worker import program
 from harness_worker.calls import Arg
 from harness_worker.errors import ErrorKind, HarnessError
+from harness_worker.frames import capture_warnings
 from harness_worker.probe import device_probe
 from harness_worker.variants import export_all, parse_variants
 from harness_worker.worker import Worker
@@ -410,7 +414,31 @@ def test_op_eager_with_a_program_it_cannot_load_is_an_export_error(
     worker, case, _ = loaded(TANH)
     ref = write_inputs({"s0": {"x": torch.randn(4, 3)}})
     samples = [{"id": "s0", "input": ref}]
-    req = {"case": case, "names": ["x"], "samples": samples, "out_dir": str(tmp_path), "program": {"path": "no.pt2", "method": "export"}}
+    program_ref = {"path": "no.pt2", "method": "export"}
+    req = {"case": case, "names": ["x"], "samples": samples, "out_dir": str(tmp_path), "program": program_ref}
     with pytest.raises(HarnessError) as info:
         worker.op_eager(req)
     assert info.value.kind is ErrorKind.EXPORT_ERROR and "no.pt2" in info.value.message
+
+
+def _in_thread(fn: Callable[[], None]) -> None:
+    """Run `fn` on a fresh thread, whose stack holds only `fn`'s frames and the threading module's."""
+    t = threading.Thread(target=fn)
+    t.start()
+    t.join()
+
+
+def test_a_future_warning_only_torchs_own_calls_raise_is_not_the_users() -> None:
+    library: dict[str, Any] = {}
+    exec(
+        compile("import warnings\ndef lib():\n    warnings.warn('old', FutureWarning)\n", "<lib>", "exec"),
+        library,
+    )
+
+    def users() -> None:
+        warnings.warn("mine", FutureWarning, stacklevel=1)
+
+    with capture_warnings() as records:
+        _in_thread(library["lib"])
+        _in_thread(users)
+    assert [r["message"] for r in records] == ["mine"]
