@@ -198,6 +198,9 @@ fn findings(obs: &Observation<'_>) -> Vec<Finding> {
                     .into(),
             );
         }
+        if let Some(h) = export_hint(&err.message) {
+            f.hint = h.into();
+        }
         findings.push(f);
         return findings;
     }
@@ -435,6 +438,20 @@ fn load_summary(message: &str) -> String {
         .or_else(|| message.lines().map(str::trim).find(|l| !l.is_empty()))
         .unwrap_or("")
         .to_string()
+}
+
+/// A fix hint for well-known export failures; `None` keeps the generic one.
+fn export_hint(message: &str) -> Option<&'static str> {
+    if message.contains("No registered serialization name") {
+        Some(
+            "forward returns a type torch.export.save cannot write (a torch.return_types named \
+             tuple, as torch.topk, torch.sort, torch.max(dim=) and torch.linalg.* return): \
+             return a plain tuple of its tensors (tuple(result)), or register the type with \
+             torch.utils._pytree.register_pytree_node(..., serialized_type_name=...)",
+        )
+    } else {
+        None
+    }
 }
 
 /// A fix hint for well-known libtorch runtime messages; `None` keeps the generic one.
@@ -852,6 +869,68 @@ mod tests {
             &[OutputMismatch],
         );
         check(Scripted, "trace values=raised", None, None, &[RuntimeError]);
+    }
+
+    /// A failed torch.export is the pitfall its error kind says, with torch.export's fix hint
+    /// (a save failure of a known kind its own), and an exported program's other dtype is a
+    /// dtype finding where a script's is a plain mismatch.
+    #[test]
+    fn exported_findings_follow_torch_exports_errors() {
+        static EVIDENCE: StaticEvidence = StaticEvidence {
+            traced_only_constants: Vec::new(),
+            traced_control_flow: None,
+            scripted_control_flow: None,
+        };
+        let exported = Variant::named("exported").unwrap();
+        fn obs(
+            variant: Variant,
+            error: Option<&ErrorBody>,
+            samples: Vec<(Group, Option<SampleFailure>)>,
+        ) -> Observation<'_> {
+            Observation {
+                variant,
+                export_error: error,
+                load_error: None,
+                first_raise: None,
+                samples,
+                warnings: &[],
+                evidence: &EVIDENCE,
+                nondeterministic: None,
+                device: None,
+                retrace_values: None,
+                retrace_shapes: None,
+            }
+        }
+        let failed = |kind: ErrorKind, message: &str| {
+            let err = ErrorBody::new(kind, message);
+            diagnose(&obs(exported, Some(&err), Vec::new())).remove(0)
+        };
+        let f = failed(ErrorKind::ExportDataDependent, "forward could not guard on Eq(u0, 1)");
+        assert_eq!(f.pitfall, Pitfall::DataDependentControlFlow);
+        assert!(f.hint.contains("torch.cond"), "{}", f.hint);
+        let f = failed(ErrorKind::ExportConstraint, "B: the model's code specialized it");
+        assert_eq!(f.pitfall, Pitfall::ShapeSpecialization);
+        assert_eq!(f.hint, Pitfall::ShapeSpecialization.hint_for(Toolchain::Export));
+        let f = failed(ErrorKind::ExportError, ".numpy() is not supported");
+        assert_eq!(f.pitfall, Pitfall::ExportError);
+        let f = failed(
+            ErrorKind::ExportError,
+            "the program exported, but torch.export.save cannot save it: No registered \
+             serialization name for <class 'torch.return_types.topk'> found",
+        );
+        assert!(f.hint.contains("tuple(result)"), "{}", f.hint);
+        let dtypes = || {
+            let dtype = Group::Dtype {
+                input: "x".into(),
+                dtype: crate::case::DType::Float64,
+            };
+            vec![(Group::Trace, None), (dtype, Some(Mismatch(Values)))]
+        };
+        let f = diagnose(&obs(exported, None, dtypes()));
+        assert_eq!(f[0].pitfall, Pitfall::DtypeSpecialization);
+        assert!(f[0].hint.contains("torch.export"), "{}", f[0].hint);
+        let scripted = diagnose(&obs(Variant::named("scripted").unwrap(), None, dtypes()));
+        assert_eq!(scripted[0].pitfall, Pitfall::OutputMismatch);
     }
 
     /// An output mismatch of a frozen module points at its diff against the script, not at the

@@ -172,7 +172,7 @@ pub static DEFINITIONS: &[Definition] = &[
         records_one_run: false,
         made_on_trace_input: true,
         export_pitfall: Pitfall::ExportError,
-        export_failed: "torch.export.export failed",
+        export_failed: "torch.export.export failed (or its program could not be saved)",
         // An FX graph and TorchScript code share no lines worth diffing.
         diff_base: None,
         snapshot_expression: "torch.export.export(model, trace_input, dynamic_shapes=<a Dim per \

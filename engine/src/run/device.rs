@@ -143,8 +143,7 @@ impl Runner {
 }
 
 /// Did the variant raise on meta only for a CPU tensor it holds: its graph names no device, it
-/// holds tensor constants (a frozen module's weights), and it raised on a CPU tensor where meta
-/// was expected? On meta those constants stay on the CPU (see the worker's `load_on`), where a
+/// holds tensor constants (a frozen module's weights), and it raised on a tensor on the CPU? On meta those constants stay on the CPU (see the worker's `load_on`), where a
 /// deployment's `torch.jit.load(map_location=device)` moves them.
 fn held_on_cpu(cx: &CaseRun, variant: Variant, check: &DeviceCheck) -> bool {
     let constants = cx
@@ -152,7 +151,10 @@ fn held_on_cpu(cx: &CaseRun, variant: Variant, check: &DeviceCheck) -> bool {
         .as_ref()
         .and_then(|e| e.exports.get(&variant))
         .is_some_and(|e| !e.constants.is_empty());
-    constants && check.detail.contains("raised") && check.detail.contains("device cpu")
+    // "Tensor on device cpu is not on the expected device meta", "found input tensor at meta
+    // and parameter tensor at cpu" (a frozen RNN's weights).
+    let raised = check.detail.split_once(" raised: ").map(|(_, m)| m);
+    constants && raised.is_some_and(|m| m.contains("device cpu") || m.contains("tensor at cpu"))
 }
 
 /// Such a variant's check: not judged (said as a warning), since the probe cannot tell its

@@ -28,6 +28,7 @@ _NOISE = re.compile(
     r"For extended logs|If you suspect the guard|For more debugging help|For C\+\+ stack trace|"
     r"^Caused by: \(|TORCHDYNAMO_EXTENDED_DEBUG|docs\.google\.com"
 )
+_OP = re.compile(r"aten\.\w+\.\w+")
 _SIZE = re.compile(r"L\['(\w+)'\]\.size\(\)\[(\d+)\]")
 _MARKED = re.compile(r"You marked (\w+) as dynamic but your code (.*)$")
 _DATA_DEPENDENT = (
@@ -134,6 +135,8 @@ def summarize(message: str) -> str:
             first += f" (torch suggests: {', '.join(fixes)})"
     elif first.startswith(("Could not guard on data-dependent", "Could not extract specialized integer")):
         first = "forward " + first[0].lower() + first[1:].split(" (unhinted")[0].rstrip(".")
+    elif _OP.fullmatch(first):  # DataDependentOutputException: the message is the op's name
+        first = f"forward calls {first}, whose output depends on the values of its inputs"
     return "\n".join([first, *lines[1:]])
 
 
@@ -168,14 +171,24 @@ def _suggested_fixes(lines: list[str]) -> list[str]:
     return fixes
 
 
+class SaveError(Exception):
+    """The program exported, but the step after (saving, compiling) failed: said so first."""
+
+
 def save(program: Any, path: str) -> None:
-    torch.export.save(program, path)
+    try:
+        torch.export.save(program, path)
+    except Exception as exc:
+        raise SaveError(f"the program exported, but torch.export.save cannot save it: {exc}") from exc
 
 
 def compile_aoti(program: Any, path: str) -> None:
     """The program compiled ahead of time by AOTInductor (C++ with the machine's compiler) into
     a package at `path`: what a libtorch deployment moving off TorchScript loads."""
-    torch._inductor.aoti_compile_and_package(program, package_path=path)
+    try:
+        torch._inductor.aoti_compile_and_package(program, package_path=path)
+    except Exception as exc:
+        raise SaveError(f"the program exported, but AOTInductor cannot compile it: {exc}") from exc
 
 
 def load(path: str, method: str = "export") -> Any:

@@ -325,8 +325,20 @@ NARROWED = (
             "size there, and torch.export specializes sizes 0 and 1 (give the dim a trace size of 2 or "
             "more) (torch suggests: B = 1)",
         ),
+        (
+            "aten.equal.default",
+            "aten.equal.default",
+            "forward calls aten.equal.default, whose output depends on the values of its inputs",
+        ),
     ],
-    ids=["data_dependent", "specialized_integer", "specialized", "narrowed", "example_of_size_1"],
+    ids=[
+        "data_dependent",
+        "specialized_integer",
+        "specialized",
+        "narrowed",
+        "example_of_size_1",
+        "op_output",
+    ],
 )
 def test_torch_messages_lose_their_pointers_and_get_a_first_line_that_says_what_happened(
     message: str, cleaned: str, summary: str
@@ -442,3 +454,23 @@ def test_a_future_warning_only_torchs_own_calls_raise_is_not_the_users() -> None
         _in_thread(library["lib"])
         _in_thread(users)
     assert [r["message"] for r in records] == ["mine"]
+
+
+class TopK(torch.nn.Module):
+    """Returns torch.topk's named tuple, which torch.export.save cannot write."""
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return torch.topk(x, 2)
+
+
+def test_a_program_that_exports_but_cannot_be_saved_says_so(tmp_path: Path) -> None:
+    args = tensors(x=torch.randn(4, 5))
+    variants = parse_variants(
+        [{"name": "exported", "method": "export", "options": {"dims": {}, "shapes": {}}}]
+    )
+    entry = export_all(TopK(), args, variants, str(tmp_path), {})[0]["exports"]["exported"]
+    assert entry["ok"] is False and entry["error"]["kind"] == "export_error"
+    first = entry["error"]["message"].splitlines()[0]
+    assert first.startswith("the program exported, but torch.export.save cannot save it: No registered"), (
+        first
+    )
