@@ -905,12 +905,21 @@ mod tests {
             let err = ErrorBody::new(kind, message);
             diagnose(&obs(exported, Some(&err), Vec::new())).remove(0)
         };
-        let f = failed(ErrorKind::ExportDataDependent, "forward could not guard on Eq(u0, 1)");
+        let f = failed(
+            ErrorKind::ExportDataDependent,
+            "forward could not guard on Eq(u0, 1)",
+        );
         assert_eq!(f.pitfall, Pitfall::DataDependentControlFlow);
         assert!(f.hint.contains("torch.cond"), "{}", f.hint);
-        let f = failed(ErrorKind::ExportConstraint, "B: the model's code specialized it");
+        let f = failed(
+            ErrorKind::ExportConstraint,
+            "B: the model's code specialized it",
+        );
         assert_eq!(f.pitfall, Pitfall::ShapeSpecialization);
-        assert_eq!(f.hint, Pitfall::ShapeSpecialization.hint_for(Toolchain::Export));
+        assert_eq!(
+            f.hint,
+            Pitfall::ShapeSpecialization.hint_for(Toolchain::Export)
+        );
         let f = failed(ErrorKind::ExportError, ".numpy() is not supported");
         assert_eq!(f.pitfall, Pitfall::ExportError);
         let f = failed(
