@@ -235,16 +235,25 @@ impl Variant {
     }
 
     /// The fix hint of an output mismatch in this variant when the generic one, which points at
-    /// the traced and scripted `.code`, names another pair than its own diff: a variant diffed
-    /// against something other than the trace (a frozen or optimized module, against the plain
-    /// script). `None`: the generic hint fits.
+    /// the traced and scripted `.code`, names another pair than its own diff (a frozen or
+    /// optimized module is diffed against the plain script, a shipped file against the trace).
+    /// `None`: the generic hint fits.
     pub fn output_mismatch_hint(self) -> Option<String> {
-        let base = self.diff_base().filter(|b| b.as_str() != "traced")?;
-        Some(format!(
+        let base = self.diff_base()?;
+        if (base.as_str(), self.as_str()) == ("traced", "scripted") {
+            return None; // the generic hint's own pair
+        }
+        let mut hint = format!(
             "compare the {base} and {self} .code (the diff below) with the eager source around \
-             the diverging output; for a frozen or optimized module, torch.jit.freeze(..., \
-             optimize_numerics=False) tells whether freezing's folds changed it"
-        ))
+             the diverging output"
+        );
+        if base.as_str() == "scripted" {
+            hint.push_str(
+                "; for a frozen or optimized module, torch.jit.freeze(..., \
+                 optimize_numerics=False) tells whether freezing's folds changed it",
+            );
+        }
+        Some(hint)
     }
 
     /// The error kind of a failed export (the worker's, for its methods).
@@ -378,14 +387,19 @@ mod tests {
             .starts_with("unknown variant `frozen_typo`, expected one of `traced`"));
     }
 
-    /// Frozen and optimized modules are diffed against the script: their output mismatch hint
-    /// names that pair; the others keep the generic hint.
+    /// Frozen and optimized modules are diffed against the script, a shipped file against the
+    /// trace: their output mismatch hint names that pair; the others keep the generic hint.
     #[test]
     fn output_mismatch_hints_name_the_variants_own_pair() {
         let hint = |name: &str| Variant::named(name).unwrap().output_mismatch_hint();
-        for generic in ["traced", "scripted", "shipped", "exported"] {
+        for generic in ["traced", "scripted", "exported"] {
             assert_eq!(hint(generic), None, "{generic}");
         }
+        assert_eq!(
+            hint("shipped").unwrap(),
+            "compare the traced and shipped .code (the diff below) with the eager source around \
+             the diverging output"
+        );
         assert_eq!(
             hint("frozen").unwrap(),
             "compare the scripted and frozen .code (the diff below) with the eager source around \
