@@ -18,7 +18,7 @@ use crate::case::Variant;
 use crate::error::ErrorKind;
 use crate::pitfall::Pitfall;
 use crate::plan::Group;
-use crate::variant::Toolchain;
+use crate::variant::{Runtime, Toolchain};
 use crate::worker::{ErrorBody, Retrace, StaticEvidence, TraceWarning};
 
 /// How an output differs from eager's, by the first mismatch (see the engine's `compare`).
@@ -205,10 +205,14 @@ fn findings(obs: &Observation<'_>) -> Vec<Finding> {
         return findings;
     }
     if let Some(message) = obs.load_error {
+        let loader = match obs.variant.def().runtime {
+            Runtime::Libtorch => "libtorch",
+            Runtime::Worker => "the worker",
+        };
         let mut f = Finding::new(
             Pitfall::RuntimeError,
             format!(
-                "libtorch cannot load the saved artifact: {}",
+                "{loader} cannot load the saved artifact: {}",
                 load_summary(message)
             ),
         );

@@ -42,27 +42,45 @@ impl Runner {
             let mut run = VariantRun::default();
             match variant.def().runtime {
                 Runtime::Libtorch => run_in_libtorch(cx, variant, &mut run, &path),
-                Runtime::Worker => {
-                    let t = Instant::now();
-                    let calls: Vec<EagerCall> = (0..cx.samples().specs.len())
-                        .map(|i| super::phases::eager_call(cx.samples(), i, None))
-                        .collect();
-                    let program = ProgramRef {
-                        path: &path,
-                        method: variant.def().method,
-                    };
-                    let got = self.run_program(cx, program, &calls)?;
-                    run.runs = got
-                        .into_iter()
-                        .zip(&cx.samples().expected)
-                        .map(|(got, expected)| judge(got, expected, cx))
-                        .collect();
-                    run.run_ms = t.elapsed().as_secs_f64() * 1e3;
-                    run.runnable = Some(Runnable::Worker(path, variant.def().method));
-                }
+                Runtime::Worker => self.run_in_worker(cx, variant, &mut run, path)?,
             }
             cx.variants.insert(variant, run);
         }
+        Ok(())
+    }
+
+    /// A saved program on every sample, in the case's worker child. A program the worker cannot
+    /// load is the variant's load error (a finding), as in libtorch, not the case's error.
+    fn run_in_worker(
+        &mut self,
+        cx: &mut CaseRun,
+        variant: Variant,
+        run: &mut VariantRun,
+        path: PathBuf,
+    ) -> Result<(), ErrorBody> {
+        let t = Instant::now();
+        let calls: Vec<EagerCall> = (0..cx.samples().specs.len())
+            .map(|i| super::phases::eager_call(cx.samples(), i, None))
+            .collect();
+        let method = variant.def().method;
+        let program = ProgramRef {
+            path: &path,
+            method,
+        };
+        let got = match self.run_program(cx, program, &calls) {
+            Err(e) if e.kind == ErrorKind::ExportError => {
+                run.load_error = Some(e);
+                return Ok(());
+            }
+            other => other?,
+        };
+        run.runs = got
+            .into_iter()
+            .zip(&cx.samples().expected)
+            .map(|(got, expected)| judge(got, expected, cx))
+            .collect();
+        run.run_ms = t.elapsed().as_secs_f64() * 1e3;
+        run.runnable = Some(Runnable::Worker(path, method));
         Ok(())
     }
 
