@@ -82,7 +82,6 @@ impl Pitfall {
                  takes another path), or keep sizes symbolic in forward (x.shape[i] rather than \
                  Python ints); declare the dim fixed in the case if it truly is one"
             }
-            Pitfall::DataDependentControlFlow => self.hint(),
             Pitfall::DtypeSpecialization => {
                 "torch.export specializes on input dtypes: export one program per dtype you \
                  serve, or cast inputs to the exported dtype before calling it"

@@ -128,6 +128,22 @@ def _load_artifact(
     return torch.jit.load(options["path"], map_location="cpu")
 
 
+def _program_exporter(save: Callable[[Any, str], None]) -> Exporter:
+    """A torch.export method: the program made, described and its failures classified by
+    `program`; `save` writes it (`torch.export.save`, or an AOTInductor compile)."""
+    return Exporter(
+        program.export_program,
+        ErrorKind.EXPORT_ERROR,
+        frozenset({"dims", "shapes", "strict"}),
+        takes_args=True,
+        suffix=".pt2",
+        save=save,
+        describe=program.describe,
+        classify=program.classify,
+        clean=program.summarize,
+    )
+
+
 EXPORTERS: dict[str, Exporter] = {
     "trace": Exporter(
         _trace, ErrorKind.TRACE_ERROR, frozenset({"check_trace", "check_tolerance", "strict"}), records=True
@@ -136,28 +152,8 @@ EXPORTERS: dict[str, Exporter] = {
     "freeze": Exporter(_freeze, ErrorKind.SCRIPT_COMPILE_ERROR),
     "optimize": Exporter(_optimize, ErrorKind.SCRIPT_COMPILE_ERROR),
     "artifact": Exporter(_load_artifact, ErrorKind.ARTIFACT_LOAD, frozenset({"path"}), keep_file=True),
-    "export": Exporter(
-        program.export_program,
-        ErrorKind.EXPORT_ERROR,
-        frozenset({"dims", "shapes", "strict"}),
-        takes_args=True,
-        suffix=".pt2",
-        save=program.save,
-        describe=program.describe,
-        classify=program.classify,
-        clean=program.summarize,
-    ),
-    "aoti": Exporter(
-        program.export_program,
-        ErrorKind.EXPORT_ERROR,
-        frozenset({"dims", "shapes", "strict"}),
-        takes_args=True,
-        suffix=".pt2",
-        save=program.compile_aoti,
-        describe=program.describe,
-        classify=program.classify,
-        clean=program.summarize,
-    ),
+    "export": _program_exporter(program.save),
+    "aoti": _program_exporter(program.compile_aoti),
 }
 
 
