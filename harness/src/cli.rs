@@ -176,6 +176,11 @@ struct VerifyArgs {
     /// Do not check `.code` snapshots (ad-hoc runs on models that have none).
     #[arg(long, conflicts_with = "accept")]
     no_snapshots: bool,
+    /// After the summary, list the N slowest cases that ran (with their largest phases) and
+    /// the time by phase over the run, as test runners list slow tests (every case's phases are
+    /// in results.json, `timeline`, and in the report).
+    #[arg(long, value_name = "N")]
+    durations: Option<usize>,
     /// `human` (default) or `json`: the results document on stdout, no other lines there.
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
@@ -334,6 +339,12 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
     results.write(&json)?;
     let regression = base.map(|(path, b)| baseline::compare(&path, &b, &results));
     if human {
+        if let Some(n) = args.durations.filter(|n| *n > 0) {
+            print!(
+                "{}",
+                crate::timeline::render(&crate::timeline::summarize(&results, n))
+            );
+        }
         println!("{}", Console::summary(&results));
         if let Some(line) = Console::snapshot_summary(&results) {
             println!("{line}");

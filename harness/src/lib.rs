@@ -30,6 +30,7 @@ pub mod protocol;
 pub mod report;
 pub mod results;
 pub mod snapshot;
+pub mod timeline;
 pub mod variant;
 pub mod verify;
 pub mod worker;

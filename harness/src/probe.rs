@@ -176,7 +176,7 @@ fn run(slot: &mut Option<Worker>, job: &Job) -> Outcome {
     let w = slot.as_mut().expect("called with a server");
     let t = job.budget;
     let runs = w
-        .begin_case(t)
+        .begin_case(t, None)
         .and_then(|_| w.call::<Json>(&crate::protocol::Request::Load(&job.load), t))
         .and_then(|_| w.device_probe(&job.case, &job.input, &job.names, "meta", &job.artifacts))
         .and_then(|id| w.device_probe_result(id, t))

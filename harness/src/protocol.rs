@@ -22,7 +22,7 @@ pub use crate::error::{ErrorBody, ErrorKind};
 /// `artifact` export method runs a shipped file. Version 6: both. Version 7: the `export` method
 /// (torch.export, with `dims` and `shapes` options) and its error kinds, and `eager` runs a saved
 /// program (`program`).
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// The worker's JSON form of an output (see `harness_worker/eager.py`, `encode`).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -274,8 +274,12 @@ pub struct LoadRequest {
 pub enum Request<'a> {
     /// The handshake: the worker answers with its own version ([`Hello`]).
     Hello { protocol: u32 },
-    /// Fork a child of the fork server for one case (`{"pid"}`).
-    Fork {},
+    /// Fork a child of the fork server for one case (`{"pid"}`); with its model module
+    /// (version 8), from that module's zygote (imported once for the cases that share it).
+    Fork {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        module: Option<&'a ModuleRef>,
+    },
     /// Fork the probe server, which talks through these three FIFOs (`{"pid"}`).
     ProbeServer {
         requests: &'a Path,
@@ -318,10 +322,38 @@ pub enum Request<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         program: Option<ProgramRef<'a>>,
     },
-    /// End the case: its child exits.
+    /// End the case: its child exits, saying which installed modules it imported ([`Ended`]).
     End {},
+    /// Import these installed modules in the fork server, so the cases' children that follow
+    /// start with them (version 8; [`Preloaded`]).
+    Preload { modules: &'a [String] },
     /// Stop the server.
     Shutdown {},
+}
+
+/// A case's model module, as `fork` names it (version 8): `{"source": path}` or
+/// `{"import": name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModuleRef {
+    Source(PathBuf),
+    Import(String),
+}
+
+/// The reply to `end` (version 8): the installed modules (libraries, torch's own, the standard
+/// library; never the user's) the case's child imported that its fork server had not, in import
+/// order.
+#[derive(Debug, Default, Deserialize)]
+pub struct Ended {
+    #[serde(default)]
+    pub libraries: Vec<String>,
+}
+
+/// The reply to `preload`: how many of the modules the server imported, and its time.
+#[derive(Debug, Deserialize)]
+pub struct Preloaded {
+    pub imported: usize,
+    pub seconds: f64,
 }
 
 impl Request<'_> {

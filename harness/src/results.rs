@@ -119,6 +119,10 @@ pub struct CaseResult {
     /// Taken from the result cache: nothing the result depends on changed since it was made.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// Where `duration_ms` went, phase by phase, in order (see `timeline`): the phases add up
+    /// to it, what none names is `other`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<crate::timeline::PhaseTime>,
 }
 
 /// One variant's `.code` diff against its base, as the console and the report show it.
@@ -235,6 +239,7 @@ impl CaseResult {
             torch_ms: 0.0,
             worker_start_ms: 0.0,
             cached: false,
+            timeline: Vec::new(),
         }
     }
 }

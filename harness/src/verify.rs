@@ -153,6 +153,7 @@ pub fn stored(
     mut result: CaseResult,
 ) -> Finished {
     let replay = req.options.replay.is_some();
+    let mut watch = crate::timeline::Stopwatch::new();
     if let Some(c) = req.cache.as_ref().filter(|_| !replay) {
         let mut deps: Vec<PathBuf> = result.sources.iter().map(PathBuf::from).collect();
         let stored = case.named_files().and_then(|named| {
@@ -163,10 +164,28 @@ pub fn stored(
         if let Err(e) = stored {
             result.notes.push(format!("not cached: {e}"));
         }
+        watch.lap("cache");
     }
     let policy = req.snapshots.as_ref().filter(|_| !replay);
     check_code(case, &mut result, policy, worker.torch);
+    watch.lap("snapshot");
+    add_phases(&mut result, watch.phases);
     (result, None)
+}
+
+/// Phases timed after the engine closed the case's timeline: they join it, and its duration.
+fn add_phases(result: &mut CaseResult, phases: Vec<crate::timeline::PhaseTime>) {
+    let other = result
+        .timeline
+        .iter()
+        .position(|p| p.phase == crate::timeline::OTHER)
+        .map(|i| result.timeline.remove(i));
+    let ms: f64 = phases.iter().map(|p| p.ms).sum();
+    result.duration_ms += ms.round() as u64;
+    for p in phases {
+        crate::timeline::add(&mut result.timeline, &p.phase, p.ms);
+    }
+    result.timeline.extend(other);
 }
 
 /// The cache key's parts besides the files: the run's options and the variants the case runs

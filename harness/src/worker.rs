@@ -507,25 +507,39 @@ impl Worker {
     }
 
     /// Start a case: the server forks a child (a copy of the warm server, with nothing from
-    /// earlier cases) that serves every request until [`Worker::end_case`].
-    pub fn begin_case(&mut self, timeout: Duration) -> Result<(), WorkerError> {
+    /// earlier cases) that serves every request until [`Worker::end_case`]. Given the case's
+    /// model module, the child is forked from that module's zygote, which imported it once for
+    /// every case of the module in a row (each case still a fresh fork of it).
+    pub fn begin_case(
+        &mut self,
+        timeout: Duration,
+        module: Option<&ModuleRef>,
+    ) -> Result<(), WorkerError> {
         #[derive(Deserialize)]
         struct Forked {
             pid: u32,
         }
-        let f: Forked = self.call(&Request::Fork {}, timeout)?;
+        let f: Forked = self.call(&Request::Fork { module }, timeout)?;
         self.case_pid = Some(f.pid);
         Ok(())
     }
 
-    /// End the case: its child exits and the server takes requests again.
-    pub fn end_case(&mut self) -> Result<(), WorkerError> {
+    /// End the case: its child exits and the server takes requests again. Returns the
+    /// installed modules the child imported that the server has not (see [`Worker::preload`]).
+    pub fn end_case(&mut self) -> Result<Vec<String>, WorkerError> {
         if self.case_pid.is_none() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let _: Json = self.call(&Request::End {}, Duration::from_secs(60))?;
+        let ended: Ended = self.call(&Request::End {}, Duration::from_secs(60))?;
         self.case_pid = None;
-        Ok(())
+        Ok(ended.libraries)
+    }
+
+    /// Import installed modules in the fork server (between cases), so later children inherit
+    /// them instead of importing them again: torchvision imports torch._dynamo, 1.3 s a case.
+    /// The server never imports the user's code.
+    pub fn preload(&mut self, modules: &[String]) -> Result<Preloaded, WorkerError> {
+        self.call(&Request::Preload { modules }, Duration::from_secs(120))
     }
 
     /// Is the server process still running?

@@ -14,7 +14,8 @@
 //! though OpenMP threads spinning for a core count as CPU too). The per-case overhead (harness
 //! time minus the torch work it timed) comes from the cold run's results.json. It prints a
 //! table with the targets of issue 7; a missed target is reported, not a failure: the exit code
-//! is non-zero only when a run itself failed.
+//! is non-zero only when a run itself failed. Without `--quick`, the two large corpora follow
+//! (`bench_corpora`: the op sweep and the zoo, with issue 16's targets).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -199,6 +200,11 @@ pub fn run(args: &[String]) -> Result<u8, String> {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
     };
     println!("{}", summary.render());
+    if !quick {
+        let large = crate::bench_corpora::run(&env, &bin, &work);
+        println!("{}", crate::bench_corpora::render(&large));
+        failures.extend(large.iter().filter_map(|l| l.as_ref().err().cloned()));
+    }
     // Both sides inherit these; they change libtorch's threads a lot on a busy machine.
     for var in ["OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS"] {
         if let Ok(v) = std::env::var(var) {
@@ -222,7 +228,8 @@ pub fn run(args: &[String]) -> Result<u8, String> {
 pub struct CaseFile {
     pub name: String,
     /// Keyword arguments of the entry (for the reference: results.json does not keep them).
-    pub kwargs: Vec<(String, i64)>,
+    /// Each value as JSON text (`3`, `true`, `null`, `"x"`).
+    pub kwargs: Vec<(String, String)>,
     /// `model.eval` (false for the shipped `dropout_train`).
     pub eval: bool,
     /// `None` for a shipped case (copied as is).
@@ -315,10 +322,10 @@ pub fn generated_cases(count: usize) -> Vec<CaseFile> {
             CaseFile {
                 name: format!("bench_mlp_{k:02}"),
                 kwargs: vec![
-                    ("in_features".into(), in_features),
-                    ("hidden".into(), hidden),
-                    ("depth".into(), depth as i64),
-                    ("out_features".into(), out_features),
+                    ("in_features".into(), in_features.to_string()),
+                    ("hidden".into(), hidden.to_string()),
+                    ("depth".into(), depth.to_string()),
+                    ("out_features".into(), out_features.to_string()),
                 ],
                 eval: true,
                 yaml: Some(format!(
@@ -340,10 +347,10 @@ pub fn generated_cases(count: usize) -> Vec<CaseFile> {
             CaseFile {
                 name: format!("bench_conv_{k:02}"),
                 kwargs: vec![
-                    ("in_channels".into(), in_channels),
-                    ("channels".into(), channels),
-                    ("blocks".into(), blocks as i64),
-                    ("classes".into(), classes),
+                    ("in_channels".into(), in_channels.to_string()),
+                    ("channels".into(), channels.to_string()),
+                    ("blocks".into(), blocks.to_string()),
+                    ("classes".into(), classes.to_string()),
                 ],
                 eval: true,
                 yaml: Some(format!(
@@ -454,7 +461,7 @@ pub fn reference_manifest(results: &Path, work: &Path, corpus: &Corpus) -> Strin
     )
 }
 
-fn json_str(s: &str) -> String {
+pub fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -506,7 +513,7 @@ impl Measured {
 
 /// Run `cmd` (stdout and stderr to `log`); with `sample`, sample its process tree's memory every
 /// 50 ms (which costs CPU: time runs without it).
-fn measure(cmd: &mut Command, log: &Path, sample: bool) -> Result<Measured, String> {
+pub fn measure(cmd: &mut Command, log: &Path, sample: bool) -> Result<Measured, String> {
     if let Some(parent) = log.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
@@ -646,7 +653,7 @@ fn vm_rss(status: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------------------------
 // Reading results
 
-fn read_json(path: &Path) -> Result<Json, String> {
+pub fn read_json(path: &Path) -> Result<Json, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Json::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -918,7 +925,7 @@ mod tests {
             cases: vec![
                 CaseFile {
                     name: "a".into(),
-                    kwargs: vec![("w".into(), 3)],
+                    kwargs: vec![("w".into(), "3".into())],
                     eval: true,
                     yaml: None,
                 },

@@ -20,6 +20,7 @@
 //! No dependencies on purpose: this crate must build fast and before anything else.
 
 mod bench;
+mod bench_corpora;
 mod env;
 mod json;
 mod lint;
@@ -226,7 +227,7 @@ fn pytest_verdict(code: Option<i32>) -> Result<Option<String>, String> {
 
 /// Does the argument list name case files or folders (not only flags and their values)?
 fn positional(args: &[String]) -> bool {
-    const WITH_VALUE: [&str; 15] = [
+    const WITH_VALUE: [&str; 17] = [
         "--filter",
         "--seed",
         "--json",
@@ -242,6 +243,8 @@ fn positional(args: &[String]) -> bool {
         "--jobs",
         "--shard",
         "--variants",
+        "--durations",
+        "--project",
     ];
     let mut skip = false;
     for a in args {

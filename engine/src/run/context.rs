@@ -15,6 +15,7 @@ use harness::options::{Options, DEFAULT_CASE_TIMEOUT};
 use harness::plan::SampleSpec;
 use harness::probe;
 use harness::results::{CaseResult, Counterexample, ModelInfo};
+use harness::timeline::Stopwatch;
 use harness::worker::{ErrorBody, ExportReply, LoadRequest, Retrace, SampleRef};
 
 use crate::compare::{Comparison, Tolerances};
@@ -32,6 +33,8 @@ pub struct Clock {
     pub torch_ms: f64,
     /// Waiting for a worker to start, ms.
     pub start_ms: f64,
+    /// The case's phases, lap by lap (`harness::timeline`).
+    pub watch: Stopwatch,
 }
 
 impl Clock {
@@ -44,6 +47,7 @@ impl Clock {
             running_since: Some(now),
             torch_ms: 0.0,
             start_ms: 0.0,
+            watch: Stopwatch::new(),
         }
     }
 
@@ -60,6 +64,7 @@ impl Clock {
             let left = self.limit.saturating_sub(self.ran);
             self.deadline = Instant::now() + left;
             self.running_since = Some(Instant::now());
+            self.watch.restart();
         }
     }
 
@@ -74,6 +79,18 @@ impl Clock {
 
     pub fn add_torch(&mut self, since: Instant) {
         self.torch_ms += since.elapsed().as_secs_f64() * 1e3;
+    }
+
+    /// Torch work of `ms` timed where it ran (the worker), carved out of the current phase as
+    /// `phase`.
+    pub fn worker_torch(&mut self, phase: &str, ms: f64) {
+        self.torch_ms += ms;
+        self.watch.carve(phase, ms);
+    }
+
+    /// The time since the last phase was `phase`.
+    pub fn lap(&mut self, phase: &str) {
+        self.watch.lap(phase);
     }
 }
 

@@ -26,6 +26,7 @@ use harness::error::ErrorKind;
 use harness::options::Options;
 use harness::probe::ProbeService;
 use harness::results::{CaseResult, CaseStatus};
+use harness::timeline;
 use harness::worker::{ErrorBody, Worker, WorkerError};
 
 pub use context::CaseRun;
@@ -102,12 +103,7 @@ impl Runner {
             .any(|v| v.def().runtime == harness::variant::Runtime::Worker);
         let mut cx = CaseRun::new(case, &self.opts, self.work.path());
         let outcome = self.in_child(&mut cx);
-        // The case's child is done either way; the fork server is idle until the next case.
-        if let Some(w) = self.worker.as_mut() {
-            if w.end_case().is_err() {
-                self.worker = None;
-            }
-        }
+        self.end_child(&mut cx.clock);
         if let Err(error) = outcome {
             return Step::Done(self.done(failed(cx, error)));
         }
@@ -123,13 +119,15 @@ impl Runner {
     pub fn finish_case(&mut self, mut cx: CaseRun) -> CaseResult {
         cx.clock.resume();
         let outcome = self.judge_device(&mut cx);
-        let cx = match outcome {
+        cx.clock.lap("probe");
+        let mut cx = match outcome {
             Ok(()) => {
                 verdict::verdicts(&mut cx);
                 cx
             }
             Err(error) => failed(cx, error),
         };
+        cx.clock.lap("verdict");
         self.done(cx)
     }
 
@@ -147,17 +145,48 @@ impl Runner {
         self.worker = None;
     }
 
-    /// Everything done in the case's forked child, in order.
+    /// Everything done in the case's forked child, in order, each step a phase of its timeline
+    /// (a step may lap finer phases inside it: its own lap is then what is left).
     fn in_child(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        self.begin(cx)?;
-        self.load(cx)?;
-        self.make_samples(cx)?;
-        self.export(cx)?;
-        self.eager_samples(cx)?;
-        self.start_device_probe(cx)?;
-        self.run_variants(cx)?;
-        self.collect_cuda_probe(cx)?;
-        self.explain_failures(cx)
+        type Step = fn(&mut Runner, &mut CaseRun) -> Result<(), ErrorBody>;
+        let steps: [(&str, Step); 9] = [
+            ("fork", Runner::begin),
+            ("load", Runner::load),
+            ("samples", Runner::make_samples),
+            ("export", Runner::export),
+            ("eager", Runner::eager_samples),
+            ("probe", Runner::start_device_probe),
+            ("run", Runner::run_variants),
+            ("probe", Runner::collect_cuda_probe),
+            ("explain", Runner::explain_failures),
+        ];
+        for (phase, step) in steps {
+            let done = step(self, cx);
+            cx.clock.lap(phase);
+            done?;
+        }
+        Ok(())
+    }
+
+    /// The case's child is done (either way): it exits, and the fork server, idle until the
+    /// next case, imports the installed modules the child had to import itself, so the next
+    /// children start with them.
+    fn end_child(&mut self, clock: &mut context::Clock) {
+        let Some(w) = self.worker.as_mut() else {
+            return;
+        };
+        let libraries = match w.end_case() {
+            Ok(libraries) => libraries,
+            Err(_) => {
+                self.worker = None;
+                return clock.lap("end");
+            }
+        };
+        clock.lap("end");
+        if !libraries.is_empty() && w.preload(&libraries).is_err() {
+            self.worker = None;
+        }
+        clock.lap("preload");
     }
 
     /// The case's own time and torch work, and its samples' files gone.
@@ -167,6 +196,8 @@ impl Runner {
         result.duration_ms = cx.clock.ran().as_millis() as u64;
         result.torch_ms = cx.clock.torch_ms;
         result.worker_start_ms = cx.clock.start_ms;
+        result.timeline = cx.clock.watch.phases;
+        timeline::close(&mut result.timeline, result.duration_ms as f64);
         result
     }
 
@@ -190,7 +221,9 @@ impl Runner {
                 self.refused_torch = Some(found.clone());
             }
             let w = spawned?;
-            cx.start_ms += t.elapsed().as_secs_f64() * 1e3;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            cx.start_ms += ms;
+            cx.watch.carve("worker_start", ms);
             self.torch = w.hello.torch.clone();
             self.python = w.hello.python.clone();
             self.site = w.hello.site.clone();

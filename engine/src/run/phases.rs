@@ -24,6 +24,14 @@ use crate::shrink;
 use crate::tensors;
 use crate::value::Value;
 
+/// The case's model module, which its child is forked for.
+fn module_ref(case: &Case) -> harness::worker::ModuleRef {
+    match &case.origin {
+        ModelOrigin::Source(p) => harness::worker::ModuleRef::Source(p.clone()),
+        ModelOrigin::Import(m) => harness::worker::ModuleRef::Import(m.clone()),
+    }
+}
+
 /// One eager call: a sample's id, where its inputs are, and how to name it in an error.
 pub struct EagerCall {
     pub id: String,
@@ -43,7 +51,10 @@ impl Runner {
             self.fork_probe_server_if_wanted(&mut cx.clock);
         }
         // Each case runs in a fresh child of the warm fork server: nothing from earlier cases.
-        self.call(&mut cx.clock, |w, timeout| w.begin_case(timeout))?;
+        let module = module_ref(&cx.case);
+        self.call(&mut cx.clock, |w, timeout| {
+            w.begin_case(timeout, Some(&module))
+        })?;
         for dir in [&cx.sample_dir, &cx.artifact_dir] {
             let _ = std::fs::remove_dir_all(dir);
             std::fs::create_dir_all(dir)
@@ -149,12 +160,11 @@ impl Runner {
             Err(e) if e.kind == ErrorKind::Crashed => self.isolate_crashes(cx, &variants, e)?,
             other => other?,
         };
+        for (v, e) in &exported.exports {
+            cx.clock
+                .worker_torch(&format!("export {v}"), e.seconds * 1e3);
+        }
         let case = &cx.case;
-        cx.clock.torch_ms += exported
-            .exports
-            .values()
-            .map(|e| e.seconds * 1e3)
-            .sum::<f64>();
         if exported.eager_state_changed {
             return Err(ErrorBody::new(
                 ErrorKind::EagerStateChanged,
@@ -245,7 +255,10 @@ impl Runner {
                 self.worker = None;
             }
         }
-        self.call(&mut cx.clock, |w, timeout| w.begin_case(timeout))?;
+        let module = module_ref(&cx.case);
+        self.call(&mut cx.clock, |w, timeout| {
+            w.begin_case(timeout, Some(&module))
+        })?;
         self.load(cx)
     }
 
@@ -261,6 +274,9 @@ impl Runner {
             .eager(&mut cx.clock, &cx.case, &cx.sample_dir, &calls)?
             .into_iter()
             .unzip();
+        cx.clock
+            .watch
+            .carve("eager forward", seconds.iter().sum::<f64>() * 1e3);
         let again = outputs.split_off(samples.specs.len());
         cx.nondeterministic = (0..repeats).find_map(|i| {
             let m = compare(&outputs[i], &again[i], &cx.tol)
@@ -344,11 +360,13 @@ impl Runner {
             if variant.def().records_one_run {
                 let retraces = self.retraces(cx, variant)?;
                 cx.variants.entry(variant).or_default().retraces = retraces;
+                cx.clock.lap("retrace");
             }
             // A replayed input is already minimal.
             if cx.nondeterministic.is_none() && !cx.is_replay() {
                 let cx_ = self.shrink(cx, variant)?;
                 cx.variants.entry(variant).or_default().counterexample = cx_;
+                cx.clock.lap(&format!("shrink {variant}"));
             }
         }
         Ok(())

@@ -45,6 +45,7 @@ impl Runner {
                 Runtime::Worker => self.run_in_worker(cx, variant, &mut run, path)?,
             }
             cx.variants.insert(variant, run);
+            cx.clock.lap(&format!("run {variant}"));
         }
         Ok(())
     }

@@ -271,6 +271,44 @@ fn exported_findings_say_what_torch_export_said(variant: &dyn Fn(&str, Variant) 
     assert!(cell.export.artifact.unwrap().ends_with(".pt2"));
 }
 
+/// Each case's timeline adds up to its duration, with its phases in order and each variant's
+/// export and run named.
+fn every_second_is_explained(results: &Results) {
+    for c in results.cases.iter().filter(|c| c.status == CaseStatus::Ran) {
+        let phases: Vec<&str> = c.timeline.iter().map(|p| p.phase.as_str()).collect();
+        let sum: f64 = c.timeline.iter().map(|p| p.ms).sum();
+        assert!(
+            (sum - c.duration_ms as f64).abs() <= 2.0,
+            "{}: phases add up to {sum} ms of {} ms: {phases:?}",
+            c.name,
+            c.duration_ms
+        );
+        let at = |name: &str| phases.iter().position(|p| *p == name);
+        let order: Vec<Option<usize>> = ["fork", "load", "eager", "snapshot"].map(at).into();
+        assert!(
+            order.iter().all(Option::is_some) && order.is_sorted(),
+            "{}: {phases:?}",
+            c.name
+        );
+        for (v, r) in &c.variants {
+            if r.export.ok {
+                assert!(
+                    at(&format!("export {v}")).is_some(),
+                    "{}: {phases:?}",
+                    c.name
+                );
+            }
+            if r.export.ok && r.samples_run > 0 {
+                assert!(
+                    at(&format!("run {v}")).is_some(),
+                    "{}/{v}: {phases:?}",
+                    c.name
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn shipped_cases_meet_their_expectations() {
     let (results, out) = shipped();
@@ -307,6 +345,7 @@ fn shipped_cases_meet_their_expectations() {
     let _ = none;
     assert_eq!(results.exit_code(), exit::OK);
     assert_eq!(results.torch, "2.13.0");
+    every_second_is_explained(results);
 
     // Every pitfall id is shown by some shipped case.
     let seen: std::collections::BTreeSet<Pitfall> = results

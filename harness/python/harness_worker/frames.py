@@ -91,6 +91,18 @@ def is_user_frame(filename: str, allow_site: bool) -> bool:
     return not path.startswith(stdlib)
 
 
+def is_library(module: object) -> bool:
+    """Whether a loaded module is installed code a fork server may import ahead of a case:
+    torch's, the standard library's or an installed library's file, never the user's (their
+    files, PYTHONPATH, editable installs) nor this package's."""
+    filename = getattr(module, "__file__", None)
+    if not isinstance(filename, str) or not filename:
+        return False
+    return not os.path.abspath(filename).startswith(PACKAGE_DIR) and not is_user_frame(
+        filename, allow_site=False
+    )
+
+
 def user_location(stack: Iterable[traceback.FrameSummary]) -> tuple[str | None, int | None]:
     """The innermost frame of the user's code: their files first, then other libraries."""
     stack = list(stack)

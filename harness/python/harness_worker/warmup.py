@@ -21,8 +21,7 @@ def warm_up() -> None:
             with torch.no_grad():
                 torch.jit.trace(m, (x,), check_trace=False)(x)
             torch.jit.script(m)(x)
-            # The determinism repeat's mode imports torch._dynamo and about 900 modules on
-            # first use (1.2 s, every case's child paid it).
+            # The determinism repeat's mode (without torch._dynamo: see `eager._deterministic`).
             from harness_worker.eager import _filled_uninitialized
 
             with _filled_uninitialized(True), torch.no_grad():

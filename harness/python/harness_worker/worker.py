@@ -2,9 +2,11 @@
 ordinary request."""
 
 import copy
+import importlib
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -13,7 +15,7 @@ from harness_worker import program
 from harness_worker.calls import load_args
 from harness_worker.eager import run_eager, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
-from harness_worker.frames import capture_warnings, site_dirs
+from harness_worker.frames import capture_warnings, is_library, site_dirs
 from harness_worker.graph import TraceSig, Walk, trace_diff
 from harness_worker.model import ModelLoader, construct, user_files
 from harness_worker.probe import device_probe
@@ -31,6 +33,53 @@ class Worker:
         self.trace_sigs: dict[tuple[str, str], tuple[TraceSig, dict[str, Any]]] = {}
         self.eager_calls = 0  # names each eager call's output file
         self.programs: dict[str, Any] = {}  # saved program path -> loaded
+        self.modules_at_start: set[str] = set()  # a case's child: what its server had imported
+        self.preload_tried: set[str] = set()  # the fork server: modules `preload` was asked for
+        self.preimported: list[str] = []  # a zygote: the user's files its model import pulled in
+
+    def start_case(self) -> None:
+        """In a case's fresh child (or a zygote): remember what the fork server had imported. A
+        zygote's children keep the zygote's record, made before it imported the model."""
+        if not self.modules_at_start:
+            self.modules_at_start = set(sys.modules)
+
+    def preimport(self, module: dict[str, Any]) -> list[str]:
+        """In a zygote: import a case's model module as `load` would (cached for its children);
+        the user's files it imported."""
+        before = set(sys.modules)
+        if module.get("source"):
+            files = self.loader.from_source(module["source"])[1]
+        else:
+            files = self.loader.by_name(module["import"])[1]
+        self.preimported = sorted(set(files) | user_files(set(sys.modules) - before))
+        return self.preimported
+
+    def new_libraries(self) -> list[str]:
+        """The installed modules this child imported that its server had not, in import order:
+        what a `preload` of the server would spare the next children."""
+        return [
+            name
+            for name, module in list(sys.modules.items())
+            if name not in self.modules_at_start and is_library(module)
+        ]
+
+    def op_preload(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Import installed modules here, in the fork server, between cases (each asked for once;
+        one that fails to import is left alone: its case's child imports it as before)."""
+        start = time.perf_counter()
+        imported = 0
+        for name in req.get("modules") or []:
+            if name in self.preload_tried or name in sys.modules:
+                continue
+            self.preload_tried.add(name)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    importlib.import_module(name)
+                imported += 1
+            except Exception:  # noqa: BLE001, S112 - preloading is an optimization only
+                continue
+        return {"imported": imported, "seconds": time.perf_counter() - start}
 
     def _model(self, req: dict[str, Any]) -> torch.nn.Module:
         case = req["case"]
@@ -59,7 +108,8 @@ class Worker:
         self.models[req["case"]] = model
         # Every user file the import and the constructor pulled in, transitively: the harness
         # caches the verdict by their contents.
-        files = sorted(set(files) | user_files(set(sys.modules) - before))
+        # (In a zygote's child, the zygote's import pulled them in: `preimported`.)
+        files = sorted(set(files) | user_files(set(sys.modules) - before) | set(self.preimported))
         return {"class": type(model).__qualname__, "files": files, "state": state_digest(model)}
 
     def op_export(self, req: dict[str, Any]) -> dict[str, Any]:

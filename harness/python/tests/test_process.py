@@ -95,7 +95,7 @@ def test_hello_fork_end_shutdown(worker: Client, tmp_path: Path) -> None:
     hello = worker.call("hello")
     assert (
         hello["ok"]
-        and hello["protocol"] == PROTOCOL == 7
+        and hello["protocol"] == PROTOCOL == 8
         and hello["site"]
         and hello["pid"] == worker.proc.pid
     )
@@ -131,3 +131,119 @@ def test_hello_fork_end_shutdown(worker: Client, tmp_path: Path) -> None:
     assert worker.proc.wait(timeout=TIMEOUT_S) == 0
     stderr = (tmp_path / "stderr.txt").read_text()
     assert "printed at import" in stderr and "written to fd 1 at import" in stderr
+
+
+COUNTED = """
+import colorsys  # a standard-library module the fork server has not imported: a library
+
+import torch
+
+with open(LOG, "a") as f:
+    f.write("imported\\n")
+
+BUILT = []  # module state a case changes
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        BUILT.append(1)
+        self.register_buffer("built", torch.tensor(float(len(BUILT))))
+
+    def forward(self, x):
+        return x * self.built
+"""
+
+THREADED = """
+import threading
+import time
+
+import torch
+
+with open(LOG, "a") as f:
+    f.write("imported\\n")
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+
+
+class Model(torch.nn.Module):
+    def forward(self, x):
+        return x
+"""
+
+
+def _case(worker: Client, path: Path, **load: Any) -> dict[str, Any]:
+    """One case of the model in `path` through its zygote: fork, load, end; the load reply, with
+    the end reply's libraries."""
+    child = worker.call("fork", module={"source": str(path)})
+    assert child["ok"] and child["pid"] != worker.proc.pid, child
+    loaded = worker.call("load", case="c", source=str(path), entry="Model", **load)
+    assert loaded["ok"], loaded
+    ended = worker.call("end")
+    assert ended["ok"], ended
+    return {**loaded, "libraries": ended["libraries"]}
+
+
+def _model(tmp_path: Path, name: str, text: str) -> tuple[Path, Path]:
+    log = tmp_path / f"{name}.log"
+    path = tmp_path / f"{name}.py"
+    path.write_text(f"LOG = {str(log)!r}\n" + text)
+    return path, log
+
+
+def test_cases_of_one_module_share_its_import_but_never_its_state(worker: Client, tmp_path: Path) -> None:
+    worker.call("hello")
+    path, log = _model(tmp_path, "counted", COUNTED)
+    first, second, third = (_case(worker, path) for _ in range(3))
+    # Imported once, in the zygote; each case a fresh fork of it: the constructor's append to
+    # module state never reaches the next case.
+    assert log.read_text() == "imported\n"
+    assert first["state"] == second["state"] == third["state"]
+    assert first["files"] == [str(path)]
+    # A request other than a fork of this module goes back to the server.
+    assert worker.call("hello")["pid"] == worker.proc.pid
+    # The zygote's import reports the libraries it pulled in, once preloaded no more.
+    assert "colorsys" in first["libraries"]
+    assert worker.call("preload", modules=first["libraries"])["imported"] >= 1
+    assert "colorsys" not in _case(worker, path)["libraries"]
+    # An edited file is imported again.
+    path.write_text(path.read_text().replace('"imported', '"edited'))
+    os.utime(path, ns=(1, 1))
+    _case(worker, path)
+    assert log.read_text() == "imported\nimported\nedited\n"
+
+
+def test_an_import_that_starts_threads_is_imported_per_case(worker: Client, tmp_path: Path) -> None:
+    worker.call("hello")
+    path, log = _model(tmp_path, "threaded", THREADED)
+    for _ in range(2):
+        _case(worker, path)
+    # A fork loses threads (OpenMP's pool would hang the child): the zygote that tried refuses,
+    # once for the run, and each case imports the module itself.
+    assert log.read_text() == "imported\n" * 3
+    _case(worker, path)
+    assert log.read_text() == "imported\n" * 4
+
+
+def test_a_case_child_of_a_zygote_that_dies_is_reported_and_the_next_case_runs(
+    worker: Client, tmp_path: Path
+) -> None:
+    worker.call("hello")
+    path, log = _model(tmp_path, "counted", COUNTED)
+    dying = worker.call("fork", module={"source": str(path)})
+    worker.next_id += 1
+    assert worker.proc.stdin is not None
+    request = {
+        "op": "load",
+        "id": worker.next_id,
+        "case": "d",
+        "source": str(tmp_path / "dies.py"),
+        "entry": "M",
+    }
+    (tmp_path / "dies.py").write_text(DIES)
+    worker.proc.stdin.write(json.dumps(request).encode() + b"\n")
+    worker.proc.stdin.flush()
+    assert worker.line() == {"event": "child_exit", "pid": dying["pid"], "code": 3}
+    assert _case(worker, path)["class"] == "Model"
+    assert log.read_text() == "imported\n"
+    assert worker.call("shutdown")["ok"]
+    assert worker.proc.wait(timeout=TIMEOUT_S) == 0

@@ -172,6 +172,8 @@ struct CaseView<'a> {
     model_class: Option<String>,
     seed: Option<u64>,
     duration: String,
+    /// Where its time went: `fork 12 ms · load 20 ms · ...` (see `timeline`).
+    timeline: String,
     spec: Option<&'a SpecInfo>,
     notes: &'a [String],
     /// Space-separated outcome values of its rows, for the filter.
@@ -227,14 +229,56 @@ struct Slow {
     time: String,
     /// Width of its bar, percent of the slowest.
     width: u64,
+    /// Its largest phases.
+    phases: String,
 }
 
-/// The summary picture: outcomes per variant, pitfall counts, the slowest cases.
+/// One phase family over the cases that ran.
+#[derive(Serialize)]
+struct PhaseRow {
+    phase: String,
+    time: String,
+    /// Percent of the cases' summed time.
+    share: String,
+    cases: usize,
+    /// Width of its bar, percent of the largest.
+    width: u64,
+}
+
+/// The summary picture: outcomes per variant, pitfall counts, the slowest cases, and where the
+/// time went by phase.
 #[derive(Serialize)]
 struct Picture {
     bars: Vec<Bar>,
     pitfalls: Vec<(String, usize)>,
     slowest: Vec<Slow>,
+    phases: Vec<PhaseRow>,
+}
+
+/// A timeline as `phase time · phase time`, in its order.
+fn phase_list(phases: &[crate::timeline::PhaseTime]) -> String {
+    phases
+        .iter()
+        .map(|p| format!("{} {}", p.phase, ms(p.ms)))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// The phase families of the cases that ran, largest first.
+fn phase_rows(results: &Results) -> Vec<PhaseRow> {
+    let summary = crate::timeline::summarize(results, 0);
+    let top = summary.phases.first().map_or(1.0, |p| p.ms.max(1.0));
+    summary
+        .phases
+        .into_iter()
+        .map(|p| PhaseRow {
+            time: ms(p.ms),
+            share: format!("{:.0}%", p.share * 100.0),
+            cases: p.cases,
+            width: (p.ms * 100.0 / top) as u64,
+            phase: p.phase,
+        })
+        .collect()
 }
 
 fn picture(results: &Results, rows: &[Row]) -> Picture {
@@ -290,12 +334,14 @@ fn picture(results: &Results, rows: &[Row]) -> Picture {
             anchor: anchor(&c.name),
             time: ms(c.duration_ms as f64),
             width: c.duration_ms * 100 / top,
+            phases: phase_list(&crate::timeline::largest(&c.timeline, 3)),
         })
         .collect();
     Picture {
         bars,
         pitfalls,
         slowest,
+        phases: phase_rows(results),
     }
 }
 
@@ -751,6 +797,7 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
         model_path,
         seed: c.seed,
         duration: ms(c.duration_ms as f64),
+        timeline: phase_list(&c.timeline),
         spec: c.spec.as_ref(),
         notes: &c.notes,
         open: rank < QUIET,
