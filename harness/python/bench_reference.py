@@ -70,9 +70,10 @@ def load_model(case, extra, case_dir):
 
 
 def parse_values(text, dtype):
-    """`uniform [-1, 1]`, `normal [0, 1]`, `int [0, 99]`, `bool 0.5` (results.json spec form)."""
+    """`uniform [-1, 1]`, `normal (mean 0, std 1)`, `int [0, 99]`, `bool 0.5` (results.json spec
+    form)."""
     kind, _, rest = text.partition(" ")
-    nums = [float(v) for v in re.findall(r"-?[0-9.eE+-]+", rest)]
+    nums = [float(v) for v in re.findall(r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?", rest)]
     if kind in ("uniform", "normal", "int", "bool") and nums:
         return kind, nums
     if dtype == torch.bool:
@@ -103,16 +104,26 @@ def make_samples(case, seed):
     spec_inputs = {i["name"]: i for i in (case.get("spec") or {}).get("inputs", [])}
     samples = []
     for sample in case.get("samples", []):
-        args = []
+        args: dict = {}  # input name -> tensor, or list of tensors (`images.0`, `images.1`)
         for part in sample["inputs"].split(", "):
             name, _, rest = part.partition(": ")
             dims, dtype_name = rest.rsplit(" ", 1)
             shape = [] if dims == "scalar" else [int(d) for d in dims.split("x")]
             dtype = DTYPES[dtype_name]
-            values = parse_values(spec_inputs.get(name, {}).get("values", ""), dtype)
-            args.append(make_tensor(shape, dtype, values, gen))
+            base, dot, _ = name.partition(".")
+            values = parse_values(spec_inputs.get(base, {}).get("values", ""), dtype)
+            tensor = make_tensor(shape, dtype, values, gen)
+            if dot:
+                args.setdefault(base, []).append(tensor)
+            else:
+                args[base] = tensor
+        args = list(args.values())
         samples.append(args)
     return samples
+
+
+def clone(a):
+    return [t.clone() for t in a] if isinstance(a, list) else a.clone()
 
 
 def same(a, b, rtol, atol):
@@ -171,7 +182,7 @@ def main():
                 counts["samples"] += 1
                 start = time.perf_counter()
                 try:
-                    expected = model(*[a.clone() for a in args])
+                    expected = model(*[clone(a) for a in args])
                 except Exception:  # noqa: BLE001
                     counts["errors"] += 1
                     t["forward"] += time.perf_counter() - start
@@ -179,7 +190,7 @@ def main():
                 outs = {}
                 for variant, art in artifacts.items():
                     try:
-                        outs[variant] = art(*[a.clone() for a in args])
+                        outs[variant] = art(*[clone(a) for a in args])
                     except Exception:  # noqa: BLE001 - a variant raising is a result
                         outs[variant] = None
                 t["forward"] += time.perf_counter() - start

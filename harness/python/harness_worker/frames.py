@@ -5,6 +5,7 @@ import contextlib
 import functools
 import glob
 import importlib.util
+import itertools
 import linecache
 import os
 import re
@@ -89,6 +90,14 @@ def is_user_frame(filename: str, allow_site: bool) -> bool:
     if _installed(path):
         return allow_site
     return not path.startswith(stdlib)
+
+
+def modules_since(count: int) -> list[str]:
+    """The modules imported since `sys.modules` held `count`, in import order: read from
+    its end, so that a fresh fork does not touch, and copy, the pages of every module name the
+    fork server imported (a set of all 1,200 took 3 ms in a case's child)."""
+    new = len(sys.modules) - count
+    return list(itertools.islice(reversed(sys.modules), new))[::-1] if new > 0 else []
 
 
 def is_library(module: object) -> bool:

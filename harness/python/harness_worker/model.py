@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from harness_worker.errors import ErrorKind, HarnessError, traceback_tail
-from harness_worker.frames import is_user_frame
+from harness_worker.frames import is_user_frame, modules_since
 
 
 def _import_failed(where: str, exc: BaseException) -> HarnessError:
@@ -54,14 +54,14 @@ class ModelLoader:
         top, dotted = package_of(path)
         if top not in sys.path:
             sys.path.insert(0, top)
-        before = set(sys.modules)
+        before = len(sys.modules)
         if dotted is not None:
             module = self._import_package_module(path, dotted)
         else:
             module = self._exec_file(path)
         # The user's files this model imported (its own and siblings): the harness caches
         # results by them, so an edit to any of them re-runs the case.
-        files = {path} | user_files(set(sys.modules) - before)
+        files = {path} | user_files(set(modules_since(before)))
         self.modules[key] = module
         self.deps[key] = sorted(files)
         return module, self.deps[key]

@@ -15,7 +15,7 @@ from harness_worker import program
 from harness_worker.calls import load_args
 from harness_worker.eager import run_eager, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
-from harness_worker.frames import capture_warnings, is_library, site_dirs
+from harness_worker.frames import capture_warnings, is_library, modules_since, site_dirs
 from harness_worker.graph import TraceSig, Walk, trace_diff
 from harness_worker.model import ModelLoader, construct, user_files
 from harness_worker.probe import device_probe
@@ -33,7 +33,7 @@ class Worker:
         self.trace_sigs: dict[tuple[str, str], tuple[TraceSig, dict[str, Any]]] = {}
         self.eager_calls = 0  # names each eager call's output file
         self.programs: dict[str, Any] = {}  # saved program path -> loaded
-        self.modules_at_start: set[str] = set()  # a case's child: what its server had imported
+        self.modules_at_start = 0  # a case's child: how many modules its fork server had imported
         self.preload_tried: set[str] = set()  # the fork server: modules `preload` was asked for
         self.preimported: list[str] = []  # a zygote: the user's files its model import pulled in
 
@@ -41,27 +41,24 @@ class Worker:
         """In a case's fresh child (or a zygote): remember what the fork server had imported. A
         zygote's children keep the zygote's record, made before it imported the model."""
         if not self.modules_at_start:
-            self.modules_at_start = set(sys.modules)
+            self.modules_at_start = len(sys.modules)
 
     def preimport(self, module: dict[str, Any]) -> list[str]:
         """In a zygote: import a case's model module as `load` would (cached for its children);
         the user's files it imported."""
-        before = set(sys.modules)
+        before = len(sys.modules)
         if module.get("source"):
             files = self.loader.from_source(module["source"])[1]
         else:
             files = self.loader.by_name(module["import"])[1]
-        self.preimported = sorted(set(files) | user_files(set(sys.modules) - before))
+        self.preimported = sorted(set(files) | user_files(set(modules_since(before))))
         return self.preimported
 
     def new_libraries(self) -> list[str]:
         """The installed modules this child imported that its server had not, in import order:
         what a `preload` of the server would spare the next children."""
-        return [
-            name
-            for name, module in list(sys.modules.items())
-            if name not in self.modules_at_start and is_library(module)
-        ]
+        new = modules_since(self.modules_at_start)
+        return [name for name in new if is_library(sys.modules.get(name))]
 
     def op_preload(self, req: dict[str, Any]) -> dict[str, Any]:
         """Import installed modules here, in the fork server, between cases (each asked for once;
@@ -97,7 +94,7 @@ class Worker:
         }
 
     def op_load(self, req: dict[str, Any]) -> dict[str, Any]:
-        before = set(sys.modules)
+        before = len(sys.modules)
         if req.get("source"):
             where = req["source"]
             module, files = self.loader.from_source(where)
@@ -109,7 +106,7 @@ class Worker:
         # Every user file the import and the constructor pulled in, transitively: the harness
         # caches the verdict by their contents.
         # (In a zygote's child, the zygote's import pulled them in: `preimported`.)
-        files = sorted(set(files) | user_files(set(sys.modules) - before) | set(self.preimported))
+        files = sorted(set(files) | user_files(set(modules_since(before))) | set(self.preimported))
         return {"class": type(model).__qualname__, "files": files, "state": state_digest(model)}
 
     def op_export(self, req: dict[str, Any]) -> dict[str, Any]:
