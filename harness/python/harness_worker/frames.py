@@ -5,7 +5,6 @@ import contextlib
 import functools
 import glob
 import importlib.util
-import itertools
 import linecache
 import os
 import re
@@ -92,12 +91,24 @@ def is_user_frame(filename: str, allow_site: bool) -> bool:
     return not path.startswith(stdlib)
 
 
-def modules_since(count: int) -> list[str]:
-    """The modules imported since `sys.modules` held `count`, in import order: read from
-    its end, so that a fresh fork does not touch, and copy, the pages of every module name the
-    fork server imported (a set of all 1,200 took 3 ms in a case's child)."""
-    new = len(sys.modules) - count
-    return list(itertools.islice(reversed(sys.modules), new))[::-1] if new > 0 else []
+def modules_mark() -> str | None:
+    """A mark of what `sys.modules` holds now, for `modules_since`: its newest name."""
+    return next(reversed(sys.modules), None)
+
+
+def modules_since(mark: str | None) -> list[str]:
+    """The modules imported since `mark` (`modules_mark`), in import order: `sys.modules` keeps
+    import order, so they are the names after the mark, read from its end, and a fresh fork does
+    not touch, and copy, the pages of every module name the fork server imported (a set of all
+    1,200 took 3 ms in a case's child). If the marked module was removed meanwhile, every module
+    is returned: a superset, which the callers filter (user files, installed libraries), never
+    one that misses a module."""
+    names: list[str] = []
+    for name in reversed(sys.modules):
+        if name == mark:
+            return names[::-1]
+        names.append(name)
+    return list(sys.modules)
 
 
 def is_library(module: object) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from harness_worker.errors import ErrorKind, HarnessError, traceback_tail
-from harness_worker.frames import is_user_frame, modules_since
+from harness_worker.frames import is_user_frame, modules_mark, modules_since
 
 
 def _import_failed(where: str, exc: BaseException) -> HarnessError:
@@ -54,7 +54,7 @@ class ModelLoader:
         top, dotted = package_of(path)
         if top not in sys.path:
             sys.path.insert(0, top)
-        before = len(sys.modules)
+        before = modules_mark()
         if dotted is not None:
             module = self._import_package_module(path, dotted)
         else:

@@ -15,7 +15,7 @@ from harness_worker import program
 from harness_worker.calls import load_args
 from harness_worker.eager import run_eager, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
-from harness_worker.frames import capture_warnings, is_library, modules_since, site_dirs
+from harness_worker.frames import capture_warnings, is_library, modules_mark, modules_since, site_dirs
 from harness_worker.graph import TraceSig, Walk, trace_diff
 from harness_worker.model import ModelLoader, construct, user_files
 from harness_worker.probe import device_probe
@@ -33,20 +33,20 @@ class Worker:
         self.trace_sigs: dict[tuple[str, str], tuple[TraceSig, dict[str, Any]]] = {}
         self.eager_calls = 0  # names each eager call's output file
         self.programs: dict[str, Any] = {}  # saved program path -> loaded
-        self.modules_at_start = 0  # a case's child: how many modules its fork server had imported
+        self.modules_at_start: str | None = None  # a case's child: its server's newest module
         self.preload_tried: set[str] = set()  # the fork server: modules `preload` was asked for
         self.preimported: list[str] = []  # a zygote: the user's files its model import pulled in
 
     def start_case(self) -> None:
         """In a case's fresh child (or a zygote): remember what the fork server had imported. A
         zygote's children keep the zygote's record, made before it imported the model."""
-        if not self.modules_at_start:
-            self.modules_at_start = len(sys.modules)
+        if self.modules_at_start is None:
+            self.modules_at_start = modules_mark()
 
     def preimport(self, module: dict[str, Any]) -> list[str]:
         """In a zygote: import a case's model module as `load` would (cached for its children);
         the user's files it imported."""
-        before = len(sys.modules)
+        before = modules_mark()
         if module.get("source"):
             files = self.loader.from_source(module["source"])[1]
         else:
@@ -94,7 +94,7 @@ class Worker:
         }
 
     def op_load(self, req: dict[str, Any]) -> dict[str, Any]:
-        before = len(sys.modules)
+        before = modules_mark()
         if req.get("source"):
             where = req["source"]
             module, files = self.loader.from_source(where)
