@@ -194,7 +194,9 @@ class Spare:
 
 
 def _wait_and_serve(worker: object, channel: Channel, go_r: int, done_w: int) -> None:
-    """A spare's life: wait for its case (or the server's end), serve it, say it is done."""
+    """A spare's life: wait for its case (or the server's end), serve it, say it is done. It dies
+    with its parent: a case child left behind would go on reading the channel."""
+    _die_with_parent()
     rid = os.read(go_r, 4096)
     if not rid:
         os._exit(0)  # the server is gone
@@ -210,19 +212,20 @@ class Children:
     """The fork server's case children: the one serving now, the spare forked ahead, and the
     finished ones not yet reaped."""
 
-    def __init__(self) -> None:
+    def __init__(self, private: tuple[int, ...] = ()) -> None:
         self.spare: Spare | None = None
         self.finished: list[int] = []
         self.refused: set[str] = set()  # model modules a zygote could not take
+        self.private = private  # this server's own fds, which its children must not hold
 
     def fork(self, worker: object, channel: Channel, rid: Any) -> None:
         """`fork`: the spare (or a child forked now) serves the case; the next spare is forked
         while it runs; the server then waits for the channel back, and reports a child that died
         with a `child_exit` event line."""
         self.reap()
-        child = self.spare or Spare(worker, channel, [])
+        child = self.spare or Spare(worker, channel, [*self.private])
         child.start(rid)
-        self.spare = Spare(worker, channel, [child.done])
+        self.spare = Spare(worker, channel, [child.done, *self.private])
         event = child.finish()
         if event is None:
             self.finished.append(child.pid)  # reaped later (or already, if it died cleanly)
@@ -322,12 +325,16 @@ class Zygote:
 
 
 def _die_with_parent() -> None:
-    """A zygote ends with its server (a server killed for a hang in the zygote's import must not
-    leave the zygote behind); Linux only, elsewhere it ends when the channel does."""
+    """End with the parent process: a zygote with its server (a server killed for a hang in the
+    zygote's import must not leave it behind), a case's child with the server or zygote that
+    forked it. Linux only; elsewhere a child ends when the channel does."""
+    parent = os.getppid()
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(0)  # the parent died before the signal was asked for
 
 
 def _file_stats(files: list[str]) -> list[tuple[str, int, int]]:
@@ -356,7 +363,7 @@ def _zygote_main(worker: object, channel: Channel, req: dict[str, Any], done_w: 
         os.write(done_w, b"R")
         os._exit(0)
     stats = _file_stats(files)
-    children = Children()
+    children = Children(private=(done_w,))
     line = encode_reply(req).encode()
     try:
         while True:

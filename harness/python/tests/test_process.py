@@ -7,6 +7,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,7 @@ class Model(torch.nn.Module):
 THREADED = """
 import threading
 import time
+import time
 
 import torch
 
@@ -247,3 +249,27 @@ def test_a_case_child_of_a_zygote_that_dies_is_reported_and_the_next_case_runs(
     assert log.read_text() == "imported\n"
     assert worker.call("shutdown")["ok"]
     assert worker.proc.wait(timeout=TIMEOUT_S) == 0
+
+
+def _gone(pid: int) -> bool:
+    """Exited (or a zombie nobody reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_server_takes_its_zygote_and_case_child_with_it(worker: Client, tmp_path: Path) -> None:
+    worker.call("hello")
+    path, _ = _model(tmp_path, "counted", COUNTED)
+    child = worker.call("fork", module={"source": str(path)})["pid"]
+    with open(f"/proc/{child}/stat") as f:
+        zygote = int(f.read().rsplit(")", 1)[1].split()[1])
+    assert zygote != worker.proc.pid  # the case's child is the zygote's
+    worker.proc.kill()
+    worker.proc.wait(timeout=TIMEOUT_S)
+    deadline = time.monotonic() + 10
+    while not (_gone(zygote) and _gone(child)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(zygote) and _gone(child)
