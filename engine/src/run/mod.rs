@@ -60,6 +60,9 @@ pub struct Runner {
     /// A case that runs a variant in the worker (torch.export) came before the worker started:
     /// its fork server warms torch.export up once for all its children.
     warm_export: bool,
+    /// The installed modules this worker's fork server was asked to preload (each once: the
+    /// children of a zygote made before the preload go on naming what the zygote imported).
+    preloaded: std::collections::HashSet<String>,
 }
 
 impl Runner {
@@ -79,6 +82,7 @@ impl Runner {
             site: Vec::new(),
             refused_torch: None,
             warm_export: false,
+            preloaded: Default::default(),
             opts,
             worker: None,
             probe,
@@ -183,8 +187,15 @@ impl Runner {
             }
         };
         clock.lap("end");
-        if !libraries.is_empty() && w.preload(&libraries).is_err() {
-            self.worker = None;
+        let new: Vec<String> = libraries
+            .into_iter()
+            .filter(|m| !self.preloaded.contains(m))
+            .collect();
+        if !new.is_empty() {
+            if w.preload(&new).is_err() {
+                self.worker = None;
+            }
+            self.preloaded.extend(new);
         }
         clock.lap("preload");
     }
@@ -227,6 +238,7 @@ impl Runner {
             self.torch = w.hello.torch.clone();
             self.python = w.hello.python.clone();
             self.site = w.hello.site.clone();
+            self.preloaded.clear();
             self.worker = Some(w);
         }
         Ok(self.worker.as_mut().expect("just spawned"))

@@ -149,6 +149,61 @@ def _child_exit(pid: int, status: int) -> dict[str, Any] | None:
     return None
 
 
+# The pipe ends this process holds to talk to its own children (spares, zygotes): a child forked
+# from it must not hold them, or a pipe would never see its end when its owner dies.
+_PRIVATE: set[int] = set()
+
+# Zygotes a fork server keeps at most (cases of these modules alternate in its queue).
+ZYGOTES = 4
+
+
+def _fork_child() -> int:
+    """fork(); in the child, the parent's private pipe ends are closed and forgotten."""
+    _flush_std()
+    pid = os.fork()
+    if pid == 0:
+        for fd in list(_PRIVATE):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _PRIVATE.clear()
+    return pid
+
+
+def _keep(*fds: int) -> None:
+    _PRIVATE.update(fds)
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        _PRIVATE.discard(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _send(fd: int, tag: bytes, payload: bytes = b"") -> None:
+    """One framed message on a private pipe: a tag byte, a length, the payload."""
+    os.write(fd, tag + len(payload).to_bytes(8, "big") + payload)
+
+
+def _recv(fd: int) -> tuple[bytes, bytes] | None:
+    """The next framed message, or None at the pipe's end (its writer exited)."""
+    head = _read_exactly(fd, 9)
+    if head is None:
+        return None
+    payload = _read_exactly(fd, int.from_bytes(head[1:], "big"))
+    return None if payload is None else (head[:1], payload)
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
 class Spare:
     """A child forked ahead of its case: it waits on a private pipe (`go`) for the request id of
     the `fork` that hands it the case, then serves the channel; when the case ends it says so on
@@ -156,28 +211,29 @@ class Spare:
     the exit. A fork (about 10 ms with torch loaded) and the last child's teardown (about 8 ms)
     thus happen while a case runs, not between cases."""
 
-    def __init__(self, worker: object, channel: Channel, others: list[int]) -> None:
-        _flush_std()
-        go_r, self.go = os.pipe()
-        self.done, done_w = os.pipe()
-        self.pid = os.fork()
+    def __init__(self, worker: object, channel: Channel) -> None:
+        go_r, go_w = os.pipe()
+        done_r, done_w = os.pipe()
+        self.pid = _fork_child()
         if self.pid == 0:
-            for fd in (self.go, self.done, *others):
-                os.close(fd)
+            os.close(go_w)
+            os.close(done_r)
             _wait_and_serve(worker, channel, go_r, done_w)
         os.close(go_r)
         os.close(done_w)
+        self.go, self.done = go_w, done_r
+        _keep(go_w, done_r)
 
     def start(self, rid: Any) -> None:
         """Hand the spare its case: it answers the `fork` itself."""
         os.write(self.go, json.dumps(rid).encode())
-        os.close(self.go)
+        _close(self.go)
 
     def finish(self) -> dict[str, Any] | None:
         """Wait until the case's child gives the channel back: None, or (when it died without
         doing so) its `child_exit` event. A child that gave it back is reaped later."""
         released = os.read(self.done, 1)
-        os.close(self.done)
+        _close(self.done)
         if released:
             return None
         _, status = os.waitpid(self.pid, 0)
@@ -185,9 +241,7 @@ class Spare:
 
     def discard(self) -> None:
         """Kill a spare that was never started (the server's state changed, or it stops)."""
-        for fd in (self.go, self.done):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close(self.go, self.done)
         with contextlib.suppress(OSError):
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
@@ -209,23 +263,25 @@ def _wait_and_serve(worker: object, channel: Channel, go_r: int, done_w: int) ->
 
 
 class Children:
-    """The fork server's case children: the one serving now, the spare forked ahead, and the
-    finished ones not yet reaped."""
+    """A fork server's case children: the spare forked ahead and the finished ones not yet
+    reaped; in the fork server, also its zygotes (by model module, least recently used first),
+    the modules refused one, and how many cases of each module it has seen."""
 
-    def __init__(self, private: tuple[int, ...] = ()) -> None:
+    def __init__(self) -> None:
         self.spare: Spare | None = None
         self.finished: list[int] = []
-        self.refused: set[str] = set()  # model modules a zygote could not take
-        self.private = private  # this server's own fds, which its children must not hold
+        self.zygotes: dict[str, Zygote] = {}
+        self.refused: set[str] = set()
+        self.seen: dict[str, int] = {}
 
     def fork(self, worker: object, channel: Channel, rid: Any) -> None:
         """`fork`: the spare (or a child forked now) serves the case; the next spare is forked
         while it runs; the server then waits for the channel back, and reports a child that died
         with a `child_exit` event line."""
         self.reap()
-        child = self.spare or Spare(worker, channel, [*self.private])
+        child = self.spare or Spare(worker, channel)
         child.start(rid)
-        self.spare = Spare(worker, channel, [child.done, *self.private])
+        self.spare = Spare(worker, channel)
         event = child.finish()
         if event is None:
             self.finished.append(child.pid)  # reaped later (or already, if it died cleanly)
@@ -246,14 +302,19 @@ class Children:
             self.spare.discard()
             self.spare = None
 
+    def discard_all(self) -> None:
+        """The server stops: its spare and zygotes go with it."""
+        self.discard_spare()
+        for z in self.zygotes.values():
+            z.discard()
+        self.zygotes.clear()
+
     def forget(self) -> None:
-        """In a child that becomes another server (the probe server): these are not its own."""
-        if self.spare is not None:
-            for fd in (self.spare.go, self.spare.done):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        """In a child that becomes another server (the probe server): none of these are its
+        own (their pipe ends were closed at its fork)."""
         self.spare = None
         self.finished = []
+        self.zygotes = {}
 
 
 def _become_probe_server(worker: object, channel: Channel, req: dict[str, Any], children: Children) -> None:
@@ -290,38 +351,56 @@ def _threads() -> int:
 
 class Zygote:
     """A child of the fork server that imports one model module once and then forks the cases of
-    that module from itself, so a models file shared by many cases is executed once per run of
-    them, not once per case (a 2,400-line file of 400 models took 60 ms a case). Each case still
-    runs in a fresh fork: what one case does to the module's state never reaches another. The
-    import happens as it would in a case's child (same server state, the case's seed set only
-    later, at construction). The zygote refuses (and the server forks the case plainly, as
-    before) when the import fails or starts threads (a fork would lose them: OpenMP's pool
-    started at import hangs the children). It hands the channel back to the server, with the
-    request it cannot serve, on anything but a `fork` of its module whose files are unchanged,
-    then exits."""
+    that module from itself, so a models file shared by many cases is executed once per job, not
+    once per case (a 2,400-line file of 400 models took 60 ms a case). Each case still runs in a
+    fresh fork: what one case does to the module's state never reaches another. The import
+    happens as it would in a case's child (same server state, the case's seed set only later, at
+    construction). A zygote refuses (and the server forks the case plainly, as before) when the
+    import fails or starts threads (a fork would lose them: OpenMP's pool started at import hangs
+    the children). On any request but a `fork` of its module it hands the channel back to the
+    server with that request and waits to be resumed with the next `fork` of its module; when
+    the module's files changed it retires instead, and the server makes a new one.
 
-    def __init__(self, worker: object, channel: Channel, req: dict[str, Any]) -> None:
-        _flush_std()
-        self.done, done_w = os.pipe()
-        self.pid = os.fork()
+    Messages from the zygote (framed, on `done`): R (refused), L + a request line (handed back),
+    X + a request line (retired: files changed); its end without a message: it died."""
+
+    def __init__(self, worker: object, channel: Channel, line: bytes) -> None:
+        go_r, go_w = os.pipe()
+        done_r, done_w = os.pipe()
+        self.pid = _fork_child()
         if self.pid == 0:
-            os.close(self.done)
-            _zygote_main(worker, channel, req, done_w)
+            os.close(go_w)
+            os.close(done_r)
+            _zygote_main(worker, channel, line, go_r, done_w)
+        os.close(go_r)
         os.close(done_w)
+        self.go, self.done = go_w, done_r
+        _keep(go_w, done_r)
 
-    def wait(self) -> tuple[str, bytes | dict[str, Any] | None]:
-        """Until the zygote ends: ("refused", None), ("line", the request it gave back), or
-        ("died", its child_exit event or None)."""
-        with os.fdopen(self.done, "rb") as done:
-            message = done.read()
-        if message[:1] == b"R":
+    def resume(self, line: bytes) -> None:
+        """Give the channel back to the zygote, with the `fork` it is to serve first."""
+        _send(self.go, b"F", line)
+
+    def wait(self) -> tuple[str, Any]:
+        """Until the zygote gives the channel back: ("refused", None), ("line", the request it
+        gave back), ("retired", the request), or ("died", its child_exit event or None)."""
+        message = _recv(self.done)
+        if message is None:
+            _close(self.go, self.done)
+            _, status = os.waitpid(self.pid, 0)
+            return "died", _child_exit(self.pid, status)
+        tag, payload = message
+        if tag == b"L":
+            return "line", payload
+        _close(self.go, self.done)
+        os.waitpid(self.pid, 0)
+        return ("retired", payload) if tag == b"X" else ("refused", None)
+
+    def discard(self) -> None:
+        _close(self.go, self.done)
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
-            return "refused", None
-        if message[:1] == b"L":
-            os.waitpid(self.pid, 0)
-            return "line", message[1:]
-        _, status = os.waitpid(self.pid, 0)
-        return "died", _child_exit(self.pid, status)
 
 
 def _die_with_parent() -> None:
@@ -348,46 +427,58 @@ def _file_stats(files: list[str]) -> list[tuple[str, int, int]]:
     return stats
 
 
-def _zygote_main(worker: object, channel: Channel, req: dict[str, Any], done_w: int) -> None:
+def _zygote_main(worker: object, channel: Channel, line: bytes, go_r: int, done_w: int) -> None:
     """The zygote's life (see Zygote). Never returns."""
     _die_with_parent()
+    _keep(go_r, done_w)  # its own pipes to the server: none of its children may hold them
+    req = decode_request(line)
     key = _module_key(req)
-    module = req["module"]
     worker.start_case()  # type: ignore[attr-defined]  # its cases report libraries against the server's
     threads = _threads()
     try:
-        files = worker.preimport(module)  # type: ignore[attr-defined]
+        files = worker.preimport(req["module"])  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - the case's own load reports the error, as before
         files = None
     if files is None or _threads() > threads:
-        os.write(done_w, b"R")
+        _send(done_w, b"R")
         os._exit(0)
     stats = _file_stats(files)
-    children = Children(private=(done_w,))
-    line = encode_reply(req).encode()
+    children = Children()
     try:
-        while True:
-            if _module_key(req) != key or req.get("op") != "fork" or _file_stats(files) != stats:
-                os.write(done_w, b"L" + (line or b""))
+        while line:
+            if _file_stats(files) != stats:
+                _send(done_w, b"X", line)
                 break
-            children.fork(worker, channel, req.get("id"))
-            line = channel.read_line()
+            line = _serve_forks(worker, channel, key, line, children)
             if not line:
                 break
-            try:
-                req = decode_request(line)
-            except HarnessError:
-                req = {}
+            _send(done_w, b"L", line)
+            message = _recv(go_r)
+            line = message[1] if message else b""
     finally:
         children.discard_spare()
         _flush_std()
         os._exit(0)
 
 
+def _serve_forks(worker: object, channel: Channel, key: str | None, line: bytes, children: Children) -> bytes:
+    """In a zygote: serve `fork`s of its module from the channel, starting with `line`; the first
+    line that is not one (or b"" at the channel's end)."""
+    while line:
+        try:
+            req = decode_request(line)
+        except HarnessError:
+            return line
+        if req.get("op") != "fork" or _module_key(req) != key:
+            return line
+        children.fork(worker, channel, req.get("id"))
+        line = channel.read_line()
+    return line
+
+
 def _fork_probe_server(worker: object, channel: Channel, req: dict[str, Any], children: Children) -> None:
     """`probe_server`: fork the probe server and answer with its pid at once."""
-    _flush_std()
-    pid = os.fork()
+    pid = _fork_child()
     if pid == 0:
         _become_probe_server(worker, channel, req, children)
     channel.write({"id": req.get("id"), "ok": True, "pid": pid})
@@ -415,35 +506,47 @@ def dispatch(worker: object, req: dict[str, Any]) -> dict[str, Any]:
 
 def serve(worker: object, channel: Channel, child: bool, done: int | None = None) -> None:
     """The request loop. The fork server answers `fork` by handing the case to a child (see
-    `Children`) that serves the case's requests on the same channel until `end` (then gives the
-    channel back on `done` and exits), while the server waits; if the child dies another way,
-    the server says so with a `child_exit` event line. The fork server forks only between cases:
-    it never runs a case itself."""
+    `Children`, `Zygote`) that serves the case's requests on the same channel until `end` (then
+    gives the channel back on `done` and exits), while the server waits; if the child dies another
+    way, the server says so with a `child_exit` event line. The fork server forks only between
+    cases: it never runs a case itself."""
     children = Children()
     try:
         _loop(worker, channel, child, done, children)
     finally:
         if not child:
-            children.discard_spare()
+            children.discard_all()
 
 
-def _fork(worker: object, channel: Channel, req: dict[str, Any], children: Children) -> bytes | None:
-    """`fork` in the fork server: through a zygote of the case's module when it names one (and
-    the module was not refused before), else a plain child. Returns a request line a zygote gave
-    back, to be served next."""
+def _fork(worker: object, channel: Channel, line: bytes, children: Children) -> bytes | None:
+    """`fork` in the fork server: a plain child for a case whose module has no zygote worth
+    making (the first case of a module, a module refused one), else through the module's zygote,
+    made on its second case. Returns the request line a zygote gave back, to be served next."""
+    req = decode_request(line)
     key = _module_key(req)
-    if key is None or key in children.refused:
+    if key is not None:
+        children.seen[key] = children.seen.get(key, 0) + 1
+    if key is None or key in children.refused or (children.seen[key] < 2 and key not in children.zygotes):
         children.fork(worker, channel, req.get("id"))
         return None
-    children.discard_spare()  # the zygote forks its own
-    outcome, detail = Zygote(worker, channel, req).wait()
+    zygote = children.zygotes.pop(key, None)
+    if zygote is None:
+        if len(children.zygotes) >= ZYGOTES:  # the least recently used goes
+            children.zygotes.pop(next(iter(children.zygotes))).discard()
+        zygote = Zygote(worker, channel, line)
+    else:
+        zygote.resume(line)
+    outcome, detail = zygote.wait()
+    if outcome == "line":
+        children.zygotes[key] = zygote  # the most recently used, last
+        return detail
+    if outcome == "retired":
+        return detail  # served again: a new zygote imports the edited files
     if outcome == "refused":
         children.refused.add(key)
         children.fork(worker, channel, req.get("id"))
-    elif outcome == "line":
-        return detail or None  # type: ignore[return-value]
     elif detail is not None:
-        channel.write(detail)  # type: ignore[arg-type]
+        channel.write(detail)
     return None
 
 
@@ -467,7 +570,7 @@ def _loop(worker: object, channel: Channel, child: bool, done: int | None, child
                 os._exit(0)
             return
         if op == "fork" and not child:
-            pending = _fork(worker, channel, req, children)
+            pending = _fork(worker, channel, line, children)
         elif op == "probe_server" and not child:
             _fork_probe_server(worker, channel, req, children)
         elif op == "end" and child:

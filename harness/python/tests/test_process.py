@@ -195,18 +195,21 @@ def _model(tmp_path: Path, name: str, text: str) -> tuple[Path, Path]:
 def test_cases_of_one_module_share_its_import_but_never_its_state(worker: Client, tmp_path: Path) -> None:
     worker.call("hello")
     path, log = _model(tmp_path, "counted", COUNTED)
-    first, second, third = (_case(worker, path) for _ in range(3))
-    # Imported once, in the zygote; each case a fresh fork of it: the constructor's append to
-    # module state never reaches the next case.
-    assert log.read_text() == "imported\n"
-    assert first["state"] == second["state"] == third["state"]
-    assert first["files"] == [str(path)]
-    # A request other than a fork of this module goes back to the server.
+    first, second, third, fourth = (_case(worker, path) for _ in range(4))
+    # The first case imports the module itself; from the second on, a zygote imported it once
+    # and each case is a fresh fork of it: the constructor's append to module state never
+    # reaches the next case.
+    assert log.read_text() == "imported\n" * 2
+    assert first["state"] == second["state"] == third["state"] == fourth["state"]
+    assert first["files"] == second["files"] == [str(path)]
+    # A request other than a fork of this module goes back to the server; the zygote waits.
     assert worker.call("hello")["pid"] == worker.proc.pid
-    # The zygote's import reports the libraries it pulled in, once preloaded no more.
+    # The libraries a case pulled in are preloaded once.
     assert "colorsys" in first["libraries"]
     assert worker.call("preload", modules=first["libraries"])["imported"] >= 1
-    assert "colorsys" not in _case(worker, path)["libraries"]
+    assert worker.call("preload", modules=first["libraries"])["imported"] == 0
+    _case(worker, path)
+    assert log.read_text() == "imported\n" * 2
     # An edited file is imported again.
     path.write_text(path.read_text().replace('"imported', '"edited'))
     os.utime(path, ns=(1, 1))
@@ -219,8 +222,8 @@ def test_an_import_that_starts_threads_is_imported_per_case(worker: Client, tmp_
     path, log = _model(tmp_path, "threaded", THREADED)
     for _ in range(2):
         _case(worker, path)
-    # A fork loses threads (OpenMP's pool would hang the child): the zygote that tried refuses,
-    # once for the run, and each case imports the module itself.
+    # A fork loses threads (OpenMP's pool would hang the child): the zygote tried on the second
+    # case refuses, once for the run, and each case imports the module itself.
     assert log.read_text() == "imported\n" * 3
     _case(worker, path)
     assert log.read_text() == "imported\n" * 4
@@ -231,6 +234,7 @@ def test_a_case_child_of_a_zygote_that_dies_is_reported_and_the_next_case_runs(
 ) -> None:
     worker.call("hello")
     path, log = _model(tmp_path, "counted", COUNTED)
+    _case(worker, path)  # the first case of a module makes no zygote
     dying = worker.call("fork", module={"source": str(path)})
     worker.next_id += 1
     assert worker.proc.stdin is not None
@@ -246,7 +250,7 @@ def test_a_case_child_of_a_zygote_that_dies_is_reported_and_the_next_case_runs(
     worker.proc.stdin.flush()
     assert worker.line() == {"event": "child_exit", "pid": dying["pid"], "code": 3}
     assert _case(worker, path)["class"] == "Model"
-    assert log.read_text() == "imported\n"
+    assert log.read_text() == "imported\n" * 2
     assert worker.call("shutdown")["ok"]
     assert worker.proc.wait(timeout=TIMEOUT_S) == 0
 
@@ -263,6 +267,7 @@ def _gone(pid: int) -> bool:
 def test_a_killed_server_takes_its_zygote_and_case_child_with_it(worker: Client, tmp_path: Path) -> None:
     worker.call("hello")
     path, _ = _model(tmp_path, "counted", COUNTED)
+    _case(worker, path)
     child = worker.call("fork", module={"source": str(path)})["pid"]
     with open(f"/proc/{child}/stat") as f:
         zygote = int(f.read().rsplit(")", 1)[1].split()[1])
@@ -273,3 +278,15 @@ def test_a_killed_server_takes_its_zygote_and_case_child_with_it(worker: Client,
     while not (_gone(zygote) and _gone(child)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(zygote) and _gone(child)
+
+
+def test_zygotes_of_modules_whose_cases_alternate_stay(worker: Client, tmp_path: Path) -> None:
+    worker.call("hello")
+    a, log_a = _model(tmp_path, "a", COUNTED)
+    b, log_b = _model(tmp_path, "b", COUNTED)
+    for _ in range(3):
+        _case(worker, a)
+        _case(worker, b)
+    # Each module: its first case imports it, its zygote once; the zygotes wait while the other
+    # module's cases run.
+    assert log_a.read_text() == log_b.read_text() == "imported\n" * 2
