@@ -15,6 +15,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `println!` that ignores a closed stdout (`harness verify | head`): the run goes on, its
+/// results.json is written and its exit code stands, instead of a panic on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::io::IsTerminal;
 use std::path::Path;
 
@@ -340,30 +349,31 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
     let regression = base.map(|(path, b)| baseline::compare(&path, &b, &results));
     if human {
         if let Some(n) = args.durations.filter(|n| *n > 0) {
-            print!(
-                "{}",
-                crate::timeline::render(&crate::timeline::summarize(&results, n))
-            );
+            let lines = crate::timeline::render(&crate::timeline::summarize(&results, n));
+            say!("{}", lines.trim_end());
         }
-        println!("{}", Console::summary(&results));
+        say!("{}", Console::summary(&results));
         if let Some(line) = Console::snapshot_summary(&results) {
-            println!("{line}");
+            say!("{line}");
         }
         if let Some(r) = &regression {
-            println!("{}", r.summary());
+            say!("{}", r.summary());
             for c in &r.new_failures {
-                println!(
+                say!(
                     "NEW FAILURE  {}/{}: {} -> {}",
-                    c.case, c.variant, c.before, c.after
+                    c.case,
+                    c.variant,
+                    c.before,
+                    c.after
                 );
             }
         }
-        println!("results: {}", json.display());
+        say!("results: {}", json.display());
     }
     // The report is rendered from the results.json just written, never from live state; a
     // failing report step is logged and does not change the exit code.
     match Results::read(&json).and_then(|saved| report::write(&saved, regression.as_ref(), &out)) {
-        Ok(w) if human => println!(
+        Ok(w) if human => say!(
             "report: {}  (junit: {})",
             w.html.display(),
             w.junit.display()
@@ -375,11 +385,11 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
         let path = baseline_path(&args.baseline, &project);
         results.write(&path)?;
         if human {
-            println!("baseline: {} (accepted)", path.display());
+            say!("baseline: {} (accepted)", path.display());
         }
     }
     if !human {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        say!("{}", serde_json::to_string_pretty(&results)?);
     }
     Ok(baseline::gate(&results, regression.as_ref()))
 }
@@ -436,11 +446,11 @@ fn run_report(args: ReportArgs) -> anyhow::Result<u8> {
     let regression = load_baseline(&args.baseline, &project)?
         .map(|(path, b)| baseline::compare(&path, &b, &results));
     let w = report::write(&results, regression.as_ref(), &out)?;
-    println!("{}", Console::summary(&results));
+    say!("{}", Console::summary(&results));
     if let Some(r) = &regression {
-        println!("{}", r.summary());
+        say!("{}", r.summary());
     }
-    println!(
+    say!(
         "report: {}  (junit: {})",
         w.html.display(),
         w.junit.display()
@@ -448,7 +458,7 @@ fn run_report(args: ReportArgs) -> anyhow::Result<u8> {
     if args.baseline.save_baseline {
         let path = baseline_path(&args.baseline, &project);
         results.write(&path)?;
-        println!("baseline: {} (accepted)", path.display());
+        say!("baseline: {} (accepted)", path.display());
     }
     Ok(baseline::gate(&results, regression.as_ref()))
 }
@@ -472,7 +482,7 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<u8> {
         if !python.exists() {
             let base = std::env::var_os("HARNESS_BOOTSTRAP_PYTHON")
                 .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-            println!("setup: creating {} with {}", venv.display(), base.display());
+            say!("setup: creating {} with {}", venv.display(), base.display());
             worker::create_venv(&base, venv)?;
         }
     }
@@ -481,7 +491,7 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<u8> {
         .iter()
         .map(|r| r.display().to_string())
         .collect();
-    println!(
+    say!(
         "setup: installing {} {} into {}'s environment",
         worker_packages().join(" "),
         files
@@ -494,7 +504,7 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<u8> {
     worker::pip_install(&python, &worker_packages(), &project.requirements)?;
     match worker::torch_version(&python)? {
         Some(v) if worker::same_torch(&v, crate::TORCH_VERSION) => {
-            println!(
+            say!(
                 "setup: {} has torch {v}: ready; run `harness verify`",
                 python.display()
             );

@@ -1005,6 +1005,20 @@ fn cli_exit_codes_and_output() {
     assert_eq!(code, i32::from(exit::OK), "{stdout}");
     assert!(out.path().join("results.json").is_file());
 
+    // `harness verify | head`: a reader that goes away costs no panic and changes no exit code.
+    let mut child = harness_cli(&snapshots)
+        .args([gate, "--filter", "^faithful$", "--durations", "3", "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(i32::from(exit::OK)), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
     let (code, _) = cli(&[fixtures().join("bad/yaml_syntax.yaml").to_str().unwrap()]);
     assert_eq!(code, i32::from(exit::HARNESS_ERROR));
     let (code, _) = cli(&["--filter", "(unclosed"]);
