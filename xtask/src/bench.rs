@@ -150,15 +150,7 @@ pub fn run(args: &[String]) -> Result<u8, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(env.python());
-    cmd.arg(env.root.join("harness/python/bench_reference.py"))
-        .arg(&manifest);
-    env.apply(&mut cmd);
-    // The same threading as the harness gives itself (it sets a passive OpenMP wait policy
-    // unless the environment chose one), so the comparison is of the work, not of spinning.
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
-        cmd.env("OMP_WAIT_POLICY", "PASSIVE");
-    }
+    let mut cmd = reference_command(&env, &manifest);
     let mut timed = Vec::new();
     for i in 1..=TIMED_RUNS {
         eprintln!("bench: (d) plain-Python reference, timed {i}/{TIMED_RUNS}");
@@ -434,6 +426,20 @@ fn write_corpus(cases: &Path, dir: &Path, total: usize) -> Result<Corpus, String
         cases: out,
         shipped: shipped_n,
     })
+}
+
+/// The plain-Python reference on a manifest ([`reference_manifest`]).
+pub fn reference_command(env: &Env, manifest: &Path) -> Command {
+    let mut cmd = Command::new(env.python());
+    cmd.arg(env.root.join("harness/python/bench_reference.py"))
+        .arg(manifest);
+    env.apply(&mut cmd);
+    // The same threading as the harness gives itself (it sets a passive OpenMP wait policy
+    // unless the environment chose one), so the comparison is of the work, not of spinning.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        cmd.env("OMP_WAIT_POLICY", "PASSIVE");
+    }
+    cmd
 }
 
 /// The reference's input: the cold run's results.json (cases, models, samples, generators),

@@ -10,7 +10,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::bench::{json_str, measure, median, overheads, read_json, Measured};
+use crate::bench::{
+    json_str, measure, median, overheads, read_json, reference_command, reference_manifest,
+    CaseFile, Corpus, Measured,
+};
 use crate::env::Env;
 use crate::json::Json;
 
@@ -61,9 +64,14 @@ fn sweep(env: &Env, bin: &Path, work: &Path) -> Result<Large, String> {
             err.lines().last().unwrap_or("")
         ));
     }
-    let cases = case_files(&dir)?;
-    let manifest = cases.iter().map(|c| (c.clone(), None)).collect();
-    large(env, bin, work, ("sweep", &dir, manifest), SWEEP_RATIO_MAX)
+    let cases = case_files(&dir)?.into_iter().map(|c| case(c, Vec::new()));
+    large(
+        env,
+        bin,
+        work,
+        ("sweep", &dir, cases.collect()),
+        SWEEP_RATIO_MAX,
+    )
 }
 
 fn zoo(env: &Env, bin: &Path, work: &Path) -> Result<Large, String> {
@@ -72,9 +80,19 @@ fn zoo(env: &Env, bin: &Path, work: &Path) -> Result<Large, String> {
     for file in case_files(&dir)? {
         let text = std::fs::read_to_string(dir.join(format!("{file}.yaml")))
             .map_err(|e| format!("{file}: {e}"))?;
-        manifest.push((file, flow_kwargs(&text)));
+        manifest.push(case(file, flow_kwargs(&text).unwrap_or_default()));
     }
     large(env, bin, work, ("zoo", &dir, manifest), ZOO_RATIO_MAX)
+}
+
+/// A case of a large corpus, for the reference's manifest (in eval mode, as the corpora are).
+fn case(name: String, kwargs: Vec<(String, String)>) -> CaseFile {
+    CaseFile {
+        name,
+        kwargs,
+        eval: true,
+        yaml: None,
+    }
 }
 
 /// The case names (file stems) of a folder's `*.yaml`, sorted.
@@ -89,13 +107,13 @@ fn case_files(dir: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// The harness cold on `dir`, then the reference on the samples it ran; `manifest` gives each
-/// case's kwargs as a JSON object's text (`None`: none).
+/// The harness cold on `dir`, then the reference on the samples it ran (`cases`: each case's
+/// kwargs).
 fn large(
     env: &Env,
     bin: &Path,
     work: &Path,
-    (name, dir, manifest): (&'static str, &Path, Vec<(String, Option<String>)>),
+    (name, dir, cases): (&'static str, &Path, Vec<CaseFile>),
     ratio_max: f64,
 ) -> Result<Large, String> {
     let out = work.join(format!("{name}-cold"));
@@ -127,31 +145,11 @@ fn large(
             out.with_extension("log").display()
         ));
     }
-    let cases: Vec<String> = manifest
-        .iter()
-        .map(|(case, kwargs)| {
-            format!(
-                "{}: {{\"kwargs\": {}, \"eval\": true}}",
-                json_str(case),
-                kwargs.as_deref().unwrap_or("{}")
-            )
-        })
-        .collect();
-    let manifest_path = work.join(format!("{name}-manifest.json"));
-    let text = format!(
-        "{{\"results\": {}, \"work\": {}, \"cases\": {{{}}}}}\n",
-        json_str(&results.to_string_lossy()),
-        json_str(&work.join(format!("{name}-reference")).to_string_lossy()),
-        cases.join(", ")
-    );
-    std::fs::write(&manifest_path, text).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(env.python());
-    cmd.arg(env.root.join("harness/python/bench_reference.py"))
-        .arg(&manifest_path);
-    env.apply(&mut cmd);
-    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
-        cmd.env("OMP_WAIT_POLICY", "PASSIVE");
-    }
+    let manifest = work.join(format!("{name}-manifest.json"));
+    let corpus = Corpus { cases, shipped: 0 };
+    let text = reference_manifest(&results, &work.join(format!("{name}-reference")), &corpus);
+    std::fs::write(&manifest, text).map_err(|e| e.to_string())?;
+    let mut cmd = reference_command(env, &manifest);
     eprintln!("bench: {name}: plain-Python reference");
     let reference = measure(&mut cmd, &work.join(format!("{name}-reference.log")), false)?;
     if reference.code != Some(0) {
@@ -161,7 +159,7 @@ fn large(
     overhead.sort_by(f64::total_cmp);
     Ok(Large {
         name,
-        cases: manifest.len(),
+        cases: corpus.cases.len(),
         harness,
         reference,
         overhead,
@@ -170,13 +168,13 @@ fn large(
 }
 
 /// A case file's `kwargs: {a: 1, b: true, c: null, d: text}` (one flow mapping of scalars, as
-/// the zoo writes them) as a JSON object's text; `None` without one.
-pub fn flow_kwargs(yaml: &str) -> Option<String> {
+/// the zoo writes them), each value as JSON text; `None` without one.
+pub fn flow_kwargs(yaml: &str) -> Option<Vec<(String, String)>> {
     let line = yaml
         .lines()
         .find(|l| l.trim_start().starts_with("kwargs:"))?;
     let body = line.split_once('{')?.1.rsplit_once('}')?.0;
-    let pairs: Vec<String> = body
+    let pairs = body
         .split(',')
         .filter_map(|pair| {
             let (k, v) = pair.split_once(':')?;
@@ -187,10 +185,10 @@ pub fn flow_kwargs(yaml: &str) -> Option<String> {
                 _ if v.parse::<f64>().is_ok() => v.to_string(),
                 _ => json_str(v.trim_matches(|c| c == '"' || c == '\'')),
             };
-            Some(format!("{}: {value}", json_str(k.trim())))
+            Some((k.trim().to_string(), value))
         })
         .collect();
-    Some(format!("{{{}}}", pairs.join(", ")))
+    Some(pairs)
 }
 
 /// The p-quantile (0..=1) of sorted values.
@@ -267,10 +265,11 @@ mod tests {
 
     #[test]
     fn zoo_kwargs_become_json() {
+        let pairs = flow_kwargs("model:\n  import: torch.nn\n  kwargs: {input_size: 8, batch_first: true, weights: null, mode: 'a b', x: 1.5}\n").unwrap();
+        let json: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
         check(
-            flow_kwargs("model:\n  import: torch.nn\n  kwargs: {input_size: 8, batch_first: true, weights: null, mode: 'a b', x: 1.5}\n")
-                .as_deref(),
-            Some(r#"{"input_size": 8, "batch_first": true, "weights": null, "mode": "a b", "x": 1.5}"#),
+            json.join(" "),
+            r#"input_size=8 batch_first=true weights=null mode="a b" x=1.5"#.to_string(),
         );
         check(flow_kwargs("model:\n  entry: f\n"), None);
     }

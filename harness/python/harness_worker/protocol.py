@@ -180,6 +180,31 @@ def _close(*fds: int) -> None:
             os.close(fd)
 
 
+class Piped:
+    """A child forked with two private pipes to it: `go` (this process writes) and `done` (the
+    child writes); the child runs `body(go_r, done_w)` and never returns."""
+
+    def __init__(self, body: Any) -> None:
+        go_r, go_w = os.pipe()
+        done_r, done_w = os.pipe()
+        self.pid = _fork_child()
+        if self.pid == 0:
+            os.close(go_w)
+            os.close(done_r)
+            body(go_r, done_w)
+        os.close(go_r)
+        os.close(done_w)
+        self.go, self.done = go_w, done_r
+        _keep(go_w, done_r)
+
+    def discard(self) -> None:
+        """Kill the child (never started, or no longer wanted) and reap it."""
+        _close(self.go, self.done)
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+
+
 def _send(fd: int, tag: bytes, payload: bytes = b"") -> None:
     """One framed message on a private pipe: a tag byte, a length, the payload."""
     os.write(fd, tag + len(payload).to_bytes(8, "big") + payload)
@@ -204,7 +229,7 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
     return data
 
 
-class Spare:
+class Spare(Piped):
     """A child forked ahead of its case: it waits on a private pipe (`go`) for the request id of
     the `fork` that hands it the case, then serves the channel; when the case ends it says so on
     another (`done`) before exiting, so the server takes the channel back without waiting for
@@ -212,17 +237,7 @@ class Spare:
     thus happen while a case runs, not between cases."""
 
     def __init__(self, worker: object, channel: Channel) -> None:
-        go_r, go_w = os.pipe()
-        done_r, done_w = os.pipe()
-        self.pid = _fork_child()
-        if self.pid == 0:
-            os.close(go_w)
-            os.close(done_r)
-            _wait_and_serve(worker, channel, go_r, done_w)
-        os.close(go_r)
-        os.close(done_w)
-        self.go, self.done = go_w, done_r
-        _keep(go_w, done_r)
+        super().__init__(lambda go_r, done_w: _wait_and_serve(worker, channel, go_r, done_w))
 
     def start(self, rid: Any) -> None:
         """Hand the spare its case: it answers the `fork` itself."""
@@ -238,13 +253,6 @@ class Spare:
             return None
         _, status = os.waitpid(self.pid, 0)
         return _child_exit(self.pid, status)
-
-    def discard(self) -> None:
-        """Kill a spare that was never started (the server's state changed, or it stops)."""
-        _close(self.go, self.done)
-        with contextlib.suppress(OSError):
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
 
 
 def _wait_and_serve(worker: object, channel: Channel, go_r: int, done_w: int) -> None:
@@ -349,7 +357,7 @@ def _threads() -> int:
         return 1
 
 
-class Zygote:
+class Zygote(Piped):
     """A child of the fork server that imports one model module once and then forks the cases of
     that module from itself, so a models file shared by many cases is executed once per job, not
     once per case (a 2,400-line file of 400 models took 60 ms a case). Each case still runs in a
@@ -365,17 +373,7 @@ class Zygote:
     X + a request line (retired: files changed); its end without a message: it died."""
 
     def __init__(self, worker: object, channel: Channel, line: bytes) -> None:
-        go_r, go_w = os.pipe()
-        done_r, done_w = os.pipe()
-        self.pid = _fork_child()
-        if self.pid == 0:
-            os.close(go_w)
-            os.close(done_r)
-            _zygote_main(worker, channel, line, go_r, done_w)
-        os.close(go_r)
-        os.close(done_w)
-        self.go, self.done = go_w, done_r
-        _keep(go_w, done_r)
+        super().__init__(lambda go_r, done_w: _zygote_main(worker, channel, line, go_r, done_w))
 
     def resume(self, line: bytes) -> None:
         """Give the channel back to the zygote, with the `fork` it is to serve first."""
@@ -395,12 +393,6 @@ class Zygote:
         _close(self.go, self.done)
         os.waitpid(self.pid, 0)
         return ("retired", payload) if tag == b"X" else ("refused", None)
-
-    def discard(self) -> None:
-        _close(self.go, self.done)
-        with contextlib.suppress(OSError):
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
 
 
 def _die_with_parent() -> None:

@@ -34,7 +34,6 @@ class Worker:
         self.eager_calls = 0  # names each eager call's output file
         self.programs: dict[str, Any] = {}  # saved program path -> loaded
         self.modules_at_start: str | None = None  # a case's child: its server's newest module
-        self.preload_tried: set[str] = set()  # the fork server: modules `preload` was asked for
         self.preimported: list[str] = []  # a zygote: the user's files its model import pulled in
 
     def start_case(self) -> None:
@@ -61,14 +60,14 @@ class Worker:
         return [name for name in new if is_library(sys.modules.get(name))]
 
     def op_preload(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Import installed modules here, in the fork server, between cases (each asked for once;
-        one that fails to import is left alone: its case's child imports it as before)."""
+        """Import installed modules here, in the fork server, between cases (the harness asks for
+        each once; one that fails to import is left alone: its case's child imports it as
+        before)."""
         start = time.perf_counter()
         imported = 0
         for name in req.get("modules") or []:
-            if name in self.preload_tried or name in sys.modules:
+            if name in sys.modules:
                 continue
-            self.preload_tried.add(name)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

@@ -68,6 +68,17 @@ class Client:
         return reply
 
 
+def _load_dying(worker: Client, tmp_path: Path) -> None:
+    """Ask the case's child to load `dies.py` (which exits at import), without waiting for a
+    reply: the server's `child_exit` event comes instead."""
+    worker.next_id += 1
+    assert worker.proc.stdin is not None
+    source = str(tmp_path / "dies.py")
+    request = {"op": "load", "id": worker.next_id, "case": "d", "source": source, "entry": "M"}
+    worker.proc.stdin.write(json.dumps(request).encode() + b"\n")
+    worker.proc.stdin.flush()
+
+
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Client]:
     env = dict(os.environ)
@@ -114,17 +125,7 @@ def test_hello_fork_end_shutdown(worker: Client, tmp_path: Path) -> None:
     # A child that dies is reported by the server, which goes on serving.
     (tmp_path / "dies.py").write_text(DIES)
     dying = worker.call("fork")
-    worker.next_id += 1
-    assert worker.proc.stdin is not None
-    request = {
-        "op": "load",
-        "id": worker.next_id,
-        "case": "d",
-        "source": str(tmp_path / "dies.py"),
-        "entry": "M",
-    }
-    worker.proc.stdin.write(json.dumps(request).encode() + b"\n")
-    worker.proc.stdin.flush()
+    _load_dying(worker, tmp_path)
     assert worker.line() == {"event": "child_exit", "pid": dying["pid"], "code": 3}
     assert worker.call("hello")["pid"] == worker.proc.pid
 
@@ -236,18 +237,8 @@ def test_a_case_child_of_a_zygote_that_dies_is_reported_and_the_next_case_runs(
     path, log = _model(tmp_path, "counted", COUNTED)
     _case(worker, path)  # the first case of a module makes no zygote
     dying = worker.call("fork", module={"source": str(path)})
-    worker.next_id += 1
-    assert worker.proc.stdin is not None
-    request = {
-        "op": "load",
-        "id": worker.next_id,
-        "case": "d",
-        "source": str(tmp_path / "dies.py"),
-        "entry": "M",
-    }
     (tmp_path / "dies.py").write_text(DIES)
-    worker.proc.stdin.write(json.dumps(request).encode() + b"\n")
-    worker.proc.stdin.flush()
+    _load_dying(worker, tmp_path)
     assert worker.line() == {"event": "child_exit", "pid": dying["pid"], "code": 3}
     assert _case(worker, path)["class"] == "Model"
     assert log.read_text() == "imported\n" * 2
