@@ -435,13 +435,17 @@ def _zygote_main(worker: object, channel: Channel, line: bytes, go_r: int, done_
         _send(done_w, b"R")
         os._exit(0)
     stats = _file_stats(files)
+
+    def stale() -> bool:
+        return _file_stats(files) != stats
+
     children = Children()
     try:
         while line:
-            if _file_stats(files) != stats:
+            line, retire = _serve_forks(worker, channel, (key, stale), line, children)
+            if retire:
                 _send(done_w, b"X", line)
                 break
-            line = _serve_forks(worker, channel, key, line, children)
             if not line:
                 break
             _send(done_w, b"L", line)
@@ -453,19 +457,27 @@ def _zygote_main(worker: object, channel: Channel, line: bytes, go_r: int, done_
         os._exit(0)
 
 
-def _serve_forks(worker: object, channel: Channel, key: str | None, line: bytes, children: Children) -> bytes:
-    """In a zygote: serve `fork`s of its module from the channel, starting with `line`; the first
-    line that is not one (or b"" at the channel's end)."""
+def _serve_forks(
+    worker: object, channel: Channel, module: tuple[str | None, Any], line: bytes, children: Children
+) -> tuple[bytes, bool]:
+    """In a zygote: serve `fork`s of its module (its key, and whether its files changed) from the
+    channel, starting with `line`; the first line that is not one (b"" at the channel's end), and
+    whether the zygote must retire because a file it imported changed before that fork (checked
+    before every fork: a helper edited between two cases must be imported again, or its case
+    would run the old code while the cache keys the verdict on the new)."""
+    key, stale = module
     while line:
         try:
             req = decode_request(line)
         except HarnessError:
-            return line
+            return line, False
         if req.get("op") != "fork" or _module_key(req) != key:
-            return line
+            return line, False
+        if stale():
+            return line, True
         children.fork(worker, channel, req.get("id"))
         line = channel.read_line()
-    return line
+    return line, False
 
 
 def _fork_probe_server(worker: object, channel: Channel, req: dict[str, Any], children: Children) -> None:

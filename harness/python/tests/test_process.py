@@ -281,3 +281,34 @@ def test_zygotes_of_modules_whose_cases_alternate_stay(worker: Client, tmp_path:
     # Each module: its first case imports it, its zygote once; the zygotes wait while the other
     # module's cases run.
     assert log_a.read_text() == log_b.read_text() == "imported\n" * 2
+
+
+HELPED = """
+import torch
+
+from helper_mod import SCALE
+
+
+class Model(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(SCALE)))
+
+    def forward(self, x):
+        return x * self.scale
+"""
+
+
+def test_a_helper_edited_between_two_cases_of_a_zygote_is_imported_again(
+    worker: Client, tmp_path: Path
+) -> None:
+    worker.call("hello")
+    helper = tmp_path / "helper_mod.py"
+    helper.write_text("SCALE = 2\n")
+    path, _ = _model(tmp_path, "helped", HELPED)
+    before = [_case(worker, path) for _ in range(3)]  # the second and third from the zygote
+    assert before[1]["files"] == sorted([str(path), str(helper)])
+    helper.write_text("SCALE = 3\n")
+    os.utime(helper, ns=(1, 1))
+    after = _case(worker, path)  # the next fork, with no other request between: still seen
+    assert after["state"] != before[2]["state"]
