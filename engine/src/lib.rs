@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod compare;
+pub mod libtorch;
 pub mod materialize;
 pub mod run;
 pub mod shrink;

@@ -210,10 +210,16 @@ impl Value {
         tensors: &mut HashMap<String, Tensor>,
     ) -> Result<Value, String> {
         Ok(match node {
-            WireValue::Tensor { key, dtype } => {
-                let tensor = tensors
+            WireValue::Tensor { key, dtype, device } => {
+                let mut tensor = tensors
                     .remove(key)
                     .ok_or_else(|| format!("eager output lacks tensor `{key}`"))?;
+                if let Some(device) = device {
+                    // Back where eager left it: a variant's output elsewhere is a finding.
+                    tensor = tensor
+                        .f_to_device(parse_device(device)?)
+                        .map_err(|e| format!("eager output `{key}` on {device}: {e}"))?;
+                }
                 match dtype {
                     Some(dtype) => Value::Exotic {
                         tensor,
@@ -301,6 +307,21 @@ pub fn kind_name(kind: tch::Kind) -> &'static str {
         Float8e4m3fn => "float8_e4m3fn",
         Float8e5m2fnuz => "float8_e5m2fnuz",
         Float8e4m3fnuz => "float8_e4m3fnuz",
+    }
+}
+
+/// A device as torch names it (`cpu`, `cuda`, `cuda:1`).
+pub fn parse_device(name: &str) -> Result<tch::Device, String> {
+    match name.split_once(':') {
+        None if name == "cpu" => Ok(tch::Device::Cpu),
+        None if name == "cuda" => Ok(tch::Device::Cuda(0)),
+        Some(("cuda", i)) => i
+            .parse()
+            .map(tch::Device::Cuda)
+            .map_err(|_| format!("bad device `{name}`")),
+        _ => Err(format!(
+            "a device the harness cannot hold tensors on: `{name}`"
+        )),
     }
 }
 

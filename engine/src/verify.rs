@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use harness::case::DeviceChoice;
 use harness::error::{ErrorBody, ErrorKind};
 use harness::probe::ProbeService;
 use harness::results::{CaseResult, CaseStatus, Results};
@@ -35,6 +36,7 @@ struct Shared<'a, F> {
 pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow::Result<Results> {
     let start = Instant::now();
     let started_at = harness::report::utc_rfc3339(std::time::SystemTime::now());
+    let req = &on_this_machine(req)?;
     let files = select(req)?;
     let jobs = req.jobs.clamp(1, files.len().max(1));
     // Two cores, two workers: each libtorch and each worker gets its share of the threads.
@@ -79,14 +81,31 @@ pub fn verify(req: &Request, on_case: impl FnMut(&CaseResult) + Send) -> anyhow:
         .versions
         .into_inner()
         .unwrap_or_else(|e| e.into_inner());
-    Ok(results(
-        req,
-        (start, started_at),
-        torch,
-        python,
-        complete,
-        cases,
-    ))
+    let mut results = results(req, (start, started_at), torch, python, complete, cases);
+    results.libtorch = Some(crate::libtorch::VERSION.into());
+    Ok(results)
+}
+
+/// The request as this machine can serve it: whether libtorch sees a GPU is known now (it
+/// decides `auto`, and keys the cache), and on a GPU machine libtorch gets exact numerics (no
+/// TF32, deterministic cuDNN), as the worker gives a CUDA case's eager. `--device cuda` where
+/// there is no GPU is one error for the whole run, before any case starts.
+fn on_this_machine(req: &Request) -> anyhow::Result<Request> {
+    let mut req = req.clone();
+    let cuda = crate::libtorch::cuda_usable();
+    req.options.device.cuda = Some(cuda);
+    if req.options.device.run == Some(DeviceChoice::Cuda) && !cuda {
+        let linked = if crate::libtorch::CUDA_LINKED {
+            "libtorch_cuda is linked"
+        } else {
+            "this libtorch has no CUDA"
+        };
+        anyhow::bail!("--device cuda: {} ({linked})", harness::options::NO_CUDA);
+    }
+    if cuda {
+        crate::libtorch::set_exact_numerics(true);
+    }
+    Ok(req)
 }
 
 /// One job: take cases from the queue until it is empty or the run stops; finish parked cases

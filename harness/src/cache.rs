@@ -44,6 +44,8 @@ pub struct KeyParts<'a> {
     /// The variants the case runs: the project's `variants` and `--variants` choose them, not
     /// only the case file.
     pub variants: &'a [crate::variant::Variant],
+    /// The device the case runs on (`cpu`, `cuda`): a GPU verdict never answers for a CPU run.
+    pub device: &'static str,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -322,6 +324,7 @@ mod tests {
             max_elements: None,
             roots: &[],
             variants: &[],
+            device: "cpu",
         };
         let site = [f.site.clone()];
         let worker = crate::verify::WorkerFacts {
@@ -400,6 +403,7 @@ mod tests {
             max_elements: None,
             roots: &[],
             variants: &[],
+            device: "cpu",
         };
         let b = KeyParts {
             seed: Some(1),

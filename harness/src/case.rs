@@ -440,6 +440,23 @@ pub struct CheckSpec {
     /// When the device probe runs on meta (on CUDA it always runs).
     #[serde(default)]
     pub device_probe: DeviceProbe,
+    /// Where the case's eager model and variants run (`--device` overrides; else the project's
+    /// `device`; else the CPU).
+    #[serde(default)]
+    pub device: Option<DeviceChoice>,
+}
+
+/// Where a case runs: its eager model and inputs in the worker, its variants in libtorch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// The first CUDA device; a case that asks for it where there is none is an error.
+    Cuda,
+    /// CUDA when libtorch sees a GPU, else the CPU (said in the run's notes).
+    Auto,
 }
 
 /// When the meta device probe runs.
@@ -467,6 +484,7 @@ impl Default for CheckSpec {
             timeout_s: None,
             max_elements: None,
             device_probe: DeviceProbe::Auto,
+            device: None,
         }
     }
 }
@@ -532,6 +550,19 @@ pub struct CaseFile {
     /// variant, in libtorch, against eager on the same samples.
     #[serde(default)]
     pub artifact: Option<String>,
+    /// What differs on one torch line (`"2.12"`: see `torch_lines.rs`): a team that verifies
+    /// against several torch releases says where their verdicts part.
+    #[serde(default)]
+    pub torch: BTreeMap<String, TorchOverride>,
+}
+
+/// A case's expectations on one torch line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorchOverride {
+    /// Replaces `expect:` for each variant it names (`[]`: it passes on that torch).
+    #[serde(default)]
+    pub expect: BTreeMap<Variant, Vec<Pitfall>>,
 }
 
 fn yes() -> bool {
@@ -835,11 +866,15 @@ impl Case {
         ])
     }
 
-    /// The pitfalls the case file expects for a variant (empty: it must pass).
+    /// The pitfalls the case file expects for a variant (empty: it must pass) on the torch this
+    /// build runs: its `torch.<line>.expect` entry when it has one, else its `expect`.
     pub fn expected(&self, variant: Variant) -> &[Pitfall] {
+        let line = crate::torch_line().name;
         self.spec
-            .expect
-            .get(&variant)
+            .torch
+            .get(line)
+            .and_then(|o| o.expect.get(&variant))
+            .or_else(|| self.spec.expect.get(&variant))
             .map(Vec::as_slice)
             .unwrap_or(&[])
     }
@@ -1308,6 +1343,27 @@ fn validate_variants(spec: &CaseFile, choice: &VariantChoice) -> Result<(), Bad>
             ));
         }
     }
+    for (line, over) in &spec.torch {
+        if !crate::torch_lines::LINES.iter().any(|l| l.name == line) {
+            return Err(bad(
+                &format!("torch.{line}"),
+                format!(
+                    "not a torch line: expected one of {}",
+                    crate::torch_lines::LINES
+                        .iter()
+                        .map(|l| format!("\"{}\"", l.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if let Some(v) = over.expect.keys().find(|v| !declared.contains(v)) {
+            return Err(bad(
+                &format!("torch.{line}.expect.{v}"),
+                format!("`{v}` is not among the case's variants{origin}"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -1509,7 +1565,7 @@ expect:
         check(
             "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\nvariant: [traced]\n",
             "case.yaml:3:1: unknown field `variant`, expected one of `description`, `model`, \
-             `inputs`, `dims`, `variants`, `trace`, `check`, `expect`, `artifact`; did you mean \
+             `inputs`, `dims`, `variants`, `trace`, `check`, `expect`, `artifact`, `torch`; did you mean \
              `variants`?",
         );
         check(
@@ -1599,6 +1655,34 @@ expect:
         assert_eq!(
             c.origin,
             ModelOrigin::Source(src.join("pkg/m.py").canonicalize().unwrap())
+        );
+    }
+
+    #[test]
+    fn expectations_may_differ_per_torch_line() {
+        let (_dir, file, text) = with_model(&format!(
+            "{GOOD}  scripted: [runtime_error]\ntorch:\n  \"{}\": {{expect: {{traced: []}}}}\n  \"{}\": {{expect: {{scripted: [output_mismatch]}}}}\n",
+            crate::torch_line().name,
+            crate::torch_lines::LINES[0].name,
+        ));
+        let case = Case::parse(&file, &text).unwrap();
+        let (traced, scripted) = (
+            Variant::named("traced").unwrap(),
+            Variant::named("scripted").unwrap(),
+        );
+        // This build's line empties traced's expectation; another line's entry does not apply.
+        assert!(case.expected(traced).is_empty());
+        assert_eq!(case.expected(scripted), [Pitfall::RuntimeError]);
+        let base = "model: {source: MODEL, entry: E}\ninputs: [{name: x, shape: [2]}]\n";
+        check(
+            &format!("{base}torch: {{\"2.9\": {{expect: {{traced: []}}}}}}\n"),
+            "case.yaml: torch.2.9: not a torch line: expected one of \"2.11\", \"2.12\", \"2.13\"",
+        );
+        check(
+            &format!(
+                "{base}variants: [traced]\ntorch: {{\"2.12\": {{expect: {{scripted: []}}}}}}\n"
+            ),
+            "case.yaml: torch.2.12.expect.scripted: `scripted` is not among the case's variants",
         );
     }
 

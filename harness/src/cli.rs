@@ -163,6 +163,11 @@ struct VerifyArgs {
     /// 16777216).
     #[arg(long)]
     max_elements: Option<u64>,
+    /// Where eager and the variants run: cpu, cuda (an error where libtorch sees no GPU) or
+    /// auto (CUDA where there is one); overrides each case's `check.device` and the project's
+    /// `device` (default: cpu).
+    #[arg(long, value_enum)]
+    device: Option<crate::case::DeviceChoice>,
     /// Folder of the reviewed `.code` snapshots (`<case>__<variant>.snap`; default: the
     /// project's `snapshots`, else `snapshots/` in the first cases folder).
     #[arg(long)]
@@ -294,6 +299,11 @@ fn run_verify(args: VerifyArgs, full: Option<Verifier>) -> anyhow::Result<u8> {
             variants: VariantChoice {
                 project: project.variants.clone(),
                 run: run_variants,
+            },
+            device: crate::options::DeviceSetting {
+                project: project.device,
+                run: args.device,
+                cuda: None,
             },
         },
         snapshots: (!args.no_snapshots).then_some(Policy {

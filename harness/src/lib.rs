@@ -31,15 +31,45 @@ pub mod report;
 pub mod results;
 pub mod snapshot;
 pub mod timeline;
+pub mod torch_lines;
 pub mod variant;
 pub mod verify;
 pub mod worker;
 
-/// The tch crate this harness links (pinned in Cargo.toml).
-pub const TCH_VERSION: &str = "0.26.0";
+/// The torch release this build's engine links: the torch of the Python environment it was
+/// built with (read by `build.rs`, one of [`torch_lines::LINES`]).
+pub const TORCH_VERSION: &str = env!("HARNESS_TORCH_VERSION");
 
-/// The torch version tch 0.26 links (torch-sys refuses to build against any other).
-pub const TORCH_VERSION: &str = "2.13.0";
+/// The tch crate the engine links for [`TORCH_VERSION`] (its line's pin).
+pub const TCH_VERSION: &str = torch_line().tch;
+
+/// The line of [`TORCH_VERSION`] (the build script admits no other torch).
+pub const fn torch_line() -> &'static torch_lines::TorchLine {
+    let mut i = 0;
+    while i < torch_lines::LINES.len() {
+        if const_eq(torch_lines::LINES[i].release, TORCH_VERSION) {
+            return &torch_lines::LINES[i];
+        }
+        i += 1;
+    }
+    panic!("HARNESS_TORCH_VERSION is not in torch_lines::LINES")
+}
+
+/// `a == b` for strings, in a constant.
+pub const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// How the user runs the harness, for the commands messages suggest (`harness verify --accept`,
 /// a replay): `HARNESS_COMMAND` when set (`cargo xtask` sets `cargo xtask`), else `harness`.

@@ -214,6 +214,7 @@ mod tests {
                 seed: 0,
                 weights: None,
                 weights_strict: true,
+                device: None,
             },
             case: "c".into(),
             input: SampleRef {

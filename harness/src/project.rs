@@ -43,6 +43,8 @@ struct ProjectFile {
     /// The variants of every case that does not list its own (default: the variants marked
     /// `default`), with their places in the file for errors.
     variants: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Where cases that name no `check.device` run: `cpu` (default), `cuda` or `auto`.
+    device: Option<crate::case::DeviceChoice>,
 }
 
 /// A project's settings, resolved: every path relative to the working folder or absolute.
@@ -64,6 +66,8 @@ pub struct Project {
     pub requirements: Vec<PathBuf>,
     /// The variants of every case that does not list its own (`None`: the defaults).
     pub variants: Option<Vec<Variant>>,
+    /// Where cases that name no device run (`None`: the CPU).
+    pub device: Option<crate::case::DeviceChoice>,
 }
 
 /// The nearest project file at or above `from`.
@@ -154,6 +158,7 @@ impl Project {
                 .map(|r| at(r))
                 .collect(),
             variants: None,
+            device: spec.device,
         }
     }
 

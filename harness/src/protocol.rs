@@ -22,7 +22,7 @@ pub use crate::error::{ErrorBody, ErrorKind};
 /// `artifact` export method runs a shipped file. Version 6: both. Version 7: the `export` method
 /// (torch.export, with `dims` and `shapes` options) and its error kinds, and `eager` runs a saved
 /// program (`program`).
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// The worker's JSON form of an output (see `harness_worker/eager.py`, `encode`).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -34,6 +34,10 @@ pub enum WireValue {
         /// real and imaginary parts, wide unsigned ints as int64, float8 as float32; version 3).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         dtype: Option<String>,
+        /// Where the output was, when not on the CPU (`cuda:0`; version 9): the file holds a
+        /// CPU copy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
     },
     TensorDesc {
         shape: Vec<i64>,
@@ -265,6 +269,10 @@ pub struct LoadRequest {
     pub weights: Option<PathBuf>,
     /// Missing or unexpected keys in `weights` are an error.
     pub weights_strict: bool,
+    /// The case's device when not the CPU (`cuda`; version 9): the model, its inputs and
+    /// every export and eager run of the case go there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// A request, tagged by its `op`; [`Envelope`] adds the id. Every op since version 1 except

@@ -33,6 +33,10 @@ pub struct Results {
     pub harness: String,
     pub torch: String,
     pub tch: String,
+    /// The libtorch the variants ran in, with its build tag (`2.13.0+cu130`): the torch line
+    /// `harness-run` was built for. Absent when every case came from the cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libtorch: Option<String>,
     pub python: String,
     /// The `--seed` given on the command line; each case records the seed it used.
     pub seed: Option<u64>,
@@ -90,6 +94,10 @@ pub struct CaseResult {
     pub model: Option<ModelInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// The device eager and the variants ran on (`cpu`, `cuda:0`); absent when the case did
+    /// not get that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     #[serde(default)]
     pub samples: Vec<SampleInfo>,
     pub variants: BTreeMap<Variant, VariantResult>,
@@ -229,6 +237,7 @@ impl CaseResult {
             error: None,
             model: None,
             seed: None,
+            device: None,
             samples: Vec::new(),
             variants: BTreeMap::new(),
             notes: Vec::new(),
@@ -663,6 +672,7 @@ mod tests {
             harness: "0".into(),
             torch: "2.13.0".into(),
             tch: "0.26.0".into(),
+            libtorch: None,
             python: "3.11".into(),
             seed: None,
             duration_ms: 0,

@@ -190,6 +190,9 @@ pub struct Info {
     pub torch: String,
     /// `models/tutorial.py:MyCell`
     pub model: String,
+    /// The device the code was made on when not the CPU (`cuda`): a trace records it, so its
+    /// snapshot is another file (`<case>__<variant>.cuda.snap`).
+    pub device: Option<String>,
 }
 
 impl Header {
@@ -210,8 +213,17 @@ impl Header {
                 variant,
                 torch: torch.to_string(),
                 model: model.to_string(),
+                device: None,
             },
         }
+    }
+
+    /// The same header for code made on `device` (`None` or `cpu`: the CPU's snapshot).
+    pub fn on_device(mut self, device: Option<&str>) -> Self {
+        self.info.device = device
+            .map(|d| d.split(':').next().unwrap_or(d).to_string())
+            .filter(|d| d != "cpu");
+        self
     }
 }
 
@@ -247,8 +259,13 @@ fn source_path(file: &Path, root: Option<&Path>) -> String {
 /// `--accept` and one accepted with `cargo insta accept` are the same bytes.
 pub fn render(header: &Header, body: &str) -> String {
     let i = &header.info;
+    let device = i
+        .device
+        .as_deref()
+        .map(|d| format!("  device: {}\n", yaml_str(d)))
+        .unwrap_or_default();
     format!(
-        "---\nsource: {}\nexpression: {}\ninfo:\n  case: {}\n  variant: {}\n  torch: {}\n  model: {}\n---\n{}\n",
+        "---\nsource: {}\nexpression: {}\ninfo:\n  case: {}\n  variant: {}\n  torch: {}\n  model: {}\n{device}---\n{}\n",
         yaml_str(&header.source),
         yaml_str(&header.expression),
         yaml_str(&i.case),
@@ -297,9 +314,13 @@ pub fn read(path: &Path) -> Result<Option<String>, String> {
     Ok(Some(text.to_string()))
 }
 
-/// `<dir>/<case>__<variant>.snap`: insta's `<module>__<name>.snap`.
-pub fn snap_path(dir: &Path, case: &str, variant: Variant) -> PathBuf {
-    dir.join(format!("{case}__{variant}.snap"))
+/// `<dir>/<case>__<variant>.snap`: insta's `<module>__<name>.snap`; code made on another device
+/// than the CPU: `<case>__<variant>.<device>.snap`.
+pub fn snap_path(dir: &Path, case: &str, variant: Variant, device: Option<&str>) -> PathBuf {
+    match device {
+        Some(d) => dir.join(format!("{case}__{variant}.{d}.snap")),
+        None => dir.join(format!("{case}__{variant}.snap")),
+    }
 }
 
 /// Where insta and cargo-insta look for a pending change to `snap`.
@@ -331,7 +352,8 @@ fn remove(path: &Path) -> Result<(), String> {
 /// Compare one variant's normalized code (`None`: it produced none) with its stored snapshot,
 /// writing what `policy.mode` allows. Errors are unreadable or unwritable files.
 pub fn check(policy: &Policy, header: &Header, body: Option<&str>) -> Result<SnapshotInfo, String> {
-    let path = snap_path(&policy.dir, &header.info.case, header.info.variant);
+    let i = &header.info;
+    let path = snap_path(&policy.dir, &i.case, i.variant, i.device.as_deref());
     let pending = pending_path(&path);
     let shown = path.display().to_string();
     let info = |state, diff| SnapshotInfo {
@@ -597,7 +619,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h = header("my_cell", Variant::named("traced").unwrap());
         let body = "def forward(self,\n    x: Tensor) -> Tensor:\n  return x";
-        let path = snap_path(dir.path(), "my_cell", Variant::named("traced").unwrap());
+        let path = snap_path(
+            dir.path(),
+            "my_cell",
+            Variant::named("traced").unwrap(),
+            None,
+        );
         std::fs::write(&path, render(&h, body)).unwrap();
         // Byte for byte what `cargo insta accept` writes for this snapshot.
         let text = std::fs::read_to_string(&path).unwrap();
@@ -629,6 +656,7 @@ mod tests {
             &dir.path().join("snaps"),
             "c",
             Variant::named("scripted").unwrap(),
+            None,
         );
         let pending = pending_path(&snap);
         let state = |mode, body: Option<&str>| check(&policy(mode), &h, body).unwrap();
@@ -670,6 +698,21 @@ mod tests {
         assert_eq!(skipped.state, SnapshotState::Skipped);
         assert_eq!(read(&snap).unwrap().as_deref(), Some("b"));
         assert_eq!(skipped.path, snap.display().to_string());
+
+        // Code made on CUDA has its own snapshot beside the CPU's, the device in its header.
+        let on_cuda = header("c", Variant::named("scripted").unwrap()).on_device(Some("cuda:0"));
+        let cuda = check(&policy(Mode::Accept), &on_cuda, Some("cuda code")).unwrap();
+        assert_eq!(cuda.state, SnapshotState::Accepted);
+        assert!(
+            cuda.path.ends_with("c__scripted.cuda.snap"),
+            "{}",
+            cuda.path
+        );
+        let text = std::fs::read_to_string(&cuda.path).unwrap();
+        assert!(text.contains("  device: cuda\n---\n"), "{text}");
+        assert_eq!(read(&snap).unwrap().as_deref(), Some("b"));
+        let on_cpu = header("c", Variant::named("scripted").unwrap()).on_device(Some("cpu"));
+        assert_eq!(on_cpu.info.device, None);
 
         // A file insta cannot read is an error naming it.
         std::fs::write(&snap, "---\nsource: [unclosed\n---\nx\n").unwrap();

@@ -71,6 +71,7 @@ pub fn results(
             torch
         },
         tch: crate::TCH_VERSION.into(),
+        libtorch: None,
         python,
         seed: req.options.seed,
         duration_ms: start.elapsed().as_millis() as u64,
@@ -101,7 +102,7 @@ pub type Finished = (CaseResult, Option<String>);
 pub fn cached(req: &Request, file: &Path, case: &Case) -> Option<Finished> {
     let replay = req.options.replay.is_some();
     let cache = req.cache.as_ref().filter(|_| !replay)?;
-    let hit = cache.lookup(file, &key_parts(req, case), &req.options.out_dir)?;
+    let hit = cache.lookup(file, &key_parts(req, case)?, &req.options.out_dir)?;
     let mut result = hit.result;
     for v in result.variants.values_mut() {
         v.snapshot = None;
@@ -158,7 +159,8 @@ pub fn stored(
         let mut deps: Vec<PathBuf> = result.sources.iter().map(PathBuf::from).collect();
         let stored = case.named_files().and_then(|named| {
             deps.extend(named);
-            c.store(file, &key_parts(req, case), &result, &deps, &worker)
+            let parts = key_parts(req, case).ok_or("its device is not known")?;
+            c.store(file, &parts, &result, &deps, &worker)
                 .map_err(|e| e.to_string())
         });
         if let Err(e) = stored {
@@ -188,17 +190,21 @@ fn add_phases(result: &mut CaseResult, phases: Vec<crate::timeline::PhaseTime>) 
     result.timeline.extend(other);
 }
 
-/// The cache key's parts besides the files: the run's options and the variants the case runs
-/// (which the project and `--variants` choose, not only its file).
-fn key_parts<'a>(req: &'a Request, case: &'a Case) -> KeyParts<'a> {
-    KeyParts {
+/// The cache key's parts besides the files: the run's options, the variants the case runs
+/// (which the project and `--variants` choose, not only its file) and its device; `None` when
+/// the device is not known here (`auto` or `cuda` in `harness`, which has no libtorch: the case
+/// goes to `harness-run`, which knows).
+fn key_parts<'a>(req: &'a Request, case: &'a Case) -> Option<KeyParts<'a>> {
+    let device = req.options.device.resolve(&case.spec.check).ok()??;
+    Some(KeyParts {
+        device: device.as_str(),
         python: &req.options.python,
         seed: req.options.seed,
         timeout_s: req.options.timeout.map(|t| t.as_secs_f64()),
         max_elements: req.options.max_elements,
         roots: &req.options.python_path,
         variants: &case.variants,
-    }
+    })
 }
 
 /// The case files a request selects, in run order: discovered, filtered, then sharded (shard k
@@ -286,7 +292,8 @@ fn check_code(case: &Case, result: &mut CaseResult, policy: Option<&Policy>, tor
             variant,
             torch,
             &model,
-        );
+        )
+        .on_device(result.device.as_deref());
         match snapshot::check(policy, &header, body.as_deref()) {
             Ok(info) => vr.snapshot = Some(info),
             Err(message) => {
@@ -373,6 +380,7 @@ mod tests {
             torch_threads: None,
             python_path: Vec::new(),
             variants,
+            device: Default::default(),
         }
     }
 
@@ -421,6 +429,60 @@ mod tests {
         assert!(hit(&request(&[], &["traced", "scripted"])));
         assert!(!hit(&request(&["scripted"], &[])));
         assert!(!hit(&request(&[], &["traced", "scripted", "frozen"])));
+    }
+
+    /// A verdict made on one device never answers for another, and `harness` (which cannot
+    /// tell whether there is a GPU) serves `auto` and `cuda` runs from no cache at all.
+    #[test]
+    fn the_cache_keys_on_the_device_a_case_ran_on() {
+        use crate::case::DeviceChoice::{Auto, Cpu, Cuda};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.py"), "class M: pass\n").unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "model: {source: m.py, entry: M}\ninputs: [{name: x, shape: [2]}]\n",
+        )
+        .unwrap();
+        let request = |run, cuda| {
+            let mut opts = options(dir.path(), Default::default());
+            opts.device = crate::options::DeviceSetting {
+                project: None,
+                run: Some(run),
+                cuda,
+            };
+            let mut req = Request::new(vec![file.clone()], opts);
+            req.cache = Some(Cache {
+                dir: dir.path().join("cache"),
+            });
+            req
+        };
+        let on_gpu = request(Cuda, Some(true));
+        let case = load_case(&on_gpu, &file).unwrap();
+        let result = crate::results::CaseResult::ran_for_test("c");
+        let worker = WorkerFacts {
+            torch: crate::TORCH_VERSION,
+            python: "3.11",
+            site: &[],
+        };
+        let (stored_result, _) = stored(&on_gpu, worker, &file, &case, result);
+        assert!(stored_result.notes.is_empty(), "{:?}", stored_result.notes);
+        let hit = |req: &Request| cached(req, &file, &load_case(req, &file).unwrap()).is_some();
+        assert!(hit(&on_gpu));
+        assert!(
+            hit(&request(Auto, Some(true))),
+            "auto on a GPU machine runs on CUDA"
+        );
+        assert!(!hit(&request(Cpu, Some(true))));
+        assert!(
+            !hit(&request(Auto, Some(false))),
+            "auto without a GPU runs on the CPU"
+        );
+        assert!(
+            !hit(&request(Cuda, None)),
+            "harness cannot tell: harness-run decides"
+        );
+        assert!(!hit(&request(Auto, None)));
     }
 
     /// A case of `variants` whose results hold these `.code` texts (`None`: no code), after

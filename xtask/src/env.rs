@@ -1,18 +1,30 @@
-//! The Python environment and the build environment the harness needs.
+//! The Python environment and the build environment the harness needs, for one torch line.
 //!
-//! `.venv/` in the repository holds torch 2.13.0 (the libtorch tch 0.26 links) and the worker's
-//! packages, from the pinned `harness/python/requirements.txt`, plus the worker's development
-//! tools (pytest, ruff) from `harness/python/requirements-dev.txt` when that file exists. It is
-//! made once and remade only when either file changes (a stamp file keeps the requirements it
-//! was made from). Builds and runs get the venv's python first on PATH and
+//! `.venv/` in the repository holds the default line's torch (2.13.0, the libtorch tch 0.26
+//! links) and the worker's packages, from the pinned `harness/python/requirements.txt`, plus the
+//! worker's development tools (pytest, ruff) from `harness/python/requirements-dev.txt` when that
+//! file exists. It is made once and remade only when either file changes (a stamp file keeps the
+//! requirements it was made from). Builds and runs get the venv's python first on PATH and
 //! `LIBTORCH_USE_PYTORCH=1`, as torch-sys wants.
+//!
+//! Another line (`--torch 2.11`, see `harness/src/torch_lines.rs`) gets the same requirements
+//! with its torch and torchvision pins, in `.venv-torch-X.Y/`, and builds into
+//! `target/torch-X.Y/` from its manifest (a workspace of its own when its tch differs), so the
+//! lines never rebuild each other.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[allow(dead_code)]
+#[path = "../../harness/src/torch_lines.rs"]
+pub mod torch_lines;
+
+pub use torch_lines::TorchLine;
+
 pub struct Env {
     pub root: PathBuf,
     pub venv: PathBuf,
+    pub line: &'static TorchLine,
 }
 
 const REQUIREMENTS: &str = "harness/python/requirements.txt";
@@ -49,14 +61,54 @@ fn find_root(from: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// `--torch X.Y` taken out of `args`: the line it names, else the default line.
+pub fn take_line(args: &mut Vec<String>) -> Result<&'static TorchLine, String> {
+    let mut name = None;
+    let mut i = 0;
+    while i < args.len() {
+        if let Some(v) = args[i].strip_prefix("--torch=") {
+            name = Some(v.to_string());
+            args.remove(i);
+        } else if args[i] == "--torch" {
+            args.remove(i);
+            if i >= args.len() {
+                return Err("--torch needs a line, such as --torch 2.12".into());
+            }
+            name = Some(args.remove(i));
+        } else {
+            i += 1;
+        }
+    }
+    torch_lines::line_named(name.as_deref().unwrap_or(torch_lines::DEFAULT_LINE))
+}
+
 impl Env {
     /// Find the repository and make sure `.venv` matches the pinned requirements.
     pub fn prepare() -> Result<Env, String> {
+        let line = torch_lines::line_named(torch_lines::DEFAULT_LINE)?;
+        Env::prepare_line(line)
+    }
+
+    /// The same for `line`: its venv made or updated, its folders named.
+    pub fn prepare_line(line: &'static TorchLine) -> Result<Env, String> {
         let root = root();
-        let venv = root.join(".venv");
-        let env = Env { root, venv };
+        let venv = root.join(venv_folder(line));
+        let env = Env { root, venv, line };
         env.ensure_venv()?;
         Ok(env)
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.line.name == torch_lines::DEFAULT_LINE
+    }
+
+    /// Where this line builds: `target/` for the default line, else `target/torch-X.Y/`.
+    pub fn target_dir(&self) -> PathBuf {
+        if self.is_default() {
+            self.root.join("target")
+        } else {
+            self.root.join(format!("target/torch-{}", self.line.name))
+        }
     }
 
     pub fn python(&self) -> PathBuf {
@@ -69,8 +121,9 @@ impl Env {
     }
 
     fn ensure_venv(&self) -> Result<(), String> {
-        let runtime = std::fs::read_to_string(self.root.join(REQUIREMENTS))
+        let pinned = std::fs::read_to_string(self.root.join(REQUIREMENTS))
             .map_err(|e| format!("cannot read {REQUIREMENTS}: {e}"))?;
+        let runtime = for_line(&pinned, self.line);
         let dev_path = self.root.join(DEV_REQUIREMENTS);
         let dev = match std::fs::read_to_string(&dev_path) {
             Ok(text) => Some(text),
@@ -90,6 +143,10 @@ impl Env {
             eprintln!("xtask: creating {} with {base}", self.venv.display());
             run(Command::new(&base).args(["-m", "venv"]).arg(&self.venv))?;
         }
+        // The line's requirements: the pinned file with this line's torch and torchvision.
+        let line_requirements = self.venv.join("requirements-line.txt");
+        std::fs::write(&line_requirements, &runtime)
+            .map_err(|e| format!("cannot write {}: {e}", line_requirements.display()))?;
         let mut pip = Command::new(self.python());
         pip.args([
             "-m",
@@ -99,16 +156,21 @@ impl Env {
             "--disable-pip-version-check",
             "-r",
         ])
-        .arg(self.root.join(REQUIREMENTS));
+        .arg(&line_requirements);
         if dev.is_some() {
             eprintln!(
-                "xtask: installing {REQUIREMENTS} and {DEV_REQUIREMENTS} into .venv \
-                 (torch is large: about a minute)"
+                "xtask: installing {REQUIREMENTS} (torch {}) and {DEV_REQUIREMENTS} into {} \
+                 (torch is large: about a minute)",
+                self.line.release,
+                venv_folder(self.line)
             );
             pip.arg("-r").arg(&dev_path);
         } else {
             eprintln!(
-                "xtask: installing {REQUIREMENTS} into .venv (torch is large: about a minute)"
+                "xtask: installing {REQUIREMENTS} (torch {}) into {} (torch is large: about a \
+                 minute)",
+                self.line.release,
+                venv_folder(self.line)
             );
         }
         run(&mut pip)?;
@@ -138,6 +200,13 @@ impl Env {
             std::env::var("TORCH_CPP_LOG_LEVEL").unwrap_or_else(|_| "ERROR".into()),
         )
         .env_remove("PYTHONHOME");
+        if !self.is_default() {
+            cmd.env("CARGO_TARGET_DIR", self.target_dir());
+        }
+        if self.line.bypass_version_check {
+            // torch-sys checks for its own torch; this line's ops are all there (torch_lines.rs).
+            cmd.env("LIBTORCH_BYPASS_VERSION_CHECK", "1");
+        }
     }
 
     /// A command run in the repository with this environment.
@@ -160,23 +229,64 @@ impl Env {
     /// `harness`. `harness-run` lives in the `harness-engine` package once `engine/` exists
     /// (before that, in `harness` itself); `harness` execs it from the same folder.
     pub fn build_harness(&self) -> Result<PathBuf, String> {
-        self.cargo(&[
-            "build",
-            "--release",
-            "--quiet",
+        let mut args = vec!["build", "--release", "--quiet"];
+        let manifest = self.manifest_args();
+        args.extend(manifest.iter().map(String::as_str));
+        args.extend([
             "--package",
             "harness",
             "--package",
             "harness-engine",
             "--bins",
-        ])?;
-        Ok(self.root.join("target/release/harness"))
+        ]);
+        self.cargo(&args)?;
+        Ok(self.target_dir().join("release/harness"))
+    }
+
+    /// `--manifest-path M` for a line built from a workspace of its own, else nothing.
+    pub fn manifest_args(&self) -> Vec<String> {
+        if self.line.manifest == "engine/Cargo.toml" {
+            Vec::new()
+        } else {
+            let path = self.root.join(self.line.manifest);
+            vec!["--manifest-path".into(), path.display().to_string()]
+        }
     }
 
     /// Run cargo in the repository with this environment.
     pub fn cargo(&self, args: &[&str]) -> Result<(), String> {
         run(&mut self.cargo_command(args))
     }
+}
+
+/// The venv of a line, in the repository: `.venv` for the default line, else `.venv-torch-X.Y`.
+pub fn venv_folder(line: &TorchLine) -> String {
+    if line.name == torch_lines::DEFAULT_LINE {
+        ".venv".into()
+    } else {
+        format!(".venv-torch-{}", line.name)
+    }
+}
+
+/// The pinned requirements with `line`'s torch and torchvision pins (unchanged for the default
+/// line, whose pins they are).
+fn for_line(requirements: &str, line: &TorchLine) -> String {
+    let mut out: Vec<String> = requirements
+        .lines()
+        .map(|l| {
+            if l.starts_with("torch==") {
+                format!("torch=={}", line.release)
+            } else if l.starts_with("torchvision==") {
+                format!("torchvision=={}", line.torchvision)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if requirements.ends_with('\n') {
+        out.push(String::new());
+    }
+    out.join("\n")
 }
 
 /// What the stamp holds: the runtime requirements, then the development ones if any, so a
@@ -217,6 +327,48 @@ mod tests {
         assert_eq!(find_root(&moved), Some(moved.clone()));
         assert_eq!(find_root(&dir), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_line_gets_its_own_torch_pins_and_venv() {
+        let pinned = "# x\ntorch==2.13.0\nsafetensors==0.8.0\ntorchvision==0.28.0\n";
+        let l211 = torch_lines::line_named("2.11").unwrap();
+        assert_eq!(
+            for_line(pinned, l211),
+            "# x\ntorch==2.11.0\nsafetensors==0.8.0\ntorchvision==0.26.0\n"
+        );
+        let default = torch_lines::line_named(torch_lines::DEFAULT_LINE).unwrap();
+        assert_eq!(for_line(pinned, default), pinned);
+        assert_eq!(venv_folder(default), ".venv");
+        assert_eq!(venv_folder(l211), ".venv-torch-2.11");
+    }
+
+    #[test]
+    fn the_default_lines_pins_are_the_requirements_files() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let pinned = std::fs::read_to_string(root.join(REQUIREMENTS)).unwrap();
+        let default = torch_lines::line_named(torch_lines::DEFAULT_LINE).unwrap();
+        assert_eq!(for_line(&pinned, default), pinned);
+        assert!(pinned.contains(&format!("torch=={}\n", default.release)));
+    }
+
+    #[test]
+    fn torch_is_taken_out_of_the_arguments() {
+        let mut args: Vec<String> = ["cases/a.yaml", "--torch", "2.12", "--jobs", "2"]
+            .map(String::from)
+            .into();
+        assert_eq!(take_line(&mut args).unwrap().release, "2.12.0");
+        assert_eq!(args, ["cases/a.yaml", "--jobs", "2"]);
+        let mut args = vec!["--torch=2.11".to_string()];
+        assert_eq!(take_line(&mut args).unwrap().tch, "0.24.0");
+        assert!(args.is_empty());
+        let mut none: Vec<String> = Vec::new();
+        assert_eq!(
+            take_line(&mut none).unwrap().name,
+            torch_lines::DEFAULT_LINE
+        );
+        assert!(take_line(&mut vec!["--torch".to_string()]).is_err());
+        assert!(take_line(&mut vec!["--torch".into(), "2.10".into()]).is_err());
     }
 
     #[test]

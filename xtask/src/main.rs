@@ -22,6 +22,7 @@
 mod bench;
 mod bench_corpora;
 mod env;
+mod gpu_bundle;
 mod json;
 mod lint;
 mod tidy;
@@ -32,16 +33,24 @@ use std::process::{Command, ExitCode};
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let task = args.next().unwrap_or_default();
-    let rest: Vec<String> = args.collect();
+    let mut rest: Vec<String> = args.collect();
+    let line = match env::take_line(&mut rest) {
+        Ok(line) => line,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match task.as_str() {
-        "verify" => harness("verify", &rest),
-        "report" => harness("report", &rest),
-        "test" => test(&rest),
+        "verify" => harness(line, "verify", &rest),
+        "report" => harness(line, "report", &rest),
+        "test" => test(line, &rest),
         "lint" => lint::run(&rest),
         "tidy" => tidy::run(&rest),
         "bench" => bench::run(&rest),
-        "setup" => env::Env::prepare().map(|_| 0),
-        "install" => install(&rest),
+        "setup" => env::Env::prepare_line(line).map(|_| 0),
+        "install" => install(line, &rest),
+        "gpu-bundle" => gpu_bundle::run(line, &rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <verify|report|test|lint|tidy|bench|setup> [ARGS]\n\n  \
@@ -56,7 +65,10 @@ fn main() -> ExitCode {
                  bench [--quick]          time verify (cold, warm, after an edit) against plain Python\n  \
                  setup                    only create .venv and check it\n  \
                  install [--root DIR]     build, then copy `harness` and `harness-run` into DIR/bin\n                           \
-                 (default ~/.cargo/bin): run `harness` in any repository"
+                 (default ~/.cargo/bin): run `harness` in any repository\n  \
+                 gpu-bundle [--out DIR]   build a folder that verifies the device cases on a GPU machine\n\n\
+                 verify, report, test, setup and install take --torch X.Y (2.11, 2.12 or 2.13, the\n\
+                 default): that torch, in .venv-torch-X.Y, built into target/torch-X.Y"
             );
             return ExitCode::from(2);
         }
@@ -71,8 +83,8 @@ fn main() -> ExitCode {
 }
 
 /// Build the harness (release) and run `harness <command>` with the user's arguments.
-fn harness(command: &str, args: &[String]) -> Result<u8, String> {
-    let env = env::Env::prepare()?;
+fn harness(line: &'static env::TorchLine, command: &str, args: &[String]) -> Result<u8, String> {
+    let env = env::Env::prepare_line(line)?;
     let bin = env.build_harness()?;
     let mut cmd = Command::new(&bin);
     cmd.arg(command);
@@ -92,9 +104,20 @@ fn harness(command: &str, args: &[String]) -> Result<u8, String> {
     } else if !given_paths {
         cmd.arg(relative(&cwd, env.root.join("cases")));
     }
-    if command == "verify" && !given("--snapshots") {
-        cmd.arg("--snapshots")
-            .arg(relative(&cwd, env.root.join("harness/snapshots")));
+    if command == "verify" && !given("--snapshots") && !given("--no-snapshots") {
+        if env.is_default() {
+            cmd.arg("--snapshots")
+                .arg(relative(&cwd, env.root.join("harness/snapshots")));
+        } else {
+            // A `.code` snapshot is what one torch prints; these are the default line's.
+            eprintln!(
+                "xtask: torch {}: the .code snapshots in harness/snapshots are torch {}'s: not \
+                 checked (--snapshots DIR checks others)",
+                env.line.release,
+                torch_default_release()
+            );
+            cmd.arg("--no-snapshots");
+        }
     }
     if command == "verify" && !given("--out") {
         let folder = if given("--replay") {
@@ -117,17 +140,23 @@ fn harness(command: &str, args: &[String]) -> Result<u8, String> {
     Ok(status.code().map(|c| c as u8).unwrap_or(2))
 }
 
+fn torch_default_release() -> &'static str {
+    env::torch_lines::line_named(env::torch_lines::DEFAULT_LINE)
+        .map(|l| l.release)
+        .unwrap_or("?")
+}
+
 /// `cargo xtask install [--root DIR]`: build the release binaries against this checkout's
 /// libtorch and copy `harness` and `harness-run` into `DIR/bin` (default: cargo's own bin
 /// folder, `$CARGO_HOME/bin`, as `cargo install` uses). The binaries find libtorch in this
 /// checkout's `.venv` (their runpath), so the checkout stays where it is.
-fn install(args: &[String]) -> Result<u8, String> {
+fn install(line: &'static env::TorchLine, args: &[String]) -> Result<u8, String> {
     let root = match args {
         [] => cargo_home().join("bin"),
         [flag, dir] if flag == "--root" => PathBuf::from(dir).join("bin"),
-        _ => return Err("usage: cargo xtask install [--root DIR]".into()),
+        _ => return Err("usage: cargo xtask install [--torch X.Y] [--root DIR]".into()),
     };
-    let env = env::Env::prepare()?;
+    let env = env::Env::prepare_line(line)?;
     let harness = env.build_harness()?;
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     for bin in [harness.clone(), harness.with_file_name("harness-run")] {
@@ -156,9 +185,11 @@ fn cargo_home() -> PathBuf {
 
 /// Run the whole test suite with the environment the harness needs: the Rust tests, then the
 /// worker's pytest suite. Both run; the exit code is 1 if either failed.
-fn test(args: &[String]) -> Result<u8, String> {
-    let env = env::Env::prepare()?;
+fn test(line: &'static env::TorchLine, args: &[String]) -> Result<u8, String> {
+    let env = env::Env::prepare_line(line)?;
+    let manifest = env.manifest_args();
     let mut cargo_args = vec!["test", "--workspace"];
+    cargo_args.extend(manifest.iter().map(String::as_str));
     cargo_args.extend(args.iter().map(String::as_str));
     // The integration tests build the core crate's `harness` binary themselves. Their
     // snapshots hold the commands a user outside this checkout is told (`harness verify`).

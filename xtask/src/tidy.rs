@@ -11,7 +11,10 @@
 //!   and Python protocol files is kept with the version in `xtask/protocol.lock`, rewritten by
 //!   `cargo xtask tidy --bless`;
 //! - **core without libtorch**: `cargo tree -p harness -e normal` has neither `tch` nor
-//!   `torch-sys` (only here, not among the unit tests: it needs cargo to resolve).
+//!   `torch-sys` (only here, not among the unit tests: it needs cargo to resolve);
+//! - **torch lines**: each line's engine manifest pins its line's tch (`torch_lines.rs`), and a
+//!   line built from a workspace of its own (`lines/torch-X.Y/Cargo.toml`) has exactly
+//!   `engine/Cargo.toml`'s dependencies otherwise, so the lines build the same engine.
 //!
 //! Each check is a function over the files' text, unit-tested on bad input too; the first four
 //! also run over the real tree as `#[test]`s, so `cargo test --workspace` enforces them.
@@ -46,6 +49,7 @@ pub fn run(args: &[String]) -> Result<u8, String> {
         ("spawners", spawners(&root)),
         ("protocol lock", protocol_lock(&root, bless)),
         ("core without libtorch", core_without_libtorch()),
+        ("torch lines", torch_lines(&root)),
     ];
     let mut failed = 0;
     for (name, outcome) in &checks {
@@ -618,6 +622,71 @@ pub fn protocol_lock(root: &Path, bless: bool) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // core without libtorch
 
+/// Every line's manifest against `engine/Cargo.toml` (see the module doc).
+pub fn torch_lines(root: &Path) -> Outcome {
+    let mut problems = Vec::new();
+    let engine = match read(root, "engine/Cargo.toml") {
+        Ok(t) => t,
+        Err(e) => return Outcome::Failed(vec![e]),
+    };
+    for line in env::torch_lines::LINES {
+        let text = match read(root, line.manifest) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
+        for krate in ["tch", "torch-sys"] {
+            let pin = format!("{krate} = \"={}\"", line.tch);
+            if !text.lines().any(|l| l.trim() == pin) {
+                problems.push(format!(
+                    "{}: torch {} needs `{pin}`",
+                    line.manifest, line.release
+                ));
+            }
+        }
+        let unpinned = |t: &str| dependency_lines(t, &["tch", "torch-sys"]);
+        if line.manifest != "engine/Cargo.toml" && unpinned(&text) != unpinned(&engine) {
+            problems.push(format!(
+                "{}: its dependencies differ from engine/Cargo.toml's (beyond tch and torch-sys)",
+                line.manifest
+            ));
+        }
+    }
+    let n = env::torch_lines::LINES.len();
+    outcome(problems, format!("{n} lines, each manifest pins its tch"))
+}
+
+/// The dependency tables' entries (`[dependencies]`, `[build-dependencies]`,
+/// `[dev-dependencies]`), comments and blank lines dropped, without the crates `except`; a path
+/// dependency by its folder's name (the manifests live at different depths).
+fn dependency_lines(manifest: &str, except: &[&str]) -> Vec<String> {
+    let mut in_deps = false;
+    let mut out = Vec::new();
+    for l in manifest.lines().map(str::trim) {
+        if l.starts_with('[') {
+            in_deps = l.ends_with("dependencies]");
+            if in_deps {
+                out.push(l.to_string());
+            }
+            continue;
+        }
+        let name = l.split('=').next().unwrap_or_default().trim();
+        if in_deps && !l.is_empty() && !l.starts_with('#') && !except.contains(&name) {
+            out.push(match l.split_once("path = \"") {
+                Some((head, rest)) => {
+                    let (path, tail) = rest.split_once('"').unwrap_or((rest, ""));
+                    let folder = path.rsplit('/').next().unwrap_or(path);
+                    format!("{head}path = \"{folder}\"{tail}")
+                }
+                None => l.to_string(),
+            });
+        }
+    }
+    out
+}
+
 /// Crates that are libtorch, by their `cargo tree --prefix none` line.
 const LIBTORCH_CRATES: &[&str] = &["tch", "torch-sys"];
 
@@ -680,6 +749,28 @@ pub fn libtorch_lines(tree: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_torch_line_builds_the_same_engine() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        assert!(
+            matches!(torch_lines(root), Outcome::Ok(_)),
+            "{:?}",
+            torch_lines(root)
+        );
+        let engine =
+            "[package]\nname = \"e\"\n[dependencies]\n# c\ntch = \"=0.26.0\"\nserde = \"1\"\n";
+        let other = engine.replace("0.26.0", "0.24.0");
+        assert_eq!(
+            dependency_lines(engine, &["tch"]),
+            dependency_lines(&other, &["tch"])
+        );
+        let more = format!("{other}regex = \"1\"\n");
+        assert_ne!(
+            dependency_lines(engine, &["tch"]),
+            dependency_lines(&more, &["tch"])
+        );
+    }
+
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {

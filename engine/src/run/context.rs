@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use harness::case::{Case, ModelOrigin, Variant};
 use harness::diagnose::DeviceCheck;
-use harness::options::{Options, DEFAULT_CASE_TIMEOUT};
+use harness::options::{Options, RunDevice, DEFAULT_CASE_TIMEOUT};
 use harness::plan::SampleSpec;
 use harness::probe;
 use harness::results::{CaseResult, Counterexample, ModelInfo};
@@ -19,7 +19,7 @@ use harness::timeline::Stopwatch;
 use harness::worker::{ErrorBody, ExportReply, LoadRequest, Retrace, SampleRef};
 
 use crate::compare::{Comparison, Tolerances};
-use crate::value::Value;
+use crate::value::{device_name, Value};
 
 /// A case's time: its limit, and the time it has run (not the time it was set aside), with the
 /// torch work and worker start-up inside it.
@@ -138,9 +138,9 @@ pub struct VariantRun {
 pub enum ProbeWait {
     /// Nothing to wait for: judged already (or not run, with a note).
     Judged(BTreeMap<Variant, DeviceCheck>),
-    /// On CUDA: eager runs in the case's child (this request id); collected before the child
-    /// ends.
-    Cuda(u64),
+    /// On a real second device (CUDA, or the CPU for a case run on CUDA): eager runs in the
+    /// case's child (this request id); collected before the child ends.
+    Device(u64, Device),
     /// On meta, in the probe service: its outcome comes on the channel (kept once taken).
     Meta(Receiver<probe::Outcome>, Option<probe::Outcome>),
 }
@@ -149,7 +149,7 @@ impl ProbeWait {
     /// Has the outcome arrived (without waiting)?
     pub fn ready(&mut self) -> bool {
         match self {
-            ProbeWait::Judged(_) | ProbeWait::Cuda(_) | ProbeWait::Meta(_, Some(_)) => true,
+            ProbeWait::Judged(_) | ProbeWait::Device(..) | ProbeWait::Meta(_, Some(_)) => true,
             ProbeWait::Meta(rx, got) => match rx.try_recv() {
                 Ok(o) => {
                     *got = Some(o);
@@ -187,6 +187,9 @@ pub struct CaseRun {
     pub variants: BTreeMap<Variant, VariantRun>,
     pub nondeterministic: Option<String>,
     pub probe: ProbeWait,
+    /// Where eager and the variants run: the device the case resolved to, or why it cannot
+    /// run (CUDA asked for where libtorch sees none).
+    pub device: Result<Device, String>,
 }
 
 impl CaseRun {
@@ -200,12 +203,20 @@ impl CaseRun {
                 .unwrap_or(DEFAULT_CASE_TIMEOUT)
         });
         let seed = opts.seed.unwrap_or(case.spec.check.seed);
+        let device = match opts.device.resolve(&case.spec.check) {
+            Ok(Some(RunDevice::Cuda)) => Ok(Device::Cuda(0)),
+            Ok(_) => Ok(Device::Cpu),
+            Err(why) => Err(format!("check.device: cuda: {why}")),
+        };
+        let mut result = blank_result(case, seed);
+        result.device = device.as_ref().ok().map(|d| device_name(*d));
         CaseRun {
+            device,
             seed,
             replay: opts.replay.clone(),
             tol: Tolerances::from_check(&case.spec.check),
             clock: Clock::start(limit),
-            result: blank_result(case, seed),
+            result,
             sample_dir: work.join(&case.name),
             artifact_dir: opts.out_dir.join("artifacts").join(&case.name),
             load: None,
@@ -216,6 +227,11 @@ impl CaseRun {
             probe: ProbeWait::Judged(BTreeMap::new()),
             case: case.clone(),
         }
+    }
+
+    /// The case's device (once [`Runner::begin`](super::Runner) let it run at all).
+    pub fn on(&self) -> Device {
+        *self.device.as_ref().unwrap_or(&Device::Cpu)
     }
 
     pub fn is_replay(&self) -> bool {

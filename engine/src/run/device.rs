@@ -1,16 +1,20 @@
 //! The device probe: does each variant follow its inputs to another device as eager does?
 //!
-//! On CUDA, eager (and each variant that runs in the worker) runs in the case's child and the
-//! libtorch variants run here; without CUDA, on the meta device (which tch does not expose), eager
-//! and the saved artifacts run in a child of the probe server, and only when a graph names a device (or the case asks: `check.device_probe:
-//! always`). A probe that fails costs only the device judgement, with a note.
+//! The second device is the one the case does not run on, when this machine has it: a case run
+//! on the CPU is probed on CUDA (artifacts made on the CPU, run on CUDA inputs), a case run on
+//! CUDA is probed on the CPU (artifacts made on CUDA, run on CPU inputs). There eager (and each
+//! variant that runs in the worker) runs in the case's child and the libtorch variants run here.
+//! Without CUDA, on the meta device (which tch does not expose), eager and the saved artifacts
+//! run in a child of the probe server, and only when a graph names a device (or the case asks:
+//! `check.device_probe: always`). A probe that fails costs only the device judgement, with a
+//! note.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use tch::{Device, Tensor};
+use tch::Device;
 
 use harness::case::{DeviceProbe, Variant};
 use harness::diagnose::{error_summary, DeviceCheck};
@@ -43,15 +47,22 @@ impl Runner {
         }
         let names = cx.case.wire_names();
         let file = cx.samples().files[0].clone();
-        if tch::Cuda::is_available() {
-            // The variants that run in the worker run there on CUDA too; the others run here.
+        let other = match cx.on() {
+            Device::Cpu if crate::libtorch::cuda_usable() => Some(Device::Cuda(0)),
+            Device::Cpu => None,
+            _ => Some(Device::Cpu),
+        };
+        if let Some(other) = other {
+            // The variants that run in the worker run there on that device too; the others
+            // run here.
             let in_worker = artifacts(cx, |v| {
                 v.def().runtime == Runtime::Worker && v.def().portable
             });
+            let name = if other.is_cuda() { "cuda" } else { "cpu" };
             let id = self.call(&mut cx.clock, |w, _| {
-                w.device_probe(&cx.case.name, &file, &names, "cuda", &in_worker)
+                w.device_probe(&cx.case.name, &file, &names, name, &in_worker)
             })?;
-            cx.probe = ProbeWait::Cuda(id);
+            cx.probe = ProbeWait::Device(id, other);
             return Ok(());
         }
         let exported = cx.exported.as_ref().expect("exported");
@@ -78,16 +89,17 @@ impl Runner {
         Ok(())
     }
 
-    /// 6. On CUDA, eager's run there (in the case's child), judged against the variants run on
-    ///    CUDA here.
-    pub(super) fn collect_cuda_probe(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
-        let ProbeWait::Cuda(id) = cx.probe else {
+    /// 6. On the second device (CUDA or the CPU), eager's run there (in the case's child),
+    ///    judged against the variants run there here.
+    pub(super) fn collect_device_probe(&mut self, cx: &mut CaseRun) -> Result<(), ErrorBody> {
+        let ProbeWait::Device(id, device) = cx.probe else {
             return Ok(());
         };
         let runs = self.call(&mut cx.clock, |w, timeout| {
             w.device_probe_result(id, timeout)
         })?;
-        cx.probe = ProbeWait::Judged(judge(cx, "cuda", runs));
+        let name = if device.is_cuda() { "cuda" } else { "cpu" };
+        cx.probe = ProbeWait::Judged(judge(cx, name, runs));
         Ok(())
     }
 
@@ -259,8 +271,13 @@ fn judge(
         if !variant.def().portable {
             continue; // compiled for one device: said by its verdict
         }
-        let there = if device == "cuda" && variant.def().runtime == Runtime::Libtorch {
-            run_on_cuda(cx, variant)
+        let there = if device != "meta" && variant.def().runtime == Runtime::Libtorch {
+            let on = if device == "cuda" {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            };
+            run_on(cx, variant, on)
         } else {
             from_probe(probe.remove(variant.as_str()))
         };
@@ -284,19 +301,15 @@ fn judge(
     checks
 }
 
-/// The variant's artifact loaded on CUDA and run on the trace input moved there.
-fn run_on_cuda(cx: &CaseRun, variant: Variant) -> Result<Value, String> {
-    let on = Device::Cuda(0);
-    let on_device: Vec<(String, Tensor)> = cx.samples().inputs[0]
-        .iter()
-        .map(|(k, t)| (k.clone(), t.to_device(on)))
-        .collect();
+/// The variant's artifact loaded on the probe's device `on` and run on the trace input moved
+/// there.
+fn run_on(cx: &CaseRun, variant: Variant, on: Device) -> Result<Value, String> {
     let order = cx
         .variants
         .get(&variant)
         .map(|r| r.args.clone())
         .unwrap_or_default();
-    let args = arguments(&cx.case, &order, &on_device);
+    let args = arguments(&cx.case, &order, &cx.samples().inputs[0], on);
     let _guard = tch::no_grad_guard();
     let path = cx
         .exported

@@ -135,21 +135,30 @@ fn default_value(w: &WireValue) -> Option<IValue> {
 
 /// forward's arguments, as `slots` say: a tensor per tensor input, a `List[Tensor]` per list
 /// input (tensors `name.0`, `name.1`, ...), an `Int`, `Double` or `Bool` per scalar (from its
-/// 0-d tensor), `None`, or forward's default. Deep copies: a model that writes into its input
-/// must not change the next run's input.
-pub fn arguments(case: &Case, slots: &[Slot], input: &[(String, Tensor)]) -> Vec<IValue> {
+/// 0-d tensor), `None`, or forward's default. Tensors are deep copies on `device` (the samples
+/// are kept on the CPU): a model that writes into its input must not change the next run's.
+pub fn arguments(
+    case: &Case,
+    slots: &[Slot],
+    input: &[(String, Tensor)],
+    device: Device,
+) -> Vec<IValue> {
     slots
         .iter()
         .map(|slot| match slot {
-            Slot::Input(i) => argument(&case.spec.inputs[*i], input),
+            Slot::Input(i) => argument(&case.spec.inputs[*i], input, device),
             Slot::Default(w) => default_value(w).unwrap_or(IValue::None),
         })
         .collect()
 }
 
 /// One input's argument.
-fn argument(spec: &InputSpec, input: &[(String, Tensor)]) -> IValue {
+fn argument(spec: &InputSpec, input: &[(String, Tensor)], device: Device) -> IValue {
     let n = spec.name.as_str();
+    let copy = |t: &Tensor| match device {
+        Device::Cpu => t.copy(),
+        _ => t.to_device(device),
+    };
     let tensor = || {
         input
             .iter()
@@ -158,7 +167,7 @@ fn argument(spec: &InputSpec, input: &[(String, Tensor)]) -> IValue {
             .unwrap_or_else(|| Tensor::zeros([0], (tch::Kind::Float, Device::Cpu)))
     };
     match spec.kind() {
-        InputKind::Tensor => IValue::Tensor(tensor()),
+        InputKind::Tensor => IValue::Tensor(copy(&tensor())),
         InputKind::List => {
             let prefix = format!("{n}.");
             IValue::TensorList(
@@ -168,7 +177,7 @@ fn argument(spec: &InputSpec, input: &[(String, Tensor)]) -> IValue {
                         k.strip_prefix(&prefix)
                             .is_some_and(|i| i.parse::<usize>().is_ok())
                     })
-                    .map(|(_, t)| t.copy())
+                    .map(|(_, t)| copy(t))
                     .collect(),
             )
         }
@@ -189,17 +198,17 @@ pub fn load_module(path: &Path, device: Device, eval: bool) -> Result<CModule, t
     Ok(m)
 }
 
-/// One sample through a variant: `call` is the case and the inputs its forward takes
-/// ([`signature`]).
+/// One sample through a variant loaded on `device`: `call` is the case and the inputs its
+/// forward takes ([`signature`]).
 pub fn run_sample(
-    module: &CModule,
+    (module, device): (&CModule, Device),
     call: (&Case, &[Slot]),
     input: &[(String, Tensor)],
     expected: &Value,
     tol: &Tolerances,
 ) -> SampleRun {
     let _guard = tch::no_grad_guard();
-    let args = arguments(call.0, call.1, input);
+    let args = arguments(call.0, call.1, input, device);
     match module.forward_is(&args) {
         Err(e) => SampleRun::Raised(error_summary(&e.to_string())),
         Ok(iv) => match Value::from_ivalue(iv) {

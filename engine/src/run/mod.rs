@@ -161,7 +161,7 @@ impl Runner {
             ("eager", Runner::eager_samples),
             ("probe", Runner::start_device_probe),
             ("run", Runner::run_variants),
-            ("probe", Runner::collect_cuda_probe),
+            ("probe", Runner::collect_device_probe),
             ("explain", Runner::explain_failures),
         ];
         for (phase, step) in steps {

@@ -47,7 +47,10 @@ impl Runner {
         if let Some(w) = &self.worker {
             w.clear_stderr_tail();
         }
-        if !cx.is_replay() && !tch::Cuda::is_available() {
+        if let Err(why) = &cx.device {
+            return Err(ErrorBody::new(ErrorKind::Device, why.clone()));
+        }
+        if !cx.is_replay() && !crate::libtorch::cuda_usable() {
             self.fork_probe_server_if_wanted(&mut cx.clock);
         }
         // Each case runs in a fresh child of the warm fork server: nothing from earlier cases.
@@ -80,6 +83,7 @@ impl Runner {
             weights: case.weights(),
             weights_strict: case.spec.model.weights_strict,
             seed: cx.seed,
+            device: cx.on().is_cuda().then(|| "cuda".into()),
         };
         let loaded = self.call(&mut cx.clock, |w, timeout| w.load(&req, timeout))?;
         cx.load = Some(req);

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tch::{CModule, Device, Tensor};
+use tch::{CModule, Tensor};
 
 use harness::case::Variant;
 use harness::diagnose::error_summary;
@@ -95,9 +95,13 @@ impl Runner {
     ) -> Result<SampleRun, ErrorBody> {
         let t = Instant::now();
         let run = match variant.0 {
-            Runnable::Libtorch(m) => {
-                run_sample(m, (&cx.case, variant.1), input.0, expected, &cx.tol)
-            }
+            Runnable::Libtorch(m) => run_sample(
+                (m, cx.on()),
+                (&cx.case, variant.1),
+                input.0,
+                expected,
+                &cx.tol,
+            ),
             Runnable::Worker(path, method) => {
                 let call = EagerCall {
                     id: input.1.sample.clone(),
@@ -153,7 +157,7 @@ fn run_in_libtorch(
         .map_err(|why| ErrorBody::new(ErrorKind::Load, why))
         .and_then(|args| {
             run.args = args;
-            load_module(path, Device::Cpu, cx.case.spec.model.eval)
+            load_module(path, cx.on(), cx.case.spec.model.eval)
                 .map_err(|e| ErrorBody::new(ErrorKind::Load, format!("{e}")))
         });
     match loaded {
@@ -161,11 +165,12 @@ fn run_in_libtorch(
             let t = Instant::now();
             let samples = cx.samples();
             let call = (&cx.case, run.args.as_slice());
+            let on = (&m, cx.on());
             run.runs = samples
                 .inputs
                 .iter()
                 .zip(&samples.expected)
-                .map(|(i, e)| run_sample(&m, call, i, e, &cx.tol))
+                .map(|(i, e)| run_sample(on, call, i, e, &cx.tol))
                 .collect();
             run.run_ms = t.elapsed().as_secs_f64() * 1e3;
             cx.clock.add_torch(t);

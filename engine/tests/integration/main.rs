@@ -4,6 +4,7 @@
 //! The Python interpreter comes from `HARNESS_PYTHON` (set by `cargo xtask test`) or the
 //! repository's `.venv`.
 
+mod devices;
 mod inputs;
 mod output;
 mod report;
@@ -25,7 +26,7 @@ use harness_engine::tensors;
 use harness_engine::verify::verify;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("HARNESS_ENGINE_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
@@ -54,7 +55,7 @@ fn harness_bin() -> PathBuf {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    Path::new(env!("HARNESS_ENGINE_DIR")).join("tests/fixtures")
 }
 
 fn python() -> PathBuf {
@@ -136,6 +137,7 @@ fn run_choosing(
             torch_threads: None,
             python_path: Vec::new(),
             variants,
+            device: Default::default(),
         },
         snapshots,
         cache: None,
@@ -157,6 +159,7 @@ fn replay(case: &Path, input: &Path, seed: Option<u64>, out: &Path) -> Results {
         torch_threads: None,
         python_path: Vec::new(),
         variants: variants_for(case),
+        device: Default::default(),
     };
     verify(&Request::new(vec![case.to_path_buf()], options), |_| {}).unwrap()
 }
@@ -582,6 +585,7 @@ fn counterexamples_replay() {
                 torch_threads: None,
                 python_path: Vec::new(),
                 variants: project_variants(),
+                device: Default::default(),
             },
             snapshots: Some(Policy {
                 dir: out.path().join("snapshots"),
@@ -1041,6 +1045,7 @@ fn the_run_chooses_the_variants() {
         torch_threads: None,
         python_path: Vec::new(),
         variants: project_variants(),
+        device: Default::default(),
     };
     options.variants.run = Some(vec![Variant::named("scripted").unwrap()]);
     let cases = ["decision_gate", "shipped_cell"].map(|c| repo().join(format!("cases/{c}.yaml")));
@@ -1452,6 +1457,7 @@ fn cache_reruns_only_what_changed_and_jobs_agree() {
                 torch_threads: None,
                 python_path: Vec::new(),
                 variants: Default::default(),
+                device: Default::default(),
             },
         );
         req.cache = Some(harness::cache::Cache {

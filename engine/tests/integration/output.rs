@@ -32,7 +32,7 @@ fn bad_case_files_get_one_line_each() {
     settings().bind(|| {
         insta::glob!("../fixtures/bad", "*.yaml", |path| {
             // Relative to the package, as a user would name it.
-            let rel = path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap();
+            let rel = path.strip_prefix(env!("HARNESS_ENGINE_DIR")).unwrap();
             let line = match Case::load(rel) {
                 Ok(_) => "parses; fails later, in the worker".to_string(),
                 Err(e) => e.to_string(),

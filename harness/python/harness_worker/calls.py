@@ -64,10 +64,12 @@ def _value(f: Any, keys: set[str], prefix: str, name: str, kind: str) -> Any:
     return SCALARS[kind](tensor.item()) if kind in SCALARS else tensor
 
 
-def load_args(ref: dict[str, str], names: list[str], files: dict[str, Any] | None = None) -> list[Arg]:
+def load_args(
+    ref: dict[str, str], names: list[str], files: dict[str, Any] | None = None, device: str = "cpu"
+) -> list[Arg]:
     """forward's inputs for one sample, from {"file", "sample"}: a tensor file holding the
-    sample's tensors under `<sample>/<name>` (one file holds every sample of a case). `files`
-    keeps files open across samples."""
+    sample's tensors under `<sample>/<name>` (one file holds every sample of a case), with their
+    tensors on `device` (the case's). `files` keeps files open across samples."""
     path, prefix = ref["file"], ref["sample"]
     f = files.get(path) if files is not None else None
     if f is None:
@@ -79,7 +81,7 @@ def load_args(ref: dict[str, str], names: list[str], files: dict[str, Any] | Non
     for wire in names:
         name, kind, keyword = parse_name(wire)
         args.append(Arg(name, kind, keyword, _value(f, keys, prefix, name, kind)))
-    return args
+    return args if device == "cpu" else on_device(args, device)
 
 
 def call(fn: Any, args: list[Arg]) -> Any:

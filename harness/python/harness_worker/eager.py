@@ -41,11 +41,12 @@ def _encode_tensor(value: torch.Tensor, key: str, tensors: dict[str, torch.Tenso
             "dtype": str(value.dtype).replace("torch.", ""),
             "device": str(value.device),
         }
+    node: dict[str, Any] = {"t": "tensor", "key": key}
     if value.device.type != "cpu":
+        node["device"] = str(value.device)  # the harness compares where the output is, too
         value = value.cpu()
     value, dtype = transportable(value.detach())
     tensors[key] = value.clone().contiguous()
-    node: dict[str, Any] = {"t": "tensor", "key": key}
     if dtype is not None:
         node["dtype"] = dtype
     return node
@@ -120,10 +121,10 @@ def _run_sample(
     return {"id": sid, "ok": True, "output": tree, "path": path, "seconds": seconds}
 
 
-def run_eager(model: torch.nn.Module, req: dict[str, Any], path: str) -> dict[str, Any]:
+def run_eager(model: torch.nn.Module, req: dict[str, Any], path: str, device: str = "cpu") -> dict[str, Any]:
     """An `eager` request: every sample, with all of their outputs in one file at `path`
     (`<sample>/o`, `<sample>/o.0`, ...). `model` is the eager model, or the loaded program the
-    request names (`program`), which runs the same way."""
+    request names (`program`), which runs the same way, on inputs on `device` (the case's)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     results = []
     files: dict[str, Any] = {}
@@ -131,7 +132,7 @@ def run_eager(model: torch.nn.Module, req: dict[str, Any], path: str) -> dict[st
     for sample in req["samples"]:
         sid = sample["id"]
         try:
-            inputs = load_args(sample["input"], req["names"], files)
+            inputs = load_args(sample["input"], req["names"], files, device)
         except Exception as exc:  # noqa: BLE001
             raise HarnessError(ErrorKind.PROTOCOL, f"cannot read sample {sid}: {exc}") from exc
         with _filled_uninitialized(bool(sample.get("fill_uninitialized"))):
@@ -163,6 +164,17 @@ def _filled_uninitialized(on: bool) -> Iterator[None]:
     finally:
         _deterministic(was[0], warn_only=was[1])
         torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def exact_numerics() -> None:
+    """The numerics a GPU run is judged with, the same the harness gives libtorch
+    (engine/csrc/numerics.cpp): no TF32 in cuBLAS or cuDNN (it rounds float32 matmuls and
+    convolutions to 10 mantissa bits), cuDNN deterministic and not benchmarking. Set in a case's
+    child when the case runs on CUDA; the trace then records them in its convolutions."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def _deterministic(mode: bool, warn_only: bool) -> None:

@@ -45,6 +45,11 @@ standard library; never the user's files) the child imported that its server had
 order; `preload` {"modules": [...]} imports such modules in the fork server between cases, so the
 children that follow start with them (torchvision imports torch._dynamo: 1.3 s a case), and
 replies {"imported", "seconds"}. The server never imports the user's code.
+
+Version 9: `load` may say "device" ("cpu", the default, or "cuda"): the case's child moves the
+model there, and its `export`, `retrace` and `eager` requests run with their inputs there (each
+artifact is made on that device, as a team exporting on a GPU makes it). A tensor leaf of an
+output not on the CPU says where it was: {"t": "tensor", "key", "device": "cuda:0"}.
 """
 
 import contextlib
@@ -57,7 +62,7 @@ from typing import IO, Any
 
 from harness_worker.errors import ErrorKind, HarnessError, error_body
 
-PROTOCOL = 8
+PROTOCOL = 9
 
 
 class Channel:

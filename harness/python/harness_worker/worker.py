@@ -13,7 +13,7 @@ import torch
 
 from harness_worker import program
 from harness_worker.calls import load_args
-from harness_worker.eager import run_eager, state_digest
+from harness_worker.eager import exact_numerics, run_eager, state_digest
 from harness_worker.errors import ErrorKind, HarnessError, error_body
 from harness_worker.frames import capture_warnings, is_library, modules_mark, modules_since, site_dirs
 from harness_worker.graph import TraceSig, Walk, trace_diff
@@ -35,6 +35,7 @@ class Worker:
         self.programs: dict[str, Any] = {}  # saved program path -> loaded
         self.modules_at_start: str | None = None  # a case's child: its server's newest module
         self.preimported: list[str] = []  # a zygote: the user's files its model import pulled in
+        self.device = "cpu"  # the case's device: its model, inputs and eager runs are there
 
     def start_case(self) -> None:
         """In a case's fresh child (or a zygote): remember what the fork server had imported. A
@@ -101,6 +102,13 @@ class Worker:
             where = req["import"]
             module, files = self.loader.by_name(where)
         model = construct(module, where, req)
+        self.device = req.get("device") or "cpu"
+        if self.device != "cpu":
+            # Only here, in the case's child: a trace records the flags in every convolution
+            # (`torch._convolution(..., deterministic, ..., allow_tf32)`), and CPU artifacts
+            # must stay as a team's own trace makes them.
+            exact_numerics()
+            model = _moved(model, self.device)
         self.models[req["case"]] = model
         # Every user file the import and the constructor pulled in, transitively: the harness
         # caches the verdict by their contents.
@@ -111,7 +119,7 @@ class Worker:
     def op_export(self, req: dict[str, Any]) -> dict[str, Any]:
         model = self._model(req)
         variants = parse_variants(req["variants"])
-        inputs = load_args(req["input"], req["names"])
+        inputs = load_args(req["input"], req["names"], device=self.device)
         reply, walks = export_all(model, inputs, variants, req["out_dir"], req.get("dims") or {})
         # A re-trace is made as the first trace variant was, and compared with the graph of the
         # variant it explains (a fresh trace, or a shipped file made elsewhere).
@@ -128,7 +136,7 @@ class Worker:
         if key not in self.trace_sigs:
             raise HarnessError(ErrorKind.PROTOCOL, f"retrace of {req['variant']!r} before it was exported")
         sig, options = self.trace_sigs[key]
-        inputs = load_args(req["input"], req["names"])
+        inputs = load_args(req["input"], req["names"], device=self.device)
         start = time.perf_counter()
         with capture_warnings():
             try:
@@ -153,12 +161,23 @@ class Worker:
             model = self._program(req["program"]["path"], req["program"].get("method", "export"))
         self.eager_calls += 1
         path = os.path.join(req["out_dir"], f"eager-{self.eager_calls}.safetensors")
-        return run_eager(model, req, path)
+        return run_eager(model, req, path, self.device)
 
     def _program(self, path: str, method: str) -> Any:
         if path not in self.programs:
             try:
-                self.programs[path] = program.load(path, method)
+                loaded = program.load(path, method)
+                # An AOTInductor package is compiled for the device it was exported on: as is.
+                moves = self.device != "cpu" and hasattr(loaded, "to")
+                self.programs[path] = loaded.to(self.device) if moves else loaded
             except Exception as exc:  # noqa: BLE001 - the harness reports it as a load error
                 raise HarnessError(ErrorKind.EXPORT_ERROR, f"cannot load {path}: {exc}") from exc
         return self.programs[path]
+
+
+def _moved(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """The model with its parameters and buffers on the case's device."""
+    try:
+        return model.to(device)
+    except Exception as exc:  # noqa: BLE001 - a device this machine lacks, a model that refuses
+        raise HarnessError(ErrorKind.DEVICE, f"cannot move the model to {device}: {exc}") from exc

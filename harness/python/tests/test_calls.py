@@ -52,6 +52,43 @@ def sample(write_inputs: Callable[..., dict[str, str]]) -> dict[str, str]:
     )
 
 
+def test_inputs_go_to_the_cases_device_and_scalars_stay_python(sample: dict[str, str]) -> None:
+    """A case run on another device gets its tensors there (meta stands in for CUDA here) and
+    its scalars as Python values, as eager takes them."""
+    args = load_args(sample, NAMES, device="meta")
+    assert args[0].value.device.type == "meta" and args[0].value.shape == (2, 3)
+    assert (args[1].value, args[2].value, args[3].value, args[4].value) == (3, True, None, 0.5)
+    assert load_args(sample, NAMES)[0].value.device.type == "cpu"
+
+
+def test_exact_numerics_turn_tf32_off_and_cudnn_deterministic() -> None:
+    from harness_worker.eager import exact_numerics
+
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.deterministic,
+    )
+    torch.backends.cudnn.deterministic = False
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        exact_numerics()  # what a CUDA case's child sets before it moves the model
+        assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[:2]
+        torch.backends.cudnn.deterministic = saved[2]
+
+
+def test_a_cpu_case_traces_convolutions_with_torchs_own_flags() -> None:
+    """The snapshots of CPU cases are what a team's trace makes: the default flags, which a trace
+    records in every convolution."""
+    Worker()
+    conv = torch.nn.Conv1d(2, 2, 1)
+    code = torch.jit.trace(conv, torch.ones(1, 2, 3)).code
+    assert "False, False, True, True)" in code, code
+
+
 def test_scalars_none_and_keywords_reach_eager(sample: dict[str, str]) -> None:
     args = load_args(sample, NAMES)
     assert [(a.name, a.kind, a.keyword) for a in args][1:] == [

@@ -107,7 +107,7 @@ def test_hello_fork_end_shutdown(worker: Client, tmp_path: Path) -> None:
     hello = worker.call("hello")
     assert (
         hello["ok"]
-        and hello["protocol"] == PROTOCOL == 8
+        and hello["protocol"] == PROTOCOL == 9
         and hello["site"]
         and hello["pid"] == worker.proc.pid
     )

@@ -250,6 +250,7 @@ mod tests {
             harness: "0".into(),
             torch: "2.13.0".into(),
             tch: "0.26.0".into(),
+            libtorch: None,
             python: "3.11".into(),
             seed: None,
             duration_ms: 0,

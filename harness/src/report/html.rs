@@ -699,7 +699,7 @@ fn case_view<'a>(c: &'a CaseResult, reg: Option<&Regression>) -> CaseView<'a> {
                     .collect(),
                 group,
                 inputs: text,
-                device: "cpu".into(),
+                device: c.device.clone().unwrap_or_else(|| "cpu".into()),
             }
         })
         .collect();

@@ -52,6 +52,12 @@ pub fn render(results: &Results) -> anyhow::Result<String> {
         suite.add_property(("file", case.file.as_str()));
         suite.add_property(("torch", results.torch.as_str()));
         suite.add_property(("tch", results.tch.as_str()));
+        if let Some(libtorch) = &results.libtorch {
+            suite.add_property(("libtorch", libtorch.as_str()));
+        }
+        if let Some(device) = &case.device {
+            suite.add_property(("device", device.as_str()));
+        }
         if let Some(seed) = case.seed {
             suite.add_property(("seed", seed.to_string().as_str()));
         }
