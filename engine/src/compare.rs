@@ -146,7 +146,10 @@ fn canonical_rows(d: &[(Value, Value)], key: &str) -> Option<Vec<(Value, Value)>
         d.iter()
             .map(|(k, v)| {
                 let v = match v {
-                    Value::Tensor(t) if rows_of(t) => Value::Tensor(t.index_select(0, &perm)),
+                    // The index goes where the rows are (a CUDA case's outputs are on CUDA).
+                    Value::Tensor(t) if rows_of(t) => {
+                        Value::Tensor(t.index_select(0, &perm.to_device(t.device())))
+                    }
                     other => other.dup(),
                 };
                 (k.dup(), v)

@@ -319,7 +319,7 @@ impl Console {
             .chain((unjudged > 0).then(|| format!("{unjudged} with checks not judged")))
             .collect();
         format!(
-            "{} cases, {} variants: {} in {:.1} s (torch {}, seed {})",
+            "{} cases, {} variants: {} in {:.1} s (torch {}{}, seed {})",
             results.cases.len(),
             results
                 .cases
@@ -333,12 +333,27 @@ impl Console {
             },
             results.duration_ms as f64 / 1e3,
             results.torch,
+            off_cpu(results),
             results
                 .seed
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "per case".into()),
         )
     }
+}
+
+/// `, on cuda:0` when cases ran elsewhere than on the CPU (a CPU run says nothing, as before).
+fn off_cpu(results: &Results) -> String {
+    let devices: std::collections::BTreeSet<&str> = results
+        .cases
+        .iter()
+        .filter_map(|c| c.device.as_deref())
+        .collect();
+    if devices.iter().all(|d| *d == "cpu") {
+        return String::new();
+    }
+    let list: Vec<&str> = devices.into_iter().collect();
+    format!(", on {}", list.join(" and "))
 }
 
 #[cfg(test)]
@@ -367,6 +382,33 @@ mod tests {
                 .insert(Variant::named("scripted").unwrap(), scripted);
         }
         c
+    }
+
+    #[test]
+    fn the_summary_says_where_cases_ran_unless_on_the_cpu() {
+        let on = |devices: &[&str]| {
+            let cases = devices
+                .iter()
+                .map(|d| CaseResult {
+                    device: Some(d.to_string()),
+                    ..case("pass", serde_json::Value::Null, None)
+                })
+                .collect();
+            let results: Results = serde_json::from_value(serde_json::json!({
+                "schema": 1, "harness": "0", "torch": "2.13.0", "tch": "0.26.0",
+                "python": "3.11", "seed": null, "duration_ms": 0, "complete": true, "cases": [],
+            }))
+            .unwrap();
+            Console::summary(&Results { cases, ..results })
+        };
+        assert!(
+            on(&["cpu"]).ends_with("(torch 2.13.0, seed per case)"),
+            "{}",
+            on(&["cpu"])
+        );
+        assert!(
+            on(&["cuda:0", "cpu"]).ends_with("(torch 2.13.0, on cpu and cuda:0, seed per case)")
+        );
     }
 
     /// The lines printed for a case, plain.

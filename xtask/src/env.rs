@@ -61,8 +61,8 @@ fn find_root(from: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// `--torch X.Y` taken out of `args`: the line it names, else the default line.
-pub fn take_line(args: &mut Vec<String>) -> Result<&'static TorchLine, String> {
+/// `--torch X.Y` taken out of `args`: the line it names (`None` when not given).
+pub fn take_line(args: &mut Vec<String>) -> Result<Option<&'static TorchLine>, String> {
     let mut name = None;
     let mut i = 0;
     while i < args.len() {
@@ -79,14 +79,18 @@ pub fn take_line(args: &mut Vec<String>) -> Result<&'static TorchLine, String> {
             i += 1;
         }
     }
-    torch_lines::line_named(name.as_deref().unwrap_or(torch_lines::DEFAULT_LINE))
+    name.map(|n| torch_lines::line_named(&n)).transpose()
+}
+
+/// The default line (`torch_lines::DEFAULT_LINE`).
+pub fn default_line() -> &'static TorchLine {
+    torch_lines::line_named(torch_lines::DEFAULT_LINE).expect("the default line is in the table")
 }
 
 impl Env {
     /// Find the repository and make sure `.venv` matches the pinned requirements.
     pub fn prepare() -> Result<Env, String> {
-        let line = torch_lines::line_named(torch_lines::DEFAULT_LINE)?;
-        Env::prepare_line(line)
+        Env::prepare_line(default_line())
     }
 
     /// The same for `line`: its venv made or updated, its folders named.
@@ -357,16 +361,14 @@ mod tests {
         let mut args: Vec<String> = ["cases/a.yaml", "--torch", "2.12", "--jobs", "2"]
             .map(String::from)
             .into();
-        assert_eq!(take_line(&mut args).unwrap().release, "2.12.0");
+        assert_eq!(take_line(&mut args).unwrap().unwrap().release, "2.12.0");
         assert_eq!(args, ["cases/a.yaml", "--jobs", "2"]);
         let mut args = vec!["--torch=2.11".to_string()];
-        assert_eq!(take_line(&mut args).unwrap().tch, "0.24.0");
+        assert_eq!(take_line(&mut args).unwrap().unwrap().tch, "0.24.0");
         assert!(args.is_empty());
         let mut none: Vec<String> = Vec::new();
-        assert_eq!(
-            take_line(&mut none).unwrap().name,
-            torch_lines::DEFAULT_LINE
-        );
+        assert_eq!(take_line(&mut none), Ok(None));
+        assert_eq!(default_line().name, torch_lines::DEFAULT_LINE);
         assert!(take_line(&mut vec!["--torch".to_string()]).is_err());
         assert!(take_line(&mut vec!["--torch".into(), "2.10".into()]).is_err());
     }

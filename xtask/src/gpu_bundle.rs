@@ -25,12 +25,16 @@ const MAX_BYTES: u64 = 60 << 20;
 /// compiles C++ (a compiler, and Triton for CUDA); torchvision is not installed there.
 const NEEDS_MORE: &[&str] = &["aoti_cell.yaml"];
 
-pub fn run(line: &'static TorchLine, args: &[String]) -> Result<u8, String> {
-    let (explicit_line, out) = parse(args)?;
-    let line = if explicit_line {
-        line
-    } else {
-        torch_lines::line_named(GPU_MACHINE_LINE)?
+/// `line`: `--torch`, else the GPU machines' line.
+pub fn run(line: Option<&'static TorchLine>, args: &[String]) -> Result<u8, String> {
+    let out = match args {
+        [] => PathBuf::from(DEFAULT_OUT),
+        [flag, dir] if flag == "--out" => PathBuf::from(dir),
+        _ => return Err("usage: cargo xtask gpu-bundle [--torch X.Y] [--out DIR]".into()),
+    };
+    let line = match line {
+        Some(line) => line,
+        None => torch_lines::line_named(GPU_MACHINE_LINE)?,
     };
     let env = Env::prepare_line(line)?;
     let harness = env.build_harness()?;
@@ -69,17 +73,6 @@ pub fn run(line: &'static TorchLine, args: &[String]) -> Result<u8, String> {
         out.display()
     );
     Ok(0)
-}
-
-/// `(--torch was given, --out)`; `--torch` itself was taken out by `main`, which tells by the
-/// raw arguments.
-fn parse(args: &[String]) -> Result<(bool, PathBuf), String> {
-    let explicit = std::env::args().any(|a| a == "--torch" || a.starts_with("--torch="));
-    match args {
-        [] => Ok((explicit, PathBuf::from(DEFAULT_OUT))),
-        [flag, dir] if flag == "--out" => Ok((explicit, PathBuf::from(dir))),
-        _ => Err("usage: cargo xtask gpu-bundle [--torch X.Y] [--out DIR]".into()),
-    }
 }
 
 /// The cases the GPU machine can run, with what they name (`models/`, `artifacts/`): every
@@ -203,6 +196,10 @@ echo "run.sh: $py, torch $version (the bundle was built for {release}), CUDA in 
 case "$version" in {release}*) ;; *) echo "run.sh: torch $version is not {release}: rebuild with cargo xtask gpu-bundle --torch X.Y"; exit 2;; esac
 export LD_LIBRARY_PATH="$lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"
 export HARNESS_PYTHON="$(command -v "$py")" TORCH_CPP_LOG_LEVEL=ERROR
+if ! bin/harness --version >/dev/null 2>&1; then
+  echo "run.sh: bin/harness does not start here (built on glibc {glibc}, which may be newer than this machine's, $(ldd --version | head -1)):"
+  bin/harness --version; exit 2
+fi
 if ! ldd bin/harness-run | grep -q 'libtorch_cuda.so => /'; then
   echo "run.sh: bin/harness-run does not find libtorch_cuda.so:"; ldd bin/harness-run | grep -E 'torch|not found'; exit 2
 fi
@@ -219,8 +216,27 @@ done
 echo "run.sh: exit $status (0: every verdict on both devices is what its case expects)"
 exit $status
 "#,
-        release = line.release
+        release = line.release,
+        glibc = glibc(),
     )
+}
+
+/// This machine's glibc (`2.36`): the binaries need at least the versions of the symbols they
+/// were linked with, so an older one on the GPU machine is said up front.
+fn glibc() -> String {
+    std::process::Command::new("ldd")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).to_string();
+            text.lines()
+                .next()?
+                .split_whitespace()
+                .last()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "(unknown)".into())
 }
 
 /// `table.py`: case × variant × device with each verdict, what was expected, and the device

@@ -34,13 +34,14 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let task = args.next().unwrap_or_default();
     let mut rest: Vec<String> = args.collect();
-    let line = match env::take_line(&mut rest) {
+    let given = match env::take_line(&mut rest) {
         Ok(line) => line,
         Err(e) => {
             eprintln!("xtask: {e}");
             return ExitCode::from(2);
         }
     };
+    let line = given.unwrap_or_else(env::default_line);
     let result = match task.as_str() {
         "verify" => harness(line, "verify", &rest),
         "report" => harness(line, "report", &rest),
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(&rest),
         "setup" => env::Env::prepare_line(line).map(|_| 0),
         "install" => install(line, &rest),
-        "gpu-bundle" => gpu_bundle::run(line, &rest),
+        "gpu-bundle" => gpu_bundle::run(given, &rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <verify|report|test|lint|tidy|bench|setup> [ARGS]\n\n  \

@@ -347,7 +347,7 @@ fn shipped_cases_meet_their_expectations() {
     );
     let _ = none;
     assert_eq!(results.exit_code(), exit::OK);
-    assert_eq!(results.torch, "2.13.0");
+    assert_eq!(results.torch, harness::TORCH_VERSION);
     every_second_is_explained(results);
 
     // Every pitfall id is shown by some shipped case.
@@ -1304,7 +1304,8 @@ fn snapshot_review_workflow() {
         scripted_body.contains("torch.mul(torch.relu(x), 2)"),
         "{scripted_body}"
     );
-    assert!(stored.contains("  torch: 2.13.0\n"), "{stored}");
+    let torch = format!("  torch: {}\n", harness::TORCH_VERSION);
+    assert!(stored.contains(&torch), "{stored}");
     let (code, stdout, r) = cli(&snaps, &[], false);
     assert_eq!(code, i32::from(exit::OK), "{stdout}");
     assert_eq!(states(&r), "traced=Matched scripted=Matched");

@@ -31,11 +31,12 @@ fn settings() -> insta::Settings {
 fn bad_case_files_get_one_line_each() {
     settings().bind(|| {
         insta::glob!("../fixtures/bad", "*.yaml", |path| {
-            // Relative to the package, as a user would name it.
-            let rel = path.strip_prefix(env!("HARNESS_ENGINE_DIR")).unwrap();
-            let line = match Case::load(rel) {
+            // Relative to the package, as a user would name it (whatever folder the tests run
+            // in: a torch line's workspace runs them from lines/torch-X.Y).
+            let engine = format!("{}/", env!("HARNESS_ENGINE_DIR"));
+            let line = match Case::load(path) {
                 Ok(_) => "parses; fails later, in the worker".to_string(),
-                Err(e) => e.to_string(),
+                Err(e) => e.to_string().replace(&engine, ""),
             };
             assert!(!line.contains('\n'), "{line}");
             insta::assert_snapshot!(line);
@@ -54,6 +55,12 @@ fn shipped_here() -> Results {
 
 #[test]
 fn console_lines_of_the_shipped_cases() {
+    if harness::torch_line().name != harness::torch_lines::DEFAULT_LINE {
+        // The snapshot holds torch 2.13's verdicts and messages; the lines' differences are
+        // their cases' `torch:` expectations, which shipped_cases_meet_their_expectations checks.
+        eprintln!("skipped: the console snapshot is the default torch line's");
+        return;
+    }
     let results = &shipped_here();
     let console = Console::plain();
     let mut lines: Vec<String> = results

@@ -134,7 +134,7 @@ fn a_team_repository_runs_with_its_own_venv_weights_and_artifacts() {
     let setup = harness(&dir, &["setup"]);
     assert!(setup.status.success(), "{}", text(&setup));
     assert!(
-        text(&setup).contains("has torch 2.13.0"),
+        text(&setup).contains(&format!("has torch {}", harness::TORCH_VERSION)),
         "{}",
         text(&setup)
     );
