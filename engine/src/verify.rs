@@ -104,6 +104,13 @@ fn on_this_machine(req: &Request) -> anyhow::Result<Request> {
     }
     if cuda {
         crate::libtorch::set_exact_numerics(true);
+    } else if [req.options.device.run, req.options.device.project]
+        .contains(&Some(DeviceChoice::Auto))
+    {
+        // On stderr: the run's lines and results stay those of a CPU run (each case records it).
+        eprintln!(
+            "harness: device auto: libtorch sees no CUDA device here, so cases run on the CPU"
+        );
     }
     Ok(req)
 }

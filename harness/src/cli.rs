@@ -51,7 +51,8 @@ pub const RUN_BINARY: &str = "harness-run";
 #[derive(Parser)]
 #[command(
     name = "harness",
-    version,
+    // Which torch line the binaries were built for: `harness 0.1.0 (torch 2.12.0)`.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (torch ", env!("HARNESS_TORCH_VERSION"), ")"),
     about = "Trace-versus-script verification for TorchScript"
 )]
 struct Cli {

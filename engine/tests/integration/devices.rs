@@ -49,6 +49,9 @@ fn harness_run_links_libtorch_cuda_when_the_torch_has_it_and_starts_without_a_gp
     // It starts (libtorch_cuda's static initializers need no driver) and says its libtorch.
     let version = Command::new(bin).arg("--version").output().unwrap();
     assert!(version.status.success(), "{version:?}");
+    let said = String::from_utf8_lossy(&version.stdout);
+    let line = format!("(torch {})", harness::TORCH_VERSION);
+    assert!(said.contains(&line), "{said}");
 }
 
 #[test]
@@ -88,6 +91,13 @@ fn results_name_the_libtorch_that_ran_the_variants() {
         "cpu"
     };
     assert!(r.cases.iter().all(|c| c.device.as_deref() == Some(want)));
+    // The fallback is said, on stderr (the run's own lines are a CPU run's).
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        stderr.contains("device auto: libtorch sees no CUDA device here"),
+        !libtorch::cuda_usable(),
+        "{stderr}"
+    );
 }
 
 #[test]
