@@ -44,7 +44,7 @@ pub enum SampleFailure {
 /// What the device probe saw for one variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceCheck {
-    /// `cuda:0` or `meta`.
+    /// The probe's device: `cuda`, `cpu` (for a case run on CUDA) or `meta`.
     pub device: String,
     /// Eager ran there; the variant failed or disagreed on device, shape or dtype.
     pub flagged: bool,
