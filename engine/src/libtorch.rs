@@ -12,26 +12,10 @@ pub const CUDA_LINKED: bool = matches!(env!("HARNESS_CUDA_LINKED").as_bytes(), b
 // The core and the engine must be built for one torch: the core's checks, cache key and
 // `harness setup` name `harness::TORCH_VERSION`, the variants run in this libtorch.
 const _: () = assert!(
-    same_release(VERSION, harness::TORCH_VERSION),
+    harness::torch_lines::same_release(VERSION, harness::TORCH_VERSION),
     "the core was built for another torch than the libtorch the engine links: build both with \
      one Python environment (cargo xtask build --torch X.Y)"
 );
-
-/// `full` is `release` with or without a `+tag`.
-const fn same_release(full: &str, release: &str) -> bool {
-    let (f, r) = (full.as_bytes(), release.as_bytes());
-    if f.len() < r.len() || (f.len() > r.len() && f[r.len()] != b'+') {
-        return false;
-    }
-    let mut i = 0;
-    while i < r.len() {
-        if f[i] != r[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
 
 extern "C" {
     fn harness_set_exact_numerics(exact: i32);
@@ -75,15 +59,6 @@ pub fn cuda_usable() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn releases_compare_without_their_build_tag() {
-        assert!(same_release("2.13.0+cu130", "2.13.0"));
-        assert!(same_release("2.12.0", "2.12.0"));
-        assert!(!same_release("2.13.0+cu130", "2.13.1"));
-        assert!(!same_release("2.13.01", "2.13.0"));
-        assert!(!same_release("2.1", "2.13.0"));
-    }
 
     #[test]
     fn exact_numerics_switch_tf32_off_and_cudnn_to_deterministic() {

@@ -47,28 +47,12 @@ pub const TCH_VERSION: &str = torch_line().tch;
 pub const fn torch_line() -> &'static torch_lines::TorchLine {
     let mut i = 0;
     while i < torch_lines::LINES.len() {
-        if const_eq(torch_lines::LINES[i].release, TORCH_VERSION) {
+        if torch_lines::same_release(TORCH_VERSION, torch_lines::LINES[i].release) {
             return &torch_lines::LINES[i];
         }
         i += 1;
     }
     panic!("HARNESS_TORCH_VERSION is not in torch_lines::LINES")
-}
-
-/// `a == b` for strings, in a constant.
-pub const fn const_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 /// How the user runs the harness, for the commands messages suggest (`harness verify --accept`,

@@ -62,6 +62,23 @@ pub fn release_of(version: &str) -> &str {
     version.split('+').next().unwrap_or(version).trim()
 }
 
+/// `full` is `release`, with or without a local build tag (`2.13.0+cu130` is `2.13.0`); a
+/// constant function, so the engine can check its libtorch at compile time.
+pub const fn same_release(full: &str, release: &str) -> bool {
+    let (f, r) = (full.as_bytes(), release.as_bytes());
+    if f.len() < r.len() || (f.len() > r.len() && f[r.len()] != b'+') {
+        return false;
+    }
+    let mut i = 0;
+    while i < r.len() {
+        if f[i] != r[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// The line of a torch version as Python reports it (`2.12.0+cu130`), or why there is none.
 pub fn line_of_version(version: &str) -> Result<&'static TorchLine, String> {
     let release = release_of(version);
@@ -114,6 +131,15 @@ mod tests {
             line_of_version("2.13.1").is_err(),
             "a patch release is not assumed to fit"
         );
+    }
+
+    #[test]
+    fn releases_compare_without_their_build_tag() {
+        assert!(same_release("2.13.0+cu130", "2.13.0"));
+        assert!(same_release("2.12.0", "2.12.0"));
+        assert!(!same_release("2.13.0+cu130", "2.13.1"));
+        assert!(!same_release("2.13.01", "2.13.0"));
+        assert!(!same_release("2.1", "2.13.0"));
     }
 
     #[test]

@@ -384,14 +384,32 @@ mod tests {
         }
     }
 
-    /// A result stored for the variants one choice runs is not served to another.
-    #[test]
-    fn the_cache_keys_on_the_variants_a_case_runs() {
+    /// A folder with one case file (`c.yaml`) and its model.
+    fn one_case() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("m.py"), "class M: pass\n").unwrap();
         let file = dir.path().join("c.yaml");
         let text = "model: {source: m.py, entry: M}\ninputs: [{name: x, shape: [2]}]\n";
         std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
+    /// Store `result` for the case as a run of `req` would, with no note (it was cached).
+    fn store(req: &Request, file: &Path, result: CaseResult) {
+        let case = load_case(req, file).unwrap();
+        let worker = WorkerFacts {
+            torch: crate::TORCH_VERSION,
+            python: "3.11",
+            site: &[],
+        };
+        let (stored_result, _) = stored(req, worker, file, &case, result);
+        assert!(stored_result.notes.is_empty(), "{:?}", stored_result.notes);
+    }
+
+    /// A result stored for the variants one choice runs is not served to another.
+    #[test]
+    fn the_cache_keys_on_the_variants_a_case_runs() {
+        let (dir, file) = one_case();
         let request = |run: &[&str], project: &[&str]| {
             // As the project file and `--variants` give them: checked, in definition order.
             let names = |n: &[&str]| -> Option<Vec<Variant>> {
@@ -415,13 +433,7 @@ mod tests {
             let pass = crate::results::VariantResult::for_test(crate::results::Outcome::Pass);
             result.variants.insert(v, pass);
         }
-        let worker = WorkerFacts {
-            torch: crate::TORCH_VERSION,
-            python: "3.11",
-            site: &[],
-        };
-        let (stored_result, _) = stored(&defaults, worker, &file, &case, result);
-        assert!(stored_result.notes.is_empty(), "{:?}", stored_result.notes);
+        store(&defaults, &file, result);
         let hit = |req: &Request| cached(req, &file, &load_case(req, &file).unwrap()).is_some();
         assert!(hit(&defaults));
         // The same variants, however chosen, hit; others miss.
@@ -436,14 +448,7 @@ mod tests {
     #[test]
     fn the_cache_keys_on_the_device_a_case_ran_on() {
         use crate::case::DeviceChoice::{Auto, Cpu, Cuda};
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("m.py"), "class M: pass\n").unwrap();
-        let file = dir.path().join("c.yaml");
-        std::fs::write(
-            &file,
-            "model: {source: m.py, entry: M}\ninputs: [{name: x, shape: [2]}]\n",
-        )
-        .unwrap();
+        let (dir, file) = one_case();
         let request = |run, cuda| {
             let mut opts = options(dir.path(), Default::default());
             opts.device = crate::options::DeviceSetting {
@@ -458,15 +463,11 @@ mod tests {
             req
         };
         let on_gpu = request(Cuda, Some(true));
-        let case = load_case(&on_gpu, &file).unwrap();
-        let result = crate::results::CaseResult::ran_for_test("c");
-        let worker = WorkerFacts {
-            torch: crate::TORCH_VERSION,
-            python: "3.11",
-            site: &[],
-        };
-        let (stored_result, _) = stored(&on_gpu, worker, &file, &case, result);
-        assert!(stored_result.notes.is_empty(), "{:?}", stored_result.notes);
+        store(
+            &on_gpu,
+            &file,
+            crate::results::CaseResult::ran_for_test("c"),
+        );
         let hit = |req: &Request| cached(req, &file, &load_case(req, &file).unwrap()).is_some();
         assert!(hit(&on_gpu));
         assert!(

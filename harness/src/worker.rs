@@ -197,7 +197,7 @@ fn python_path(dir: &Path, roots: &[PathBuf]) -> std::ffi::OsString {
 /// Whether a Python torch version (`2.13.0+cpu`) is the release `wanted` (`2.13.0`): the local
 /// build tag (CPU, CUDA flavour) does not change the artifact format or the op set.
 pub fn same_torch(found: &str, wanted: &str) -> bool {
-    found.split('+').next() == Some(wanted)
+    crate::torch_lines::same_release(found, wanted)
 }
 
 impl Worker {

@@ -27,7 +27,7 @@ use super::context::{CaseRun, Clock, ProbeWait, SampleRun};
 use super::io::{arguments, load_module};
 use super::Runner;
 use crate::compare::{compare, MismatchKind, Tolerance, Tolerances};
-use crate::value::Value;
+use crate::value::{parse_device, Value};
 
 impl Runner {
     /// Fork the probe server from this job's fork server (idle between cases) when the probe
@@ -48,7 +48,8 @@ impl Runner {
         let names = cx.case.wire_names();
         let file = cx.samples().files[0].clone();
         let other = match cx.on() {
-            Device::Cpu if crate::libtorch::cuda_usable() => Some(Device::Cuda(0)),
+            // Whether there is a GPU was asked once for the run (`verify::on_this_machine`).
+            Device::Cpu if self.opts.device.cuda == Some(true) => Some(Device::Cuda(0)),
             Device::Cpu => None,
             _ => Some(Device::Cpu),
         };
@@ -58,9 +59,8 @@ impl Runner {
             let in_worker = artifacts(cx, |v| {
                 v.def().runtime == Runtime::Worker && v.def().portable
             });
-            let name = if other.is_cuda() { "cuda" } else { "cpu" };
             let id = self.call(&mut cx.clock, |w, _| {
-                w.device_probe(&cx.case.name, &file, &names, name, &in_worker)
+                w.device_probe(&cx.case.name, &file, &names, probe_name(other), &in_worker)
             })?;
             cx.probe = ProbeWait::Device(id, other);
             return Ok(());
@@ -98,8 +98,7 @@ impl Runner {
         let runs = self.call(&mut cx.clock, |w, timeout| {
             w.device_probe_result(id, timeout)
         })?;
-        let name = if device.is_cuda() { "cuda" } else { "cpu" };
-        cx.probe = ProbeWait::Judged(judge(cx, name, runs));
+        cx.probe = ProbeWait::Judged(judge(cx, probe_name(device), runs));
         Ok(())
     }
 
@@ -271,15 +270,10 @@ fn judge(
         if !variant.def().portable {
             continue; // compiled for one device: said by its verdict
         }
-        let there = if device != "meta" && variant.def().runtime == Runtime::Libtorch {
-            let on = if device == "cuda" {
-                Device::Cuda(0)
-            } else {
-                Device::Cpu
-            };
-            run_on(cx, variant, on)
-        } else {
-            from_probe(probe.remove(variant.as_str()))
+        // On a real device the libtorch variants run here; on meta (no tch device) in the probe.
+        let there = match parse_device(device) {
+            Ok(on) if variant.def().runtime == Runtime::Libtorch => run_on(cx, variant, on),
+            _ => from_probe(probe.remove(variant.as_str())),
         };
         let cpu_ok = matches!(run.runs.first(), Some(SampleRun::Match(_)));
         let pins = exported_pins(cx, variant);
@@ -299,6 +293,15 @@ fn judge(
         run.not_judged.push(warning);
     }
     checks
+}
+
+/// How the worker and the results name a real probe device.
+fn probe_name(device: Device) -> &'static str {
+    if device.is_cuda() {
+        "cuda"
+    } else {
+        "cpu"
+    }
 }
 
 /// The variant's artifact loaded on the probe's device `on` and run on the trace input moved

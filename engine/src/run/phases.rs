@@ -50,7 +50,7 @@ impl Runner {
         if let Err(why) = &cx.device {
             return Err(ErrorBody::new(ErrorKind::Device, why.clone()));
         }
-        if !cx.is_replay() && !crate::libtorch::cuda_usable() {
+        if !cx.is_replay() && self.opts.device.cuda != Some(true) {
             self.fork_probe_server_if_wanted(&mut cx.clock);
         }
         // Each case runs in a fresh child of the warm fork server: nothing from earlier cases.
